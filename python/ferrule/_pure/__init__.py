@@ -1,0 +1,11 @@
+"""Pure-Python twins of the native kernels in ``ferrule._native``.
+
+Each name here has the same signature and produces the same output, byte for byte, as its native
+twin. Type checkers and readers should treat this package as the documented source of truth; the
+native module is an accelerated copy. Only ``ferrule.backend`` chooses between them.
+"""
+
+from .sse import SseDecoder, SseError
+from .stream import StreamTranslator
+
+__all__ = ["SseDecoder", "SseError", "StreamTranslator"]

@@ -1,0 +1,332 @@
+"""Anthropic Messages SSE -> OpenAI Chat Completions SSE (pure-Python twin of
+``ferrule._native.StreamTranslator``).
+
+One ``feed()`` call takes a raw upstream network chunk and returns the bytes to send to the client,
+so the proxy does one call per chunk whatever the backend. The output is built from fixed templates
+(never a generic serializer) so the two backends agree byte for byte; strings are escaped by orjson
+here and by serde_json in Rust, which escape identically (checked by the differential tests).
+
+Rules (../shared/reference/translation.md, "Response (streaming)"):
+- every chunk shares ``id`` (``chatcmpl-`` + the Anthropic message id), ``created`` and ``model``;
+- ``message_start`` gives the first chunk, carrying ``delta.role``;
+- text deltas -> ``delta.content``; thinking deltas -> ``delta.reasoning_content``;
+- each ``tool_use`` block gets an ``index`` counting tool calls only; its first delta carries
+  ``id``/``type``/``function.name``, later ones only ``function.arguments`` fragments;
+- exactly one chunk carries ``finish_reason``, sent at ``message_stop``; with ``include_usage`` one
+  more chunk (``choices: []``) carries the usage; then ``data: [DONE]``;
+- an upstream ``error`` event becomes ``data: {"error": ...}`` and the stream ends without ``[DONE]``;
+- a stream that ends without ``message_stop`` (``finish()``) ends with an error the same way;
+- ``ping`` and unknown events are dropped; nothing is emitted after the stream is closed.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from .sse import SseDecoder
+
+__all__ = ["StreamTranslator", "finish_reason_for"]
+
+_FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+# Usage fields in the order of the ``usage`` tuple.
+_USAGE_FIELDS = (
+    "input_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "output_tokens",
+)
+_U64 = 1 << 64
+
+
+def finish_reason_for(stop_reason: str | None) -> str:
+    """OpenAI ``finish_reason`` for an Anthropic ``stop_reason`` (unknown or absent -> ``stop``)."""
+    if stop_reason is None:
+        return "stop"
+    return _FINISH_REASONS.get(stop_reason, "stop")
+
+
+def _count(value: object) -> int | None:
+    """A token count as Anthropic sends it, or None for anything that is not a u64."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _U64:
+        return value
+    return None
+
+
+class StreamTranslator:
+    """Stateful Anthropic -> OpenAI stream translator; see the module docstring for the rules.
+
+    After each call the proxy may read: ``started`` (``message_start`` seen, so bytes went out),
+    ``done`` (no more output will come), ``outcome`` (``"streaming"``, ``"complete"``,
+    ``"upstream_error"``, ``"truncated"`` or ``"protocol_error"``), ``error`` (``(type, message)``
+    when the outcome is an error), ``message_id``, ``stop_reason`` and ``usage`` (input,
+    cache-creation, cache-read, output, 5-minute cache-write, 1-hour cache-write tokens).
+    """
+
+    __slots__ = (
+        "_decoder",
+        "_include_usage",
+        "_model_json",
+        "_created",
+        "_prefix",
+        "_tool_index",
+        "_block_tool",
+        "_usage",
+        "started",
+        "done",
+        "outcome",
+        "error",
+        "message_id",
+        "stop_reason",
+    )
+
+    def __init__(
+        self,
+        model: str,
+        created: int,
+        *,
+        include_usage: bool = False,
+        max_event_bytes: int = 0,
+    ) -> None:
+        self._decoder = SseDecoder(max_line_bytes=max_event_bytes, max_event_bytes=max_event_bytes)
+        self._include_usage = include_usage
+        self._model_json = orjson.dumps(model)
+        self._created = created
+        self._prefix = b""
+        self._tool_index = 0
+        # content-block index -> tool-call index, for the tool_use blocks of this message
+        self._block_tool: dict[int, int] = {}
+        self._usage = [0, 0, 0, 0, 0, 0]
+        self.started = False
+        self.done = False
+        self.outcome = "streaming"
+        self.error: tuple[str, str] | None = None
+        self.message_id: str | None = None
+        self.stop_reason: str | None = None
+
+    @property
+    def usage(self) -> tuple[int, int, int, int, int, int]:
+        u = self._usage
+        return (u[0], u[1], u[2], u[3], u[4], u[5])
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.done:
+            return b""
+        out = bytearray()
+        try:
+            events = self._decoder.feed(chunk)
+        except ValueError as exc:  # SseError: an event over the size limit
+            return self._fail(out, "protocol_error", "api_error", str(exc))
+        for event, data, _id in events:
+            self._event(event, data, out)
+            if self.done:
+                break
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        """The upstream body ended: close the client stream (an error unless it completed)."""
+        if self.done:
+            return b""
+        return self._fail(
+            bytearray(),
+            "truncated",
+            "api_error",
+            "upstream stream ended before message_stop",
+        )
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _event(self, event: str, data: str, out: bytearray) -> None:
+        if event == "ping":
+            return
+        if event not in _HANDLED:
+            return  # unknown event types are ignored, as Anthropic's versioning policy asks
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self._fail(out, "protocol_error", "api_error", f"upstream sent invalid JSON in {event}")
+            return
+        if not isinstance(obj, dict):
+            self._fail(out, "protocol_error", "api_error", f"upstream sent a non-object {event}")
+            return
+        if event == "error":
+            err = obj.get("error")
+            etype, message = "api_error", "upstream error"
+            if isinstance(err, dict):
+                t, m = err.get("type"), err.get("message")
+                if isinstance(t, str):
+                    etype = t
+                if isinstance(m, str):
+                    message = m
+            self._fail(out, "upstream_error", etype, message)
+            return
+        if event == "message_start":
+            if self.started:
+                return  # NOTE: a repeated message_start is ignored rather than restarting
+            msg = obj.get("message")
+            if not isinstance(msg, dict):
+                self._fail(out, "protocol_error", "api_error", "message_start without a message")
+                return
+            mid = msg.get("id")
+            self.message_id = mid if isinstance(mid, str) else ""
+            usage = msg.get("usage")
+            if isinstance(usage, dict):
+                self._take_usage(usage)
+            self._prefix = (
+                b'{"id":'
+                + orjson.dumps("chatcmpl-" + self.message_id)
+                + b',"object":"chat.completion.chunk","created":'
+                + str(self._created).encode()
+                + b',"model":'
+                + self._model_json
+                + b',"choices":'
+            )
+            self.started = True
+            self._chunk(out, b'{"role":"assistant","content":""}')
+            return
+        if not self.started:
+            self._fail(out, "protocol_error", "api_error", f"upstream sent {event} before message_start")
+            return
+        if event == "content_block_start":
+            block = obj.get("content_block")
+            index = _count(obj.get("index"))
+            if isinstance(block, dict) and block.get("type") == "tool_use" and index is not None:
+                tool = self._tool_index
+                self._tool_index += 1
+                self._block_tool[index] = tool
+                tid, name = block.get("id"), block.get("name")
+                self._chunk(
+                    out,
+                    b'{"tool_calls":[{"index":'
+                    + str(tool).encode()
+                    + b',"id":'
+                    + orjson.dumps(tid if isinstance(tid, str) else "")
+                    + b',"type":"function","function":{"name":'
+                    + orjson.dumps(name if isinstance(name, str) else "")
+                    + b',"arguments":""}}]}',
+                )
+            return
+        if event == "content_block_delta":
+            delta = obj.get("delta")
+            if not isinstance(delta, dict):
+                return
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                text = delta.get("text")
+                if isinstance(text, str) and text:
+                    self._chunk(out, b'{"content":' + orjson.dumps(text) + b"}")
+            elif dtype == "thinking_delta":
+                text = delta.get("thinking")
+                if isinstance(text, str) and text:
+                    self._chunk(out, b'{"reasoning_content":' + orjson.dumps(text) + b"}")
+            elif dtype == "input_json_delta":
+                part = delta.get("partial_json")
+                index = _count(obj.get("index"))
+                tool = None if index is None else self._block_tool.get(index)
+                if tool is not None and isinstance(part, str) and part:
+                    self._chunk(
+                        out,
+                        b'{"tool_calls":[{"index":'
+                        + str(tool).encode()
+                        + b',"function":{"arguments":'
+                        + orjson.dumps(part)
+                        + b"}}]}",
+                    )
+            # signature_delta, citations_delta and future delta types carry nothing for OpenAI
+            return
+        if event == "message_delta":
+            delta = obj.get("delta")
+            if isinstance(delta, dict):
+                reason = delta.get("stop_reason")
+                if isinstance(reason, str):
+                    self.stop_reason = reason
+            usage = obj.get("usage")
+            if isinstance(usage, dict):
+                self._take_usage(usage)
+            return
+        if event == "message_stop":
+            out += (
+                b"data: "
+                + self._prefix
+                + b'[{"index":0,"delta":{},"finish_reason":"'
+                + finish_reason_for(self.stop_reason).encode()
+                + b'"}]}\n\n'
+            )
+            if self._include_usage:
+                u = self._usage
+                prompt = u[0] + u[1] + u[2]
+                out += (
+                    b"data: "
+                    + self._prefix
+                    + b'[],"usage":{"prompt_tokens":'
+                    + str(prompt).encode()
+                    + b',"completion_tokens":'
+                    + str(u[3]).encode()
+                    + b',"total_tokens":'
+                    + str(prompt + u[3]).encode()
+                    + b',"prompt_tokens_details":{"cached_tokens":'
+                    + str(u[2]).encode()
+                    + b'},"cache_creation_input_tokens":'
+                    + str(u[1]).encode()
+                    + b',"cache_read_input_tokens":'
+                    + str(u[2]).encode()
+                    + b"}}\n\n"
+                )
+            out += b"data: [DONE]\n\n"
+            self.done = True
+            self.outcome = "complete"
+            return
+        # content_block_stop: nothing to send
+
+    def _take_usage(self, usage: dict[str, object]) -> None:
+        """Later reports overwrite earlier ones: Anthropic's counts are cumulative."""
+        u = self._usage
+        for i, key in enumerate(_USAGE_FIELDS):
+            n = _count(usage.get(key))
+            if n is not None:
+                u[i] = n
+        creation = usage.get("cache_creation")
+        if isinstance(creation, dict):
+            for i, key in ((4, "ephemeral_5m_input_tokens"), (5, "ephemeral_1h_input_tokens")):
+                n = _count(creation.get(key))
+                if n is not None:
+                    u[i] = n
+
+    def _chunk(self, out: bytearray, delta: bytes) -> None:
+        out += b"data: " + self._prefix + b'[{"index":0,"delta":' + delta + b',"finish_reason":null}]}\n\n'
+
+    def _fail(self, out: bytearray, outcome: str, etype: str, message: str) -> bytes:
+        out += (
+            b'data: {"error":{"message":'
+            + orjson.dumps(message)
+            + b',"type":'
+            + orjson.dumps(etype)
+            + b',"param":null,"code":null}}\n\n'
+        )
+        self.done = True
+        self.outcome = outcome
+        self.error = (etype, message)
+        return bytes(out)
+
+
+_HANDLED = frozenset(
+    {
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+        "error",
+    }
+)

@@ -1,0 +1,51 @@
+"""The one place that chooses between the native kernels and their pure-Python twins.
+
+``FERRULE_BACKEND=auto`` (the default) uses the Rust extension when it imports and otherwise falls
+back to Python with one warning; ``rust`` insists on the extension (an ImportError is an error);
+``python`` forces the twins. Nothing else in Ferrule imports ``ferrule._native``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from types import ModuleType
+from typing import Literal
+
+from . import _pure
+
+BackendName = Literal["rust", "python"]
+
+__all__ = ["NAME", "SseDecoder", "SseError", "StreamTranslator", "load"]
+
+
+class BackendError(RuntimeError):
+    """FERRULE_BACKEND asks for something that cannot be had."""
+
+
+def load(choice: str | None = None) -> tuple[BackendName, ModuleType]:
+    """Return ``(name, module)`` for a backend choice (default: ``$FERRULE_BACKEND`` or auto)."""
+    choice = (choice or os.environ.get("FERRULE_BACKEND") or "auto").strip().lower()
+    if choice == "python":
+        return "python", _pure
+    if choice not in ("auto", "rust"):
+        raise BackendError(f"FERRULE_BACKEND must be auto, rust or python, not {choice!r}")
+    try:
+        from . import _native
+    except ImportError as exc:
+        if choice == "rust":
+            raise BackendError(f"FERRULE_BACKEND=rust but the native extension is missing: {exc}") from exc
+        warnings.warn(
+            f"ferrule: native extension not available ({exc}); using the pure-Python backend",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return "python", _pure
+    return "rust", _native
+
+
+NAME, _module = load()
+
+SseDecoder: type[_pure.SseDecoder] = _module.SseDecoder
+SseError: type[_pure.SseError] = _module.SseError
+StreamTranslator: type[_pure.StreamTranslator] = _module.StreamTranslator
