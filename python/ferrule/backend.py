@@ -34,7 +34,9 @@ def load(choice: str | None = None) -> tuple[BackendName, ModuleType]:
         from . import _native
     except ImportError as exc:
         if choice == "rust":
-            raise BackendError(f"FERRULE_BACKEND=rust but the native extension is missing: {exc}") from exc
+            raise BackendError(
+                f"FERRULE_BACKEND=rust but the native extension is missing: {exc}"
+            ) from exc
         warnings.warn(
             f"ferrule: native extension not available ({exc}); using the pure-Python backend",
             RuntimeWarning,

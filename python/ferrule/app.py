@@ -1,0 +1,174 @@
+"""The ASGI application: routing, lifespan (one upstream client per worker), error rendering in
+each route's own format, and cancellation of the upstream call when the client goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from . import __version__, backend
+from .asgi import ClientGone, Message, Receive, Scope, Send, send_bytes
+from .config import Config, from_environment
+from .errors import ProxyError, anthropic_error_body, openai_error_body
+from .models import KNOWN_MODELS
+from .routes.chat import chat_completions
+from .routes.common import RequestContext, Route
+from .upstream import Upstream
+
+__all__ = ["App", "create_app"]
+
+log = logging.getLogger("ferrule")
+
+Handler = Callable[["App", RequestContext, Any, Send], Awaitable[None]]
+
+# (method, path) -> (route family, handler)
+_POST_ROUTES: dict[str, tuple[Route, Handler]] = {
+    "/v1/chat/completions": ("openai", chat_completions),
+}
+
+
+class App:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._upstream: Upstream | None = None
+
+    @property
+    def upstream(self) -> Upstream:
+        if self._upstream is None:  # servers without lifespan support
+            self._upstream = Upstream(self.cfg)
+        return self._upstream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._upstream = Upstream(self.cfg)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._upstream is not None:
+                    await self._upstream.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        route = _POST_ROUTES.get(path)
+        family: Route = "anthropic" if path.startswith("/v1/messages") else "openai"
+        ctx = RequestContext(scope, route[0] if route else family, self.cfg.max_body_bytes)
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            if route is not None:
+                if method != "POST":
+                    raise ProxyError(405, f"{method} is not allowed on {path}; use POST")
+                body = await ctx.read_json(receive)
+                await self._until_disconnect(route[1](self, ctx, body, tracked_send), receive, ctx)
+            elif method == "GET" and path == "/v1/models":
+                await self._models(scope, tracked_send)
+            elif method == "GET" and path in ("/health", "/healthz"):
+                await self._health(tracked_send)
+            else:
+                raise ProxyError(404, f"no route {method} {path}", type="not_found_error")
+        except ProxyError as err:
+            if started:
+                log.warning(
+                    "request %s failed after the response started: %s", ctx.request_id, err.message
+                )
+                return
+            body_bytes = (
+                anthropic_error_body(err, ctx.request_id)
+                if ctx.route == "anthropic"
+                else openai_error_body(err)
+            )
+            await send_bytes(
+                send, err.status, body_bytes, headers=[*err.headers, *ctx.response_headers()]
+            )
+        except ClientGone:
+            log.info("request %s: client went away", ctx.request_id)
+
+    async def _until_disconnect(
+        self, work: Awaitable[None], receive: Receive, ctx: RequestContext
+    ) -> None:
+        """Run ``work``; if the client disconnects first, cancel it (which closes the upstream
+        response, and with it the upstream connection)."""
+        task = asyncio.ensure_future(work)
+        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            log.info("request %s: client went away, upstream call cancelled", ctx.request_id)
+            return
+        task.result()
+
+    async def _models(self, scope: Scope, send: Send) -> None:
+        anthropic_shape = any(k == b"anthropic-version" for k, _ in scope["headers"])
+        if anthropic_shape:
+            data = [
+                {"type": "model", "id": mid, "display_name": name, "created_at": _iso(created)}
+                for mid, name, created in KNOWN_MODELS
+            ]
+            body = {
+                "data": data,
+                "has_more": False,
+                "first_id": data[0]["id"],
+                "last_id": data[-1]["id"],
+            }
+        else:
+            body = {
+                "object": "list",
+                "data": [
+                    {"id": mid, "object": "model", "created": created, "owned_by": "anthropic"}
+                    for mid, _, created in KNOWN_MODELS
+                ],
+            }
+        await send_bytes(send, 200, orjson.dumps(body))
+
+    async def _health(self, send: Send) -> None:
+        body = {"status": "ok", "backend": backend.NAME, "version": __version__}
+        await send_bytes(send, 200, orjson.dumps(body))
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _iso(ts: int) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def create_app() -> App:
+    """Granian factory: one App per worker, from the config the parent process validated."""
+    cfg = from_environment()
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    return App(cfg)

@@ -1,0 +1,141 @@
+"""What every proxied route needs: the caller's key, the request id, bounded JSON bodies, the
+upstream headers, and upstream errors turned into ``ProxyError``."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any, Literal
+
+import httpx
+import orjson
+
+from ..asgi import BodyTooLarge, Receive, Scope, header, read_body
+from ..errors import ProxyError
+
+__all__ = [
+    "SSE_HEADERS",
+    "RequestContext",
+    "parse_json",
+    "upstream_error",
+    "upstream_headers",
+]
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+# Upstream response headers a client may act on (back-off, quotas, support tickets).
+_PASSED_BACK = re.compile(rb"^(retry-after|anthropic-ratelimit-[a-z0-9-]+|x-should-retry)$")
+_SANE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+_MAX_ERROR_BODY = 64 * 1024
+
+Route = Literal["openai", "anthropic"]
+
+
+def parse_json(raw: bytes, what: str, *, status: int = 400) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProxyError(
+            status,
+            f"{what} is not valid JSON: {exc}",
+            type="invalid_request_error" if status == 400 else "api_error",
+        ) from None
+
+
+class RequestContext:
+    """Per-request facts. The API key is held only here and in the upstream header list."""
+
+    __slots__ = ("api_key", "max_body", "request_id", "route", "scope", "upstream_request_id")
+
+    def __init__(self, scope: Scope, route: Route, max_body: int) -> None:
+        self.scope = scope
+        self.route = route
+        self.max_body = max_body
+        given = header(scope, b"x-request-id")
+        self.request_id = (
+            given.decode() if given and _SANE_ID.match(given) else "req_" + uuid.uuid4().hex
+        )
+        self.upstream_request_id: str | None = None
+        self.api_key = _api_key(scope)
+
+    def require_key(self) -> str:
+        if not self.api_key:
+            raise ProxyError(
+                401,
+                "no API key: send your Anthropic key as 'Authorization: Bearer <key>' or 'x-api-key'",
+                type="authentication_error",
+            )
+        return self.api_key
+
+    async def read_json(self, receive: Receive) -> Any:
+        try:
+            raw = await read_body(self.scope, receive, self.max_body)
+        except BodyTooLarge:
+            raise ProxyError(413, f"request body larger than {self.max_body} bytes") from None
+        if not raw:
+            raise ProxyError(400, "the request body is empty: a JSON object is required")
+        return parse_json(raw, "the request body")
+
+    def response_headers(self) -> list[tuple[bytes, bytes]]:
+        headers = [(b"x-request-id", self.request_id.encode())]
+        if self.upstream_request_id:
+            headers.append((b"x-upstream-request-id", self.upstream_request_id.encode()))
+        return headers
+
+
+def _api_key(scope: Scope) -> str | None:
+    auth = header(scope, b"authorization")
+    if auth is not None:
+        scheme, _, token = auth.partition(b" ")
+        if scheme.lower() == b"bearer" and token.strip():
+            return token.strip().decode("latin-1")
+    key = header(scope, b"x-api-key")
+    if key is not None and key.strip():
+        return key.strip().decode("latin-1")
+    return None
+
+
+def upstream_headers(scope: Scope, api_key: str, version: str) -> list[tuple[str, str]]:
+    """Headers for Anthropic: the caller's key, our API version, and the client's betas."""
+    headers = [
+        ("x-api-key", api_key),
+        ("anthropic-version", version),
+        ("content-type", "application/json"),
+        ("accept", "application/json"),
+    ]
+    beta = header(scope, b"anthropic-beta")
+    if beta is not None:
+        headers.append(("anthropic-beta", beta.decode("latin-1")))
+    return headers
+
+
+async def upstream_error(resp: httpx.Response) -> ProxyError:
+    """An upstream non-200 as a ProxyError keeping status (529 -> 503), message and the
+    headers the client needs to back off."""
+    raw = b""
+    async for chunk in resp.aiter_raw():
+        raw += chunk
+        if len(raw) > _MAX_ERROR_BODY:
+            break
+    etype: str | None = None
+    message = f"upstream returned HTTP {resp.status_code}"
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        err = body["error"]
+        if isinstance(err.get("message"), str):
+            message = err["message"]
+        if isinstance(err.get("type"), str):
+            etype = err["type"]
+    status = resp.status_code
+    if status == 529:
+        status = 503  # OpenAI clients know 503 as "overloaded, retry"
+    elif status < 400 or status > 599:
+        status = 502
+    passed = [(k.lower(), v) for k, v in resp.headers.raw if _PASSED_BACK.match(k.lower())]
+    return ProxyError(status, message, type=etype, headers=passed)

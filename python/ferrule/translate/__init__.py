@@ -1,0 +1,1 @@
+"""OpenAI <-> Anthropic translation (request side and non-streaming response side)."""

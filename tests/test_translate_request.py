@@ -1,0 +1,248 @@
+"""OpenAI -> Anthropic request translation, rule by rule (../shared/reference/translation.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from ferrule.errors import ProxyError
+from ferrule.translate.request import JSON_TOOL_NAME, to_anthropic
+
+
+def tr(body: dict[str, Any], version: str = "2023-06-01", **kw: Any) -> dict[str, Any]:
+    return to_anthropic(body, aliases=kw.get("aliases", {}), version=version).body
+
+
+def base(**extra: Any) -> dict[str, Any]:
+    return {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+@pytest.mark.parametrize(
+    ("asked", "sent"),
+    [
+        ("tokenpak-anthropic/claude-sonnet-4-6", "claude-sonnet-4-6"),
+        ("ferrule/claude-haiku-4-5", "claude-haiku-4-5"),
+        ("claude-opus-4-6", "claude-opus-4-6"),
+        ("fast", "claude-haiku-4-5"),
+    ],
+)
+def test_model_prefixes_and_aliases(asked: str, sent: str) -> None:
+    t = to_anthropic({**base(), "model": asked}, aliases={"fast": "claude-haiku-4-5"}, version="2023-06-01")
+    assert t.body["model"] == sent
+    assert t.model == asked  # echoed back to the client as asked
+
+
+def test_leading_system_and_developer_become_system_later_ones_stay_in_place() -> None:
+    out = tr(
+        {
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": "S1"},
+                {"role": "developer", "content": [{"type": "text", "text": "S2"}]},
+                {"role": "user", "content": "u1"},
+                {"role": "assistant", "content": "a1"},
+                {"role": "system", "content": "late"},
+                {"role": "user", "content": "u2"},
+            ],
+        }
+    )
+    assert out["system"] == [{"type": "text", "text": "S1"}, {"type": "text", "text": "S2"}]
+    assert out["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "u1"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "a1"}]},
+        {"role": "user", "content": [{"type": "text", "text": "late"}, {"type": "text", "text": "u2"}]},
+    ]
+
+
+def test_same_role_turns_merge_and_empty_text_is_never_sent() -> None:
+    out = tr(
+        {
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "a"},
+                {"role": "user", "content": ""},
+                {"role": "user", "content": [{"type": "text", "text": ""}, {"type": "text", "text": "b"}]},
+                {"role": "assistant", "content": ""},
+                {"role": "assistant", "content": "c"},
+            ],
+        }
+    )
+    assert out["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "c"}]},
+    ]
+
+
+def test_images_data_url_and_http_url_never_fetched() -> None:
+    out = tr(
+        {
+            "model": "m",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+                        {"type": "text", "text": "what?"},
+                    ],
+                }
+            ],
+        }
+    )
+    assert out["messages"][0]["content"] == [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
+        {"type": "text", "text": "what?"},
+    ]
+
+
+def test_max_tokens_sources_and_default() -> None:
+    assert tr(base(max_tokens=10))["max_tokens"] == 10
+    assert tr(base(max_tokens=10, max_completion_tokens=20))["max_tokens"] == 20
+    assert tr(base())["max_tokens"] == 16384  # per-model default table
+
+
+def test_temperature_clamped_top_p_kept_or_dropped_by_model_and_version() -> None:
+    assert tr(base(temperature=1.7))["temperature"] == 1
+    out = tr({**base(temperature=0.2, top_p=0.9), "model": "claude-3-7-sonnet-20250219"})
+    assert (out["temperature"], out["top_p"]) == (0.2, 0.9)
+    out = tr(base(temperature=0.2, top_p=0.9))  # 4.6 rejects both: keep temperature
+    assert out["temperature"] == 0.2 and "top_p" not in out
+    out = tr(base(temperature=0.2, top_p=0.9), version="2026-10-21")
+    assert "temperature" not in out and "top_p" not in out
+
+
+def test_stop_user_and_dropped_openai_only_fields() -> None:
+    out = tr(
+        base(
+            stop=["END", "  ", "\n"],
+            user="u-1",
+            presence_penalty=1,
+            frequency_penalty=1,
+            seed=3,
+            logit_bias={"1": 2},
+            store=True,
+            metadata={"a": "b"},
+            service_tier="auto",
+            logprobs=False,
+        )
+    )
+    assert out["stop_sequences"] == ["END"]
+    assert out["metadata"] == {"user_id": "u-1"}
+    assert set(out) == {"model", "max_tokens", "messages", "stop_sequences", "metadata"}
+    assert tr(base(stop="X"))["stop_sequences"] == ["X"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"logprobs": True}, "logprobs"),
+        ({"top_logprobs": 3}, "logprobs"),
+        ({"messages": []}, "messages"),
+        ({"messages": "hi"}, "messages"),
+        ({"model": 3}, "model"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"stream": "yes"}, "stream"),
+        ({"stop": 5}, "stop"),
+        ({"tools": [{"type": "function"}]}, "tools[0]"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0]"),
+    ],
+)
+def test_rejections_name_the_field(extra: dict[str, Any], param: str) -> None:
+    with pytest.raises(ProxyError) as info:
+        tr(base(**extra))
+    assert info.value.status == 400
+    assert info.value.param == param
+    assert param.split("[")[0] in info.value.message
+
+
+def test_tools_and_every_tool_choice_form() -> None:
+    tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}, "strict": True}}]
+    out = tr(base(tools=tools))
+    assert out["tools"] == [{"name": "f", "description": "d", "input_schema": {"type": "object", "properties": {"x": {"type": "integer"}}}}]
+    assert "tool_choice" not in out
+    for choice, sent in [
+        ("auto", {"type": "auto"}),
+        ("none", {"type": "none"}),
+        ("required", {"type": "any"}),
+        ({"type": "function", "function": {"name": "f"}}, {"type": "tool", "name": "f"}),
+    ]:
+        assert tr(base(tools=tools, tool_choice=choice))["tool_choice"] == sent
+    assert tr(base(tools=tools, parallel_tool_calls=False))["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+    assert tr(base(tools=tools, tool_choice="required", parallel_tool_calls=False))["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+    assert "tool_choice" not in tr(base(tool_choice="auto"))  # no tools: nothing to choose
+
+
+def test_assistant_tool_calls_and_tool_results_grouped_first_in_one_user_turn() -> None:
+    out = tr(
+        {
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "weather?"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": "call_1", "type": "function", "function": {"name": "w", "arguments": '{"city":"Paris"}'}},
+                        {"id": "call_2", "type": "function", "function": {"name": "w", "arguments": ""}},
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+                {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "rain"}]},
+                {"role": "user", "content": "thanks"},
+            ],
+        }
+    )
+    assert out["messages"][1] == {
+        "role": "assistant",
+        "content": [
+            {"type": "tool_use", "id": "call_1", "name": "w", "input": {"city": "Paris"}},
+            {"type": "tool_use", "id": "call_2", "name": "w", "input": {}},
+        ],
+    }
+    assert out["messages"][2] == {
+        "role": "user",
+        "content": [
+            {"type": "tool_result", "tool_use_id": "call_1", "content": "sunny"},
+            {"type": "tool_result", "tool_use_id": "call_2", "content": "rain"},
+            {"type": "text", "text": "thanks"},
+        ],
+    }
+
+
+def test_reasoning_effort_enables_thinking_below_max_tokens_without_temperature() -> None:
+    out = tr(base(reasoning_effort="low", max_tokens=1000, temperature=0.3))
+    assert out["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert out["max_tokens"] == 3048 and out["thinking"]["budget_tokens"] < out["max_tokens"]
+    assert "temperature" not in out
+    assert "thinking" not in tr(base(reasoning_effort="none"))
+
+
+def test_response_format_becomes_a_forced_tool() -> None:
+    t = to_anthropic(base(response_format={"type": "json_object"}), aliases={}, version="2023-06-01")
+    assert t.json_tool == JSON_TOOL_NAME
+    assert t.body["tool_choice"] == {"type": "tool", "name": JSON_TOOL_NAME}
+    assert t.body["tools"][0]["input_schema"] == {"type": "object"}
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    t = to_anthropic(
+        base(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}),
+        aliases={},
+        version="2023-06-01",
+    )
+    assert t.body["tools"][0]["input_schema"] == schema
+    assert "response_format" not in t.body
+
+
+def test_stream_flags() -> None:
+    t = to_anthropic(base(stream=True, stream_options={"include_usage": True}), aliases={}, version="2023-06-01")
+    assert t.stream and t.include_usage and t.body["stream"] is True
+    assert "stream_options" not in t.body
+
+
+def test_deterministic_bytes() -> None:
+    body = base(tools=[{"type": "function", "function": {"name": "f"}}], temperature=0.5)
+    assert orjson.dumps(tr(body)) == orjson.dumps(tr(orjson.loads(orjson.dumps(body))))
