@@ -42,3 +42,8 @@ def kernels(request: pytest.FixtureRequest) -> ModuleType:
 def native() -> ModuleType:
     """The native module, for differential tests against ``ferrule._pure``."""
     return kernel_module("rust")
+
+
+# -- real servers -------------------------------------------------------------------------------
+# Imported here so every test module sees them; the helpers live in tests/servers.py.
+from servers import MockUpstream, Proxy, mock, mock_server, proxy, start_proxy  # noqa: E402, F401
