@@ -19,6 +19,7 @@ from .errors import ProxyError, anthropic_error_body, openai_error_body
 from .models import KNOWN_MODELS
 from .routes.chat import chat_completions
 from .routes.common import RequestContext, Route
+from .routes.messages import count_tokens, messages
 from .upstream import Upstream
 
 __all__ = ["App", "create_app"]
@@ -30,6 +31,8 @@ Handler = Callable[["App", RequestContext, Any, Send], Awaitable[None]]
 # (method, path) -> (route family, handler)
 _POST_ROUTES: dict[str, tuple[Route, Handler]] = {
     "/v1/chat/completions": ("openai", chat_completions),
+    "/v1/messages": ("anthropic", messages),
+    "/v1/messages/count_tokens": ("anthropic", count_tokens),
 }
 
 

@@ -14,6 +14,7 @@ from ..asgi import BodyTooLarge, Receive, Scope, header, read_body
 from ..errors import ProxyError
 
 __all__ = [
+    "PASSED_BACK",
     "SSE_HEADERS",
     "RequestContext",
     "parse_json",
@@ -27,7 +28,7 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 # Upstream response headers a client may act on (back-off, quotas, support tickets).
-_PASSED_BACK = re.compile(rb"^(retry-after|anthropic-ratelimit-[a-z0-9-]+|x-should-retry)$")
+PASSED_BACK = re.compile(rb"^(retry-after|anthropic-ratelimit-[a-z0-9-]+|x-should-retry)$")
 _SANE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -48,7 +49,15 @@ def parse_json(raw: bytes, what: str, *, status: int = 400) -> Any:
 class RequestContext:
     """Per-request facts. The API key is held only here and in the upstream header list."""
 
-    __slots__ = ("api_key", "max_body", "request_id", "route", "scope", "upstream_request_id")
+    __slots__ = (
+        "api_key",
+        "max_body",
+        "raw_body",
+        "request_id",
+        "route",
+        "scope",
+        "upstream_request_id",
+    )
 
     def __init__(self, scope: Scope, route: Route, max_body: int) -> None:
         self.scope = scope
@@ -59,6 +68,7 @@ class RequestContext:
             given.decode() if given and _SANE_ID.match(given) else "req_" + uuid.uuid4().hex
         )
         self.upstream_request_id: str | None = None
+        self.raw_body = b""
         self.api_key = _api_key(scope)
 
     def require_key(self) -> str:
@@ -77,6 +87,7 @@ class RequestContext:
             raise ProxyError(413, f"request body larger than {self.max_body} bytes") from None
         if not raw:
             raise ProxyError(400, "the request body is empty: a JSON object is required")
+        self.raw_body = raw
         return parse_json(raw, "the request body")
 
     def response_headers(self) -> list[tuple[bytes, bytes]]:
@@ -137,5 +148,5 @@ async def upstream_error(resp: httpx.Response) -> ProxyError:
         status = 503  # OpenAI clients know 503 as "overloaded, retry"
     elif status < 400 or status > 599:
         status = 502
-    passed = [(k.lower(), v) for k, v in resp.headers.raw if _PASSED_BACK.match(k.lower())]
+    passed = [(k.lower(), v) for k, v in resp.headers.raw if PASSED_BACK.match(k.lower())]
     return ProxyError(status, message, type=etype, headers=passed)
