@@ -1,0 +1,15 @@
+//! Ferrule's native kernels. The core modules are plain Rust; `python` (behind the `python` cargo
+//! feature) is the thin PyO3 layer that exposes them as `ferrule._native`.
+
+mod payload;
+pub mod sse;
+pub mod stream;
+
+#[cfg(feature = "python")]
+mod python;
+
+#[cfg(feature = "python")]
+#[pyo3::pymodule]
+fn _native(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+    python::init_pymodule(m)
+}

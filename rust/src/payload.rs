@@ -1,0 +1,609 @@
+//! The JSON payload of one Anthropic event, read the way the Python twin reads it: the native
+//! side of `orjson.loads(data)` followed by `obj.get(key)` and `isinstance` checks.
+//!
+//! Two things must agree with orjson exactly:
+//! - which documents are valid: the whole document is validated, ignored fields included (lone
+//!   surrogates in any string, numbers too large for a double, more than 1024 nested containers
+//!   are errors there too); duplicate keys are fine and the last one wins;
+//! - what each kept field holds: a field of the wrong JSON type reads as absent, as the twin's
+//!   `isinstance` check would; a count is an integer in `0..2**64` as orjson would produce it
+//!   (so `-0` is the count 0, while `1.0`, `true` and `18446744073709551616` are not counts).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// orjson accepts 1024 nested arrays/objects and rejects 1025.
+const MAX_DEPTH: usize = 1024;
+
+/// The document is not valid JSON as orjson sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invalid;
+
+/// Parse one event's data: `Ok(None)` for valid JSON that is not an object.
+pub fn parse(data: &str) -> Result<Option<Payload<'_>>, Invalid> {
+    from_str(data, MAX_DEPTH, ObjSeed::<Payload<'_>>::new(1)).map(|obj| obj.0)
+}
+
+/// The fields of an event object that some event type uses (`obj.get(...)` in the twin).
+#[derive(Debug, Default)]
+pub struct Payload<'a> {
+    pub index: Option<u64>,
+    pub message: Option<Message<'a>>,
+    pub content_block: Option<Block<'a>>,
+    pub delta: Option<Delta<'a>>,
+    pub usage: Option<Usage>,
+    pub error: Option<ErrorBody<'a>>,
+}
+
+/// `message_start.message`.
+#[derive(Debug, Default)]
+pub struct Message<'a> {
+    pub id: Option<Cow<'a, str>>,
+    pub usage: Option<Usage>,
+}
+
+/// `content_block_start.content_block`.
+#[derive(Debug, Default)]
+pub struct Block<'a> {
+    pub kind: Option<Cow<'a, str>>,
+    pub id: Option<Cow<'a, str>>,
+    pub name: Option<Cow<'a, str>>,
+}
+
+/// `content_block_delta.delta` and `message_delta.delta`.
+#[derive(Debug, Default)]
+pub struct Delta<'a> {
+    pub kind: Option<Cow<'a, str>>,
+    pub text: Option<Cow<'a, str>>,
+    pub thinking: Option<Cow<'a, str>>,
+    pub partial_json: Option<Cow<'a, str>>,
+    pub stop_reason: Option<Cow<'a, str>>,
+}
+
+/// A `usage` object: each count is `None` when absent or not a count.
+#[derive(Debug, Default)]
+pub struct Usage {
+    pub input_tokens: Option<u64>,
+    pub cache_creation_input_tokens: Option<u64>,
+    pub cache_read_input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cache_creation: Option<CacheCreation>,
+}
+
+/// `usage.cache_creation`.
+#[derive(Debug, Default)]
+pub struct CacheCreation {
+    pub ephemeral_5m_input_tokens: Option<u64>,
+    pub ephemeral_1h_input_tokens: Option<u64>,
+}
+
+/// The `error` object of an `error` event.
+#[derive(Debug, Default)]
+pub struct ErrorBody<'a> {
+    pub kind: Option<Cow<'a, str>>,
+    pub message: Option<Cow<'a, str>>,
+}
+
+// -- parsing ------------------------------------------------------------------------------------
+
+/// Parse a whole document that may nest `allowed` containers deep. serde_json's own nesting
+/// limit (128) is kept on the fast path; a document it rejects is parsed again without it when
+/// it nests no deeper than allowed.
+fn from_str<'a, S>(s: &'a str, allowed: usize, seed: S) -> Result<S::Value, Invalid>
+where
+    S: DeserializeSeed<'a> + Copy,
+{
+    match parse_with_limit(s, true, seed) {
+        Ok(value) => Ok(value),
+        Err(_) if max_depth(s) <= allowed => parse_with_limit(s, false, seed).map_err(|_| Invalid),
+        Err(_) => Err(Invalid),
+    }
+}
+
+fn parse_with_limit<'a, S>(s: &'a str, limited: bool, seed: S) -> serde_json::Result<S::Value>
+where
+    S: DeserializeSeed<'a>,
+{
+    let mut de = serde_json::Deserializer::from_str(s);
+    if !limited {
+        de.disable_recursion_limit();
+    }
+    let value = seed.deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+/// The deepest nesting of arrays and objects in `s` (exact for valid JSON; any number for
+/// invalid JSON, which is rejected either way).
+fn max_depth(s: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in s.as_bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// A count as the twin's `_count` sees it, from the number's source text; the value sits in an
+/// object nested `parent` deep.
+fn count_from_raw<E: de::Error>(raw: &RawValue, parent: usize) -> Result<Option<u64>, E> {
+    let text = raw.get();
+    if text == "-0" {
+        return Ok(Some(0)); // orjson reads `-0` as the int 0
+    }
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(n) = text.parse::<u64>() {
+            return Ok(Some(n));
+        }
+    }
+    // Not a count. The raw value was only checked for syntax: validate it as orjson would
+    // (an integer too large for a double, a lone surrogate in a string, ...).
+    from_str(text, MAX_DEPTH.saturating_sub(parent), PhantomData::<Skip>)
+        .map(|_| None)
+        .map_err(|_| E::custom("invalid value"))
+}
+
+/// Any JSON value, validated and dropped. Unlike `serde::de::IgnoredAny`, strings are decoded
+/// (so lone surrogates are errors, as in orjson) and numbers are range-checked.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+}
+
+/// A string field: `None` for any other JSON type (still validated).
+#[derive(Default)]
+struct Str<'a>(Option<Cow<'a, str>>);
+
+/// An object field: `None` for any other JSON type (still validated).
+struct Obj<T>(Option<T>);
+
+/// An object type read key by key; duplicate keys overwrite, so the last one wins.
+trait Fields<'de>: Default {
+    /// Read the value of `key` in an object nested `depth` deep (every key must consume its
+    /// value).
+    fn field<A>(&mut self, key: &str, map: &mut A, depth: usize) -> Result<(), A::Error>
+    where
+        A: MapAccess<'de>;
+}
+
+/// Reads an `Obj<T>` nested `depth` deep (the top-level object is at depth 1).
+struct ObjSeed<T> {
+    depth: usize,
+    kind: PhantomData<T>,
+}
+
+impl<T> ObjSeed<T> {
+    fn new(depth: usize) -> Self {
+        Self {
+            depth,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<T> Clone for ObjSeed<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for ObjSeed<T> {}
+
+/// Reads a count field (`_count(obj.get(key))` in the twin) of an object nested `parent` deep.
+#[derive(Clone, Copy)]
+struct CountSeed {
+    parent: usize,
+}
+
+/// A map key, borrowed from the input unless it had escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_str(StrVisitor)
+            .map(|s| Key(s.0.unwrap_or_default()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Str<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrVisitor)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for CountSeed {
+    type Value = Option<u64>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        let raw = <&'de RawValue>::deserialize(deserializer)?;
+        count_from_raw(raw, self.parent)
+    }
+}
+
+impl<'de, T: Fields<'de>> DeserializeSeed<'de> for ObjSeed<T> {
+    type Value = Obj<T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(ObjVisitor(self))
+    }
+}
+
+/// Visitor methods for the JSON types a lenient field does not keep: validate, keep nothing.
+macro_rules! drop_other_types {
+    () => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            SkipVisitor.visit_seq(seq).map(|_| Default::default())
+        }
+    };
+}
+
+impl<T> Default for Obj<T> {
+    fn default() -> Self {
+        Obj(None)
+    }
+}
+
+struct StrVisitor;
+
+impl<'de> Visitor<'de> for StrVisitor {
+    type Value = Str<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Str(Some(Cow::Borrowed(s))))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Str(Some(Cow::Owned(s.to_owned()))))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+        Ok(Str(Some(Cow::Owned(s))))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        SkipVisitor.visit_map(map).map(|_| Str(None))
+    }
+    drop_other_types!();
+}
+
+struct ObjVisitor<T>(ObjSeed<T>);
+
+impl<'de, T: Fields<'de>> Visitor<'de> for ObjVisitor<T> {
+    type Value = Obj<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Obj(None))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut value = T::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            value.field(&key.0, &mut map, self.0.depth)?;
+        }
+        Ok(Obj(Some(value)))
+    }
+    drop_other_types!();
+}
+
+fn skip<'de, A: MapAccess<'de>>(map: &mut A) -> Result<(), A::Error> {
+    map.next_value::<Skip>().map(|_| ())
+}
+
+fn string<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Cow<'de, str>>, A::Error> {
+    map.next_value::<Str<'de>>().map(|s| s.0)
+}
+
+fn count<'de, A: MapAccess<'de>>(map: &mut A, depth: usize) -> Result<Option<u64>, A::Error> {
+    map.next_value_seed(CountSeed { parent: depth })
+}
+
+fn object<'de, T, A>(map: &mut A, depth: usize) -> Result<Option<T>, A::Error>
+where
+    T: Fields<'de>,
+    A: MapAccess<'de>,
+{
+    map.next_value_seed(ObjSeed::<T>::new(depth + 1))
+        .map(|o| o.0)
+}
+
+impl<'de> Fields<'de> for Payload<'de> {
+    fn field<A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+        depth: usize,
+    ) -> Result<(), A::Error> {
+        match key {
+            "index" => self.index = count(map, depth)?,
+            "message" => self.message = object(map, depth)?,
+            "content_block" => self.content_block = object(map, depth)?,
+            "delta" => self.delta = object(map, depth)?,
+            "usage" => self.usage = object(map, depth)?,
+            "error" => self.error = object(map, depth)?,
+            _ => skip(map)?,
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Fields<'de> for Message<'de> {
+    fn field<A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+        depth: usize,
+    ) -> Result<(), A::Error> {
+        match key {
+            "id" => self.id = string(map)?,
+            "usage" => self.usage = object(map, depth)?,
+            _ => skip(map)?,
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Fields<'de> for Block<'de> {
+    fn field<A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+        _depth: usize,
+    ) -> Result<(), A::Error> {
+        match key {
+            "type" => self.kind = string(map)?,
+            "id" => self.id = string(map)?,
+            "name" => self.name = string(map)?,
+            _ => skip(map)?,
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Fields<'de> for Delta<'de> {
+    fn field<A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+        _depth: usize,
+    ) -> Result<(), A::Error> {
+        match key {
+            "type" => self.kind = string(map)?,
+            "text" => self.text = string(map)?,
+            "thinking" => self.thinking = string(map)?,
+            "partial_json" => self.partial_json = string(map)?,
+            "stop_reason" => self.stop_reason = string(map)?,
+            _ => skip(map)?,
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Fields<'de> for Usage {
+    fn field<A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+        depth: usize,
+    ) -> Result<(), A::Error> {
+        match key {
+            "input_tokens" => self.input_tokens = count(map, depth)?,
+            "cache_creation_input_tokens" => self.cache_creation_input_tokens = count(map, depth)?,
+            "cache_read_input_tokens" => self.cache_read_input_tokens = count(map, depth)?,
+            "output_tokens" => self.output_tokens = count(map, depth)?,
+            "cache_creation" => self.cache_creation = object(map, depth)?,
+            _ => skip(map)?,
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Fields<'de> for CacheCreation {
+    fn field<A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+        depth: usize,
+    ) -> Result<(), A::Error> {
+        match key {
+            "ephemeral_5m_input_tokens" => self.ephemeral_5m_input_tokens = count(map, depth)?,
+            "ephemeral_1h_input_tokens" => self.ephemeral_1h_input_tokens = count(map, depth)?,
+            _ => skip(map)?,
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Fields<'de> for ErrorBody<'de> {
+    fn field<A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+        _depth: usize,
+    ) -> Result<(), A::Error> {
+        match key {
+            "type" => self.kind = string(map)?,
+            "message" => self.message = string(map)?,
+            _ => skip(map)?,
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(doc: &str) -> Result<Option<u64>, Invalid> {
+        parse(doc).map(|p| p.and_then(|p| p.index))
+    }
+
+    #[test]
+    fn validity_matches_orjson() {
+        let valid = [
+            "{}",
+            " {}\n",
+            r#"{"a":"\ud83d\ude00"}"#,
+            r#"{"a":1e-400}"#,
+            r#"{"a":18446744073709551616}"#,
+            r#"{"a":1.7976931348623157e308}"#,
+            "{\"a\":\"\x7f\"}",
+            r#"{"a":"\u0000"}"#,
+        ];
+        for doc in valid {
+            assert!(parse(doc).is_ok(), "{doc}");
+        }
+        let invalid = [
+            "",
+            "{",
+            "{} x",
+            "\u{feff}{}",
+            "{}\x0c",
+            r#"{"a":"\ud800"}"#,
+            r#"{"a":"\udc00"}"#,
+            r#"{"\ud800":1}"#,
+            r#"{"index":"\ud800"}"#,
+            r#"{"index":1e400}"#,
+            r#"{"a":1e400}"#,
+            r#"{"a":-1e400}"#,
+            r#"{"a":1.7976931348623159e308}"#,
+            "{\"a\":\"\x1f\"}",
+            r#"{"a":1,}"#,
+            r#"{"a":NaN}"#,
+            r#"{"a":01}"#,
+        ];
+        for doc in invalid {
+            assert_eq!(parse(doc).map(|_| ()), Err(Invalid), "{doc}");
+        }
+        let long_int = format!("{{\"index\":1{}}}", "0".repeat(400));
+        assert_eq!(parse(&long_int).map(|_| ()), Err(Invalid));
+        assert!(matches!(parse("[1]"), Ok(None)));
+        assert!(matches!(parse("\"x\""), Ok(None)));
+    }
+
+    #[test]
+    fn nesting_limit_is_orjsons() {
+        for (depth, ok) in [(128, true), (129, true), (1024, true), (1025, false)] {
+            let arrays = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            assert_eq!(parse(&arrays).is_ok(), ok, "arrays {depth}");
+            let objects = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+            assert_eq!(parse(&objects).is_ok(), ok, "objects {depth}");
+            let strings = format!("{{\"s\":\"{}\"}}", "[".repeat(depth));
+            assert!(parse(&strings).is_ok());
+        }
+    }
+
+    #[test]
+    fn counts() {
+        let cases = [
+            ("0", Some(0)),
+            ("-0", Some(0)),
+            ("7", Some(7)),
+            ("18446744073709551615", Some(u64::MAX)),
+            ("18446744073709551616", None),
+            ("-1", None),
+            ("1.0", None),
+            ("1e2", None),
+            ("true", None),
+            ("null", None),
+            ("\"1\"", None),
+            ("[1]", None),
+            ("{\"a\":1}", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                index(&format!("{{\"index\": {text} }}")),
+                Ok(expected),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn last_duplicate_wins_and_wrong_types_read_as_absent() {
+        let doc = r#"{"delta":{"text":"a","text":5},"delta":{"text":"b","te\u0078t":"c"}}"#;
+        let delta = parse(doc).ok().flatten().and_then(|p| p.delta);
+        assert_eq!(delta.and_then(|d| d.text).as_deref(), Some("c"));
+        let doc = r#"{"delta":{"text":"a"},"delta":[1]}"#;
+        assert!(parse(doc).ok().flatten().and_then(|p| p.delta).is_none());
+        let doc = r#"{"index":1,"index":"x"}"#;
+        assert_eq!(index(doc), Ok(None));
+    }
+}

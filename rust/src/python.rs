@@ -1,0 +1,121 @@
+//! The PyO3 binding layer: converts types and maps errors, nothing else. Docstrings live in
+//! `python/ferrule/_native.pyi`; behaviour lives in the core modules.
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::{sse, stream};
+
+create_exception!(
+    ferrule._native,
+    SseError,
+    PyValueError,
+    "An SSE stream broke a configured size limit."
+);
+
+/// The one place core errors become Python exceptions.
+fn to_py_err(err: sse::SseError) -> PyErr {
+    SseError::new_err(err.to_string())
+}
+
+#[pyclass(name = "SseDecoder", module = "ferrule._native")]
+struct PySseDecoder {
+    inner: sse::SseDecoder,
+}
+
+#[pymethods]
+impl PySseDecoder {
+    #[new]
+    #[pyo3(signature = (*, max_line_bytes = 0, max_event_bytes = 0))]
+    fn new(max_line_bytes: usize, max_event_bytes: usize) -> Self {
+        Self {
+            inner: sse::SseDecoder::new(max_line_bytes, max_event_bytes),
+        }
+    }
+
+    #[getter]
+    fn retry(&self) -> Option<u64> {
+        self.inner.retry()
+    }
+
+    fn feed(&mut self, chunk: &[u8]) -> PyResult<Vec<(String, String, String)>> {
+        let mut events = Vec::new();
+        self.inner
+            .feed(chunk, |e| {
+                events.push((e.event.to_owned(), e.data.to_owned(), e.id.to_owned()))
+            })
+            .map_err(to_py_err)?;
+        Ok(events)
+    }
+}
+
+#[pyclass(name = "StreamTranslator", module = "ferrule._native")]
+struct PyStreamTranslator {
+    inner: stream::StreamTranslator,
+    /// Reused output buffer: one allocation per translator, one copy into the returned bytes.
+    out: Vec<u8>,
+}
+
+#[pymethods]
+impl PyStreamTranslator {
+    #[new]
+    #[pyo3(signature = (model, created, *, include_usage = false, max_event_bytes = 0))]
+    fn new(model: &str, created: i64, include_usage: bool, max_event_bytes: usize) -> Self {
+        Self {
+            inner: stream::StreamTranslator::new(model, created, include_usage, max_event_bytes),
+            out: Vec::new(),
+        }
+    }
+
+    fn feed<'py>(&mut self, py: Python<'py>, chunk: &[u8]) -> Bound<'py, PyBytes> {
+        self.out.clear();
+        self.inner.feed(chunk, &mut self.out);
+        PyBytes::new(py, &self.out)
+    }
+
+    fn finish<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        self.out.clear();
+        self.inner.finish(&mut self.out);
+        PyBytes::new(py, &self.out)
+    }
+
+    #[getter]
+    fn started(&self) -> bool {
+        self.inner.started()
+    }
+    #[getter]
+    fn done(&self) -> bool {
+        self.inner.done()
+    }
+    #[getter]
+    fn outcome(&self) -> &'static str {
+        self.inner.outcome().as_str()
+    }
+    #[getter]
+    fn error(&self) -> Option<(&str, &str)> {
+        self.inner.error()
+    }
+    #[getter]
+    fn message_id(&self) -> Option<&str> {
+        self.inner.message_id()
+    }
+    #[getter]
+    fn stop_reason(&self) -> Option<&str> {
+        self.inner.stop_reason()
+    }
+    #[getter]
+    fn usage(&self) -> (u64, u64, u64, u64, u64, u64) {
+        let [a, b, c, d, e, f] = self.inner.usage();
+        (a, b, c, d, e, f)
+    }
+}
+
+/// Register the kernels on the `ferrule._native` module.
+pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("SseError", m.py().get_type::<SseError>())?;
+    m.add_class::<PySseDecoder>()?;
+    m.add_class::<PyStreamTranslator>()?;
+    Ok(())
+}
