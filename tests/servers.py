@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -87,7 +86,9 @@ def start_proxy(
 
 @pytest.fixture(scope="session", params=["rust", "python"])
 def proxy(
-    request: pytest.FixtureRequest, mock_server: MockUpstream, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    mock_server: MockUpstream,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Proxy]:
     """A real ``ferrule serve`` in front of the simulated upstream, once per backend."""
     from conftest import kernel_module
@@ -96,5 +97,3 @@ def proxy(
     log = str(tmp_path_factory.mktemp(f"proxy-{request.param}") / "ferrule.log")
     with start_proxy(request.param, mock_server.url, log) as p:
         yield p
-
-

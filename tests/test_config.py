@@ -25,9 +25,15 @@ def test_tokenpak_port_honoured_only_when_ferrule_port_unset() -> None:
 
 def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:
     f = tmp_path / "ferrule.toml"
-    f.write_text('port = 7000\nworkers = 3\nupstream_url = "http://127.0.0.1:1"\n[model_aliases]\nfast = "claude-haiku-4-5"\n')
+    f.write_text(
+        'port = 7000\nworkers = 3\nupstream_url = "http://127.0.0.1:1"\n[model_aliases]\nfast = "claude-haiku-4-5"\n'
+    )
     cfg = load({}, env={}, config_path=str(f))
-    assert (cfg.port, cfg.workers, dict(cfg.model_aliases)) == (7000, 3, {"fast": "claude-haiku-4-5"})
+    assert (cfg.port, cfg.workers, dict(cfg.model_aliases)) == (
+        7000,
+        3,
+        {"fast": "claude-haiku-4-5"},
+    )
     cfg = load({}, env={"FERRULE_PORT": "7001", "FERRULE_CONFIG": str(f)})
     assert (cfg.port, cfg.workers) == (7001, 3)
     cfg = load({"port": 7002}, env={"FERRULE_PORT": "7001"}, config_path=str(f))
@@ -45,7 +51,9 @@ def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:
         ({}, {"FERRULE_LOG_LEVEL": "loud"}, "log_level must be one of"),
     ],
 )
-def test_invalid_values_are_named(cli: dict[str, object], env: dict[str, str], message: str) -> None:
+def test_invalid_values_are_named(
+    cli: dict[str, object], env: dict[str, str], message: str
+) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load(cli, env=env)
 

@@ -13,6 +13,7 @@ import openai
 import orjson
 import pytest
 from openai.types.chat import ChatCompletion
+
 from servers import TEST_KEY, MockUpstream, Proxy
 from sse_client import check_stream, error_of, text_of
 
@@ -73,7 +74,10 @@ def test_stream_follows_the_rules(proxy: Proxy) -> None:
     assert raw.headers["content-type"].startswith("text/event-stream")
     chunks = check_stream(raw.content)
     assert text_of(chunks)
-    raw = post(proxy, {"model": MODEL, "messages": HI, "stream": True, "stream_options": {"include_usage": True}})
+    raw = post(
+        proxy,
+        {"model": MODEL, "messages": HI, "stream": True, "stream_options": {"include_usage": True}},
+    )
     chunks = check_stream(raw.content, expect_usage=True)
     usage = chunks[-1].usage
     assert usage is not None and usage.prompt_tokens > 0 and usage.completion_tokens > 0
@@ -83,20 +87,43 @@ def test_stream_follows_the_rules(proxy: Proxy) -> None:
 def test_sdk_stream_sync(proxy: Proxy) -> None:
     client = openai.OpenAI(base_url=proxy.v1, api_key=TEST_KEY, max_retries=0)
     stream = client.chat.completions.create(
-        model=MODEL, messages=HI, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+        model=MODEL,
+        messages=HI,
+        stream=True,
+        stream_options={"include_usage": True},  # type: ignore[arg-type]
     )
     chunks = list(stream)
     assert chunks[-1].usage is not None
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ] == ["stop"]
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 def test_curl_plain_and_stream(proxy: Proxy) -> None:
-    base = ["curl", "-sS", proxy.v1 + "/chat/completions", "-H", f"Authorization: Bearer {TEST_KEY}", "-H", "Content-Type: application/json"]
-    out = subprocess.run([*base, "-d", orjson.dumps({"model": MODEL, "messages": HI}).decode()], capture_output=True, check=True, timeout=30)
+    base = [
+        "curl",
+        "-sS",
+        proxy.v1 + "/chat/completions",
+        "-H",
+        f"Authorization: Bearer {TEST_KEY}",
+        "-H",
+        "Content-Type: application/json",
+    ]
+    out = subprocess.run(
+        [*base, "-d", orjson.dumps({"model": MODEL, "messages": HI}).decode()],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
     ChatCompletion.model_validate_json(out.stdout)
     out = subprocess.run(
-        [*base, "-N", "-d", orjson.dumps({"model": MODEL, "messages": HI, "stream": True}).decode()],
+        [
+            *base,
+            "-N",
+            "-d",
+            orjson.dumps({"model": MODEL, "messages": HI, "stream": True}).decode(),
+        ],
         capture_output=True,
         check=True,
         timeout=30,
@@ -137,7 +164,9 @@ def test_missing_key_unknown_route_and_wrong_method(proxy: Proxy, mock: MockUpst
     assert mock.requests() == []
 
 
-def test_upstream_errors_keep_status_message_and_retry_headers(proxy: Proxy, mock: MockUpstream) -> None:
+def test_upstream_errors_keep_status_message_and_retry_headers(
+    proxy: Proxy, mock: MockUpstream
+) -> None:
     client = openai.OpenAI(base_url=proxy.v1, api_key=TEST_KEY, max_retries=0)
     mock.script(["error=429"])
     with pytest.raises(openai.RateLimitError) as rl:
@@ -156,24 +185,39 @@ def test_upstream_errors_keep_status_message_and_retry_headers(proxy: Proxy, moc
 
 
 def test_midstream_error_and_truncation_end_the_stream_with_an_error(proxy: Proxy) -> None:
-    resp = post(proxy, {"model": MODEL, "messages": [{"role": "user", "content": "go [mock:midstream_error]"}], "stream": True})
+    resp = post(
+        proxy,
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "go [mock:midstream_error]"}],
+            "stream": True,
+        },
+    )
     assert resp.status_code == 200
     assert error_of(resp.content)["type"] == "overloaded_error"
-    resp = post(proxy, {"model": MODEL, "messages": [{"role": "user", "content": "go [mock:truncate]"}], "stream": True})
+    resp = post(
+        proxy,
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "go [mock:truncate]"}],
+            "stream": True,
+        },
+    )
     assert resp.status_code == 200
     assert "message_stop" in error_of(resp.content)["message"]
     client = openai.OpenAI(base_url=proxy.v1, api_key=TEST_KEY, max_retries=0)
     with pytest.raises(openai.APIError):
         for _ in client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "go [mock:truncate]"}], stream=True  # type: ignore[arg-type]
+            model=MODEL,
+            messages=[{"role": "user", "content": "go [mock:truncate]"}],
+            stream=True,  # type: ignore[arg-type]
         ):
             pass
 
 
 def test_upstream_unreachable_is_a_502(tmp_path: object) -> None:
-    from servers import start_proxy
-
     from ferrule.procs import free_port
+    from servers import start_proxy
 
     dead = f"http://127.0.0.1:{free_port()}"
     with start_proxy("python", dead, "/dev/null") as p:
@@ -183,10 +227,20 @@ def test_upstream_unreachable_is_a_502(tmp_path: object) -> None:
 
 
 def test_client_disconnect_mid_stream_closes_the_upstream(proxy: Proxy, mock: MockUpstream) -> None:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "long [mock:words=400] [mock:delay=20]"}], "stream": True}
-    with httpx.Client(timeout=30) as client, client.stream(
-        "POST", proxy.v1 + "/chat/completions", json=body, headers={"authorization": f"Bearer {TEST_KEY}"}
-    ) as resp:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "long [mock:words=400] [mock:delay=20]"}],
+        "stream": True,
+    }
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream(
+            "POST",
+            proxy.v1 + "/chat/completions",
+            json=body,
+            headers={"authorization": f"Bearer {TEST_KEY}"},
+        ) as resp,
+    ):
         for _ in resp.iter_bytes():
             break  # got the first bytes, now hang up
     t0 = time.monotonic()

@@ -29,7 +29,9 @@ def base(**extra: Any) -> dict[str, Any]:
     ],
 )
 def test_model_prefixes_and_aliases(asked: str, sent: str) -> None:
-    t = to_anthropic({**base(), "model": asked}, aliases={"fast": "claude-haiku-4-5"}, version="2023-06-01")
+    t = to_anthropic(
+        {**base(), "model": asked}, aliases={"fast": "claude-haiku-4-5"}, version="2023-06-01"
+    )
     assert t.body["model"] == sent
     assert t.model == asked  # echoed back to the client as asked
 
@@ -52,7 +54,10 @@ def test_leading_system_and_developer_become_system_later_ones_stay_in_place() -
     assert out["messages"] == [
         {"role": "user", "content": [{"type": "text", "text": "u1"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "a1"}]},
-        {"role": "user", "content": [{"type": "text", "text": "late"}, {"type": "text", "text": "u2"}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "late"}, {"type": "text", "text": "u2"}],
+        },
     ]
 
 
@@ -63,7 +68,10 @@ def test_same_role_turns_merge_and_empty_text_is_never_sent() -> None:
             "messages": [
                 {"role": "user", "content": "a"},
                 {"role": "user", "content": ""},
-                {"role": "user", "content": [{"type": "text", "text": ""}, {"type": "text", "text": "b"}]},
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": ""}, {"type": "text", "text": "b"}],
+                },
                 {"role": "assistant", "content": ""},
                 {"role": "assistant", "content": "c"},
             ],
@@ -83,7 +91,10 @@ def test_images_data_url_and_http_url_never_fetched() -> None:
                 {
                     "role": "user",
                     "content": [
-                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="},
+                        },
                         {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
                         {"type": "text", "text": "what?"},
                     ],
@@ -92,7 +103,10 @@ def test_images_data_url_and_http_url_never_fetched() -> None:
         }
     )
     assert out["messages"][0]["content"] == [
-        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+        {
+            "type": "image",
+            "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+        },
         {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
         {"type": "text", "text": "what?"},
     ]
@@ -161,9 +175,25 @@ def test_rejections_name_the_field(extra: dict[str, Any], param: str) -> None:
 
 
 def test_tools_and_every_tool_choice_form() -> None:
-    tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}, "strict": True}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "f",
+                "description": "d",
+                "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}},
+                "strict": True,
+            },
+        }
+    ]
     out = tr(base(tools=tools))
-    assert out["tools"] == [{"name": "f", "description": "d", "input_schema": {"type": "object", "properties": {"x": {"type": "integer"}}}}]
+    assert out["tools"] == [
+        {
+            "name": "f",
+            "description": "d",
+            "input_schema": {"type": "object", "properties": {"x": {"type": "integer"}}},
+        }
+    ]
     assert "tool_choice" not in out
     for choice, sent in [
         ("auto", {"type": "auto"}),
@@ -172,8 +202,13 @@ def test_tools_and_every_tool_choice_form() -> None:
         ({"type": "function", "function": {"name": "f"}}, {"type": "tool", "name": "f"}),
     ]:
         assert tr(base(tools=tools, tool_choice=choice))["tool_choice"] == sent
-    assert tr(base(tools=tools, parallel_tool_calls=False))["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
-    assert tr(base(tools=tools, tool_choice="required", parallel_tool_calls=False))["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+    assert tr(base(tools=tools, parallel_tool_calls=False))["tool_choice"] == {
+        "type": "auto",
+        "disable_parallel_tool_use": True,
+    }
+    assert tr(base(tools=tools, tool_choice="required", parallel_tool_calls=False))[
+        "tool_choice"
+    ] == {"type": "any", "disable_parallel_tool_use": True}
     assert "tool_choice" not in tr(base(tool_choice="auto"))  # no tools: nothing to choose
 
 
@@ -187,12 +222,24 @@ def test_assistant_tool_calls_and_tool_results_grouped_first_in_one_user_turn() 
                     "role": "assistant",
                     "content": None,
                     "tool_calls": [
-                        {"id": "call_1", "type": "function", "function": {"name": "w", "arguments": '{"city":"Paris"}'}},
-                        {"id": "call_2", "type": "function", "function": {"name": "w", "arguments": ""}},
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "w", "arguments": '{"city":"Paris"}'},
+                        },
+                        {
+                            "id": "call_2",
+                            "type": "function",
+                            "function": {"name": "w", "arguments": ""},
+                        },
                     ],
                 },
                 {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
-                {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "rain"}]},
+                {
+                    "role": "tool",
+                    "tool_call_id": "call_2",
+                    "content": [{"type": "text", "text": "rain"}],
+                },
                 {"role": "user", "content": "thanks"},
             ],
         }
@@ -223,13 +270,17 @@ def test_reasoning_effort_enables_thinking_below_max_tokens_without_temperature(
 
 
 def test_response_format_becomes_a_forced_tool() -> None:
-    t = to_anthropic(base(response_format={"type": "json_object"}), aliases={}, version="2023-06-01")
+    t = to_anthropic(
+        base(response_format={"type": "json_object"}), aliases={}, version="2023-06-01"
+    )
     assert t.json_tool == JSON_TOOL_NAME
     assert t.body["tool_choice"] == {"type": "tool", "name": JSON_TOOL_NAME}
     assert t.body["tools"][0]["input_schema"] == {"type": "object"}
     schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
     t = to_anthropic(
-        base(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}),
+        base(
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+        ),
         aliases={},
         version="2023-06-01",
     )
@@ -238,7 +289,9 @@ def test_response_format_becomes_a_forced_tool() -> None:
 
 
 def test_stream_flags() -> None:
-    t = to_anthropic(base(stream=True, stream_options={"include_usage": True}), aliases={}, version="2023-06-01")
+    t = to_anthropic(
+        base(stream=True, stream_options={"include_usage": True}), aliases={}, version="2023-06-01"
+    )
     assert t.stream and t.include_usage and t.body["stream"] is True
     assert "stream_options" not in t.body
 

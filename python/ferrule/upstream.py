@@ -54,7 +54,13 @@ class Upstream:
         request = self.client.build_request("POST", self.base + path, content=body, headers=headers)
         try:
             return await self.client.send(request, stream=True)
-        except httpx.TimeoutException:
+        except httpx.TimeoutException as exc:
+            # NOTE: httpx-aiohttp maps every aiohttp connection error (a refused connection
+            # too) to ConnectTimeout; only a real timeout is a 504.
+            if isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+                raise ProxyError(
+                    502, "cannot connect to the upstream (Anthropic)", type="api_error"
+                ) from None
             raise ProxyError(
                 504, "timed out waiting for the upstream (Anthropic)", type="timeout_error"
             ) from None

@@ -48,7 +48,9 @@ async def _pass_through(app: App, ctx: RequestContext, body: Any, send: Send, pa
             if k.lower() in _KEEP or PASSED_BACK.match(k.lower())
         ]
         out_headers.append((b"x-request-id", ctx.request_id.encode()))
-        await send({"type": "http.response.start", "status": resp.status_code, "headers": out_headers})
+        await send(
+            {"type": "http.response.start", "status": resp.status_code, "headers": out_headers}
+        )
         try:
             async for chunk in resp.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
