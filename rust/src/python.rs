@@ -20,7 +20,7 @@ fn to_py_err(err: sse::SseError) -> PyErr {
     SseError::new_err(err.to_string())
 }
 
-#[pyclass(name = "SseDecoder", module = "ferrule._native")]
+#[pyclass(name = "SseDecoder", module = "ferrule._native", subclass)]
 struct PySseDecoder {
     inner: sse::SseDecoder,
 }
@@ -51,7 +51,7 @@ impl PySseDecoder {
     }
 }
 
-#[pyclass(name = "StreamTranslator", module = "ferrule._native")]
+#[pyclass(name = "StreamTranslator", module = "ferrule._native", subclass)]
 struct PyStreamTranslator {
     inner: stream::StreamTranslator,
     /// Reused output buffer: one allocation per translator, one copy into the returned bytes.
