@@ -98,14 +98,14 @@ class App:
                     "request %s failed after the response started: %s", ctx.request_id, err.message
                 )
                 return
-            body_bytes = (
-                anthropic_error_body(err, ctx.request_id)
-                if ctx.route == "anthropic"
-                else openai_error_body(err)
-            )
-            await send_bytes(
-                send, err.status, body_bytes, headers=[*err.headers, *ctx.response_headers()]
-            )
+            headers = [*err.headers, *ctx.response_headers()]
+            if ctx.route == "anthropic":
+                body_bytes = anthropic_error_body(err, ctx.request_id)
+                # Anthropic SDKs read the request id from this header
+                headers.append((b"request-id", ctx.request_id.encode()))
+            else:
+                body_bytes = openai_error_body(err)
+            await send_bytes(send, err.status, body_bytes, headers=headers)
         except ClientGone:
             log.info("request %s: client went away", ctx.request_id)
 
