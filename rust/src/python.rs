@@ -4,7 +4,7 @@
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::{sse, stream};
 
@@ -40,14 +40,26 @@ impl PySseDecoder {
         self.inner.retry()
     }
 
-    fn feed(&mut self, chunk: &[u8]) -> PyResult<Vec<(String, String, String)>> {
-        let mut events = Vec::new();
+    fn feed<'py>(&mut self, py: Python<'py>, chunk: &[u8]) -> PyResult<Bound<'py, PyList>> {
+        // Python objects are built straight from the borrowed event, with no Rust copy between.
+        let events = PyList::empty(py);
+        let mut failed = None;
         self.inner
             .feed(chunk, |e| {
-                events.push((e.event.to_owned(), e.data.to_owned(), e.id.to_owned()))
+                let event = (
+                    PyString::new(py, e.event),
+                    PyString::new(py, e.data),
+                    PyString::new(py, e.id),
+                );
+                if let Err(err) = events.append(event) {
+                    failed.get_or_insert(err);
+                }
             })
             .map_err(to_py_err)?;
-        Ok(events)
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(events),
+        }
     }
 }
 

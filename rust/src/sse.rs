@@ -94,11 +94,39 @@ impl SseDecoder {
     where
         F: FnMut(Event<'_>),
     {
-        self.buf.extend_from_slice(chunk);
-        if !self.strip_bom() {
-            return Ok(()); // could still be a BOM: wait for more bytes
+        if self.buf.is_empty() && self.bom_checked {
+            // Fast path: the lines are read straight from the chunk and only an unterminated
+            // tail is copied. On an error the whole chunk is kept, as the general path does.
+            match self.lines(chunk, &mut on_event) {
+                Ok(pos) => self
+                    .buf
+                    .extend_from_slice(chunk.get(pos..).unwrap_or_default()),
+                Err(err) => {
+                    self.buf.extend_from_slice(chunk);
+                    return Err(err);
+                }
+            }
+        } else {
+            self.buf.extend_from_slice(chunk);
+            if !self.strip_bom() {
+                return Ok(()); // could still be a BOM: wait for more bytes
+            }
+            let buf = std::mem::take(&mut self.buf);
+            let read = self.lines(&buf, &mut on_event);
+            self.buf = buf;
+            self.buf.drain(..read?);
         }
-        let buf = &self.buf;
+        if self.max_line != 0 && self.buf.len() > self.max_line {
+            return Err(SseError::LineTooLong(self.max_line));
+        }
+        Ok(())
+    }
+
+    /// Process the complete lines of `buf`; returns how many bytes they took.
+    fn lines<F>(&mut self, buf: &[u8], on_event: &mut F) -> Result<usize, SseError>
+    where
+        F: FnMut(Event<'_>),
+    {
         let mut pos = 0;
         if self.skip_lf && !buf.is_empty() {
             if buf.first() == Some(&b'\n') {
@@ -108,14 +136,10 @@ impl SseDecoder {
         }
         while let Some((line_end, next)) = next_line(buf, pos, &mut self.skip_lf) {
             self.fields
-                .line(&buf[pos..line_end], self.max_event, &mut on_event)?;
+                .line(&buf[pos..line_end], self.max_event, on_event)?;
             pos = next;
         }
-        self.buf.drain(..pos);
-        if self.max_line != 0 && self.buf.len() > self.max_line {
-            return Err(SseError::LineTooLong(self.max_line));
-        }
-        Ok(())
+        Ok(pos)
     }
 
     /// "The UTF-8 decode algorithm strips one leading UTF-8 Byte Order Mark (BOM), if any."
@@ -185,7 +209,10 @@ impl Fields {
             self.dispatch(on_event);
             return Ok(());
         }
-        let line: Cow<'_, str> = String::from_utf8_lossy(raw);
+        let line: Cow<'_, str> = match std::str::from_utf8(raw) {
+            Ok(line) => Cow::Borrowed(line), // much faster than from_utf8_lossy on valid text
+            Err(_) => String::from_utf8_lossy(raw),
+        };
         let (field, value) = match line.find(':') {
             Some(0) => return Ok(()), // a comment
             Some(colon) => {
