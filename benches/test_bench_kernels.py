@@ -32,6 +32,8 @@ def kernels(request: pytest.FixtureRequest) -> ModuleType:
 
 
 def _throughput(benchmark: Any, name: str) -> None:
+    if benchmark.stats is None:  # --benchmark-disable: the functions ran once, untimed
+        return
     mean = benchmark.stats.stats.mean
     benchmark.extra_info["MB/s"] = round(len(corpus(name)) / mean / 1e6, 1)
     benchmark.extra_info["events/s"] = round(event_count(name) / mean)
