@@ -150,6 +150,8 @@ def test_decoder_multibyte_char_split(kernels: ModuleType) -> None:
         (b"retry: 18446744073709551615\n", 2**64 - 1),
         (b"retry: 18446744073709551616\n", None),
         (b"retry: 000000000000000000000000042\n", 42),
+        (b"retry: " + b"0" * 5000 + b"7\n", 7),  # more digits than Python's int() takes
+        (b"retry: " + b"9" * 5000 + b"\n", None),
     ],
 )
 def test_decoder_retry(kernels: ModuleType, lines: bytes, expected: int | None) -> None:
@@ -613,3 +615,11 @@ def test_same_constructor_signatures(native: ModuleType) -> None:
         pure = inspect.signature(getattr(_pure, name))
         strip = [p.replace(annotation=inspect.Parameter.empty) for p in pure.parameters.values()]
         assert list(native_sig.parameters.values()) == strip
+
+
+@pytest.mark.parametrize(
+    ("flag", "has_usage"), [(1, True), ("yes", True), (0, False), (None, False)]
+)
+def test_include_usage_is_truthiness(kernels: ModuleType, flag: object, has_usage: bool) -> None:
+    out, _ = translate(kernels, [text_answer("x")], include_usage=flag)
+    assert (b'"choices":[],"usage"' in out) == has_usage

@@ -20,6 +20,17 @@ fn to_py_err(err: sse::SseError) -> PyErr {
     SseError::new_err(err.to_string())
 }
 
+/// A flag read as Python reads `if flag:` (the twin takes any truthy value).
+struct Truthy(bool);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Truthy {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        obj.is_truthy().map(Truthy)
+    }
+}
+
 #[pyclass(name = "SseDecoder", module = "ferrule._native", subclass)]
 struct PySseDecoder {
     inner: sse::SseDecoder,
@@ -73,10 +84,11 @@ struct PyStreamTranslator {
 #[pymethods]
 impl PyStreamTranslator {
     #[new]
-    #[pyo3(signature = (model, created, *, include_usage = false, max_event_bytes = 0))]
-    fn new(model: &str, created: i64, include_usage: bool, max_event_bytes: usize) -> Self {
+    #[pyo3(signature = (model, created, *, include_usage = Truthy(false), max_event_bytes = 0))]
+    #[pyo3(text_signature = "(model, created, *, include_usage=False, max_event_bytes=0)")]
+    fn new(model: &str, created: i64, include_usage: Truthy, max_event_bytes: usize) -> Self {
         Self {
-            inner: stream::StreamTranslator::new(model, created, include_usage, max_event_bytes),
+            inner: stream::StreamTranslator::new(model, created, include_usage.0, max_event_bytes),
             out: Vec::new(),
         }
     }

@@ -80,11 +80,9 @@ class SseDecoder:
             if buf[0] == 0x0A:
                 pos = 1
             self._skip_lf = False
-        while pos < end:
-            cr = buf.find(b"\r", pos)
-            lf = buf.find(b"\n", pos)
-            if cr == -1 and lf == -1:
-                break
+        cr = buf.find(b"\r", pos)
+        lf = buf.find(b"\n", pos)
+        while cr != -1 or lf != -1:
             if cr == -1 or (lf != -1 and lf < cr):
                 line_end, next_pos = lf, lf + 1
             else:
@@ -96,6 +94,12 @@ class SseDecoder:
                     self._skip_lf = True
             self._line(bytes(buf[pos:line_end]), events)
             pos = next_pos
+            # NOTE: search again only past a line end already used, so that a chunk with no "\r"
+            # is not rescanned to its end for every line (quadratic in the chunk size).
+            if cr != -1 and cr < pos:
+                cr = buf.find(b"\r", pos)
+            if lf != -1 and lf < pos:
+                lf = buf.find(b"\n", pos)
         del buf[:pos]
         if self._max_line and len(buf) > self._max_line:
             raise SseError(f"SSE line longer than {self._max_line} bytes")
@@ -134,8 +138,11 @@ class SseDecoder:
             if "\x00" not in value:
                 self._last_id = value
         elif field == "retry":
-            if value and value.isascii() and value.isdigit():
-                retry = int(value)
-                if retry < 1 << 64:  # NOTE: the native twin holds a u64; larger values are ignored
+            # NOTE: leading zeros go before int(), which refuses strings over 4300 digits; the
+            # native twin holds a u64, so larger values are ignored.
+            digits = value.lstrip("0")
+            if value and value.isascii() and value.isdigit() and len(digits) <= 20:
+                retry = int(digits or "0")
+                if retry < 1 << 64:
                     self.retry = retry
         # any other field is ignored
