@@ -567,6 +567,14 @@ mod tests {
             assert_eq!(parse(&objects).is_ok(), ok, "objects {depth}");
             let strings = format!("{{\"s\":\"{}\"}}", "[".repeat(depth));
             assert!(parse(&strings).is_ok());
+            // A count's raw value is validated on its own, but the limit counts its parents.
+            let inner = depth - 2;
+            let count = format!(
+                "{{\"usage\":{{\"input_tokens\":{}{}}}}}",
+                "[".repeat(inner),
+                "]".repeat(inner)
+            );
+            assert_eq!(parse(&count).is_ok(), ok, "count {depth}");
         }
     }
 
