@@ -299,3 +299,31 @@ def test_stream_flags() -> None:
 def test_deterministic_bytes() -> None:
     body = base(tools=[{"type": "function", "function": {"name": "f"}}], temperature=0.5)
     assert orjson.dumps(tr(body)) == orjson.dumps(tr(orjson.loads(orjson.dumps(body))))
+
+
+def test_unsupported_content_part_is_named() -> None:
+    body = base(
+        messages=[{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]
+    )
+    with pytest.raises(ProxyError) as info:
+        tr(body)
+    assert info.value.param == "messages[0].content[0]" and "input_audio" in info.value.message
+
+
+def test_final_assistant_prefill_loses_trailing_whitespace() -> None:
+    out = tr(
+        base(
+            messages=[
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "The answer is "},
+            ]
+        )
+    )
+    assert out["messages"][-1] == {
+        "role": "assistant",
+        "content": [{"type": "text", "text": "The answer is"}],
+    }
+    out = tr(
+        base(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}])
+    )
+    assert out["messages"][-1]["role"] == "user"
