@@ -232,12 +232,12 @@ class StreamTranslator:
             elif dtype == "input_json_delta":
                 part = delta.get("partial_json")
                 index = _count(obj.get("index"))
-                tool = None if index is None else self._block_tool.get(index)
-                if tool is not None and isinstance(part, str) and part:
+                call = None if index is None else self._block_tool.get(index)
+                if call is not None and isinstance(part, str) and part:
                     self._chunk(
                         out,
                         b'{"tool_calls":[{"index":'
-                        + str(tool).encode()
+                        + str(call).encode()
                         + b',"function":{"arguments":'
                         + orjson.dumps(part)
                         + b"}}]}",
