@@ -635,9 +635,12 @@ mod tests {
             let (_, t) = translate(&[input.as_bytes()], false);
             assert_eq!(t.outcome(), outcome, "{input}");
             assert_eq!(t.error(), Some((etype, message)));
-            let mut tail = Vec::new();
+            let mut tail = b"data: {\"error\":{\"message\":".to_vec();
             push_json_str(&mut tail, message);
-            assert!(out.ends_with(b",\"param\":null,\"code\":null}}\n\n"));
+            tail.extend_from_slice(b",\"type\":");
+            push_json_str(&mut tail, etype);
+            tail.extend_from_slice(b",\"param\":null,\"code\":null}}\n\n");
+            assert!(out.ends_with(&tail));
             assert!(!out.windows(6).any(|w| w == b"[DONE]"));
         }
     }
