@@ -1,0 +1,366 @@
+"""Prices, cost and savings, from the dated price table in ``data/prices.toml``.
+
+All arithmetic is in ``Decimal`` (the table's prices are decimal fractions of a dollar, and
+binary floats would make a cost of 0.3 USD/Mtok come out as 2.9999...e-7 per token); results are
+handed out as ``float`` USD. A model without a price entry is *unpriced*: every dollar figure is
+``None``, never 0, so a sum never pretends an unknown model was free.
+
+Savings, each in tokens and dollars:
+
+- prompt caching: tokens read from Anthropic's cache were billed at the read price instead of the
+  input price. Cache writes cost *more* than input (1.25x / 2x); that premium is reported on its
+  own (``cache_write_premium_usd``) so a caller can show the net figure.
+- compression: tokens Ferrule removed before sending, priced as uncached input.
+  NOTE: an upper bound when the removed tokens would later have been cache reads.
+- response cache: a hit avoided the whole request, so its saving is what the replayed usage
+  would have cost; the hit itself is billed $0 and counts no caching or compression saving.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "Accounting",
+    "Cost",
+    "Price",
+    "PriceTable",
+    "Savings",
+    "Usage",
+    "UsageLike",
+    "account",
+    "canonical_model",
+    "cost",
+    "default_table",
+    "price_for",
+    "savings",
+]
+
+_MILLION = Decimal(1_000_000)
+_ZERO = Decimal(0)
+# A trailing release date (-20251001) or -latest: Anthropic's dated ids and aliases of one model.
+_SUFFIX = re.compile(r"-(?:\d{8}|latest)$")
+_BUCKETS = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
+
+
+class UsageLike(Protocol):
+    """Token counts, each input token in exactly one of the four input buckets."""
+
+    @property
+    def input_tokens(self) -> int: ...  # uncached input
+    @property
+    def cache_write_5m_tokens(self) -> int: ...
+    @property
+    def cache_write_1h_tokens(self) -> int: ...
+    @property
+    def cache_read_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+    output_tokens: int = 0
+
+    @classmethod
+    def from_anthropic(cls, *parts: Mapping[str, Any] | None) -> Usage:
+        """Usage from Anthropic ``usage`` objects. Several may be given (a stream's
+        ``message_start`` usage, then its ``message_delta`` usage): a later non-null field wins.
+
+        ``cache_creation_input_tokens`` is split by ``cache_creation`` (``ephemeral_5m_input_tokens``
+        / ``ephemeral_1h_input_tokens``) when present; any remainder (or all of it, when the split
+        is absent) counts as a 5-minute write, the default TTL."""
+        merged: dict[str, Any] = {}
+        for part in parts:
+            if part:
+                merged.update({k: v for k, v in part.items() if v is not None})
+        created = _int(merged.get("cache_creation_input_tokens"))
+        split = merged.get("cache_creation")
+        w1h = _int(split.get("ephemeral_1h_input_tokens")) if isinstance(split, Mapping) else 0
+        w5m = _int(split.get("ephemeral_5m_input_tokens")) if isinstance(split, Mapping) else 0
+        w5m = max(w5m, created - w1h)
+        return cls(
+            input_tokens=_int(merged.get("input_tokens")),
+            cache_write_5m_tokens=w5m,
+            cache_write_1h_tokens=w1h,
+            cache_read_tokens=_int(merged.get("cache_read_input_tokens")),
+            output_tokens=_int(merged.get("output_tokens")),
+        )
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens for one model from one date on."""
+
+    model: str
+    since: dt.date
+    input: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    cache_read: Decimal
+    output: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What a request was billed, in USD."""
+
+    input_usd: float
+    cache_write_5m_usd: float
+    cache_write_1h_usd: float
+    cache_read_usd: float
+    output_usd: float
+    total_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class Savings:
+    """Tokens and USD saved by source; USD is None for an unpriced model."""
+
+    caching_tokens: int = 0
+    caching_usd: float | None = None
+    cache_write_premium_usd: float | None = None
+    compression_tokens: int = 0
+    compression_usd: float | None = None
+    response_cache_tokens: int = 0
+    response_cache_usd: float | None = None
+
+    @property
+    def total_usd(self) -> float | None:
+        """Net saving: caching minus the write premium, plus compression and response cache."""
+        if self.caching_usd is None:
+            return None
+        return (
+            self.caching_usd
+            - (self.cache_write_premium_usd or 0.0)
+            + (self.compression_usd or 0.0)
+            + (self.response_cache_usd or 0.0)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Accounting:
+    """Cost and savings of one request. ``cost`` is None when the model is unpriced."""
+
+    price: Price | None
+    cost: Cost | None
+    savings: Savings
+
+
+class PriceTable:
+    """Dated prices by undated model id."""
+
+    def __init__(self, prices: list[Price], checked: dt.date | None = None) -> None:
+        self.checked = checked
+        by_model: dict[str, list[Price]] = {}
+        for p in prices:
+            by_model.setdefault(p.model, []).append(p)
+        self._by_model = {m: sorted(ps, key=lambda p: p.since) for m, ps in by_model.items()}
+        self._since = {m: [p.since for p in ps] for m, ps in self._by_model.items()}
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> PriceTable:
+        """The table in ``path``, or the one shipped in the package."""
+        if path is None:
+            text = resources.files("ferrule").joinpath("data/prices.toml").read_text("utf-8")
+            where = "ferrule/data/prices.toml"
+        else:
+            text = Path(path).read_text(encoding="utf-8")
+            where = str(path)
+        return cls.parse(text, where)
+
+    @classmethod
+    def parse(cls, text: str, where: str = "<prices>") -> PriceTable:
+        data = tomllib.loads(text)
+        prices = []
+        for i, entry in enumerate(data.get("price", [])):
+            try:
+                since = entry["since"]
+                if not isinstance(since, dt.date):
+                    raise TypeError("since must be a TOML date")
+                values = {}
+                for name in _BUCKETS:
+                    v = entry[name]
+                    if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                        raise TypeError(f"{name} must be a non-negative number")
+                    values[name] = Decimal(repr(v))  # repr: 0.3 -> "0.3", not 0.29999...
+                prices.append(Price(model=str(entry["model"]), since=since, **values))
+            except (KeyError, TypeError) as exc:
+                raise ValueError(f"{where}: price entry {i + 1} is invalid: {exc}") from None
+        checked = data.get("checked")
+        return cls(prices, checked if isinstance(checked, dt.date) else None)
+
+    @property
+    def models(self) -> list[str]:
+        return sorted(self._by_model)
+
+    def lookup(self, model: str, when: dt.date | None = None) -> Price | None:
+        """The price of ``model`` (dated ids match their undated entry) on ``when`` (today by
+        default); None when the model has no entry."""
+        entries = self._by_model.get(canonical_model(model))
+        if not entries:
+            return None
+        if when is None:
+            return entries[-1]
+        i = bisect.bisect_right(self._since[entries[0].model], when)
+        # NOTE: a date before the first entry gets the first entry: older prices are unknown,
+        # and calling such a request unpriced would hide a real cost.
+        return entries[max(i - 1, 0)]
+
+
+@lru_cache(maxsize=1024)
+def canonical_model(model: str) -> str:
+    """``claude-sonnet-4-6-20260101`` -> ``claude-sonnet-4-6``; other ids unchanged."""
+    return _SUFFIX.sub("", model.strip().lower())
+
+
+_DEFAULT: PriceTable | None = None
+
+
+def default_table() -> PriceTable:
+    """The packaged table, read once per process."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = PriceTable.load()
+    return _DEFAULT
+
+
+def _date(when: dt.date | float | None) -> dt.date | None:
+    if when is None or isinstance(when, dt.date):
+        return when
+    return dt.datetime.fromtimestamp(when, dt.timezone.utc).date()
+
+
+def price_for(
+    model: str, when: dt.date | float | None = None, table: PriceTable | None = None
+) -> Price | None:
+    """``when``: a date, a Unix time, or None for the newest price."""
+    return (table or default_table()).lookup(model, _date(when))
+
+
+def _usd(d: Decimal) -> float:
+    return float(d / _MILLION)
+
+
+def _cost(price: Price, usage: UsageLike) -> Cost:
+    parts = (
+        usage.input_tokens * price.input,
+        usage.cache_write_5m_tokens * price.cache_write_5m,
+        usage.cache_write_1h_tokens * price.cache_write_1h,
+        usage.cache_read_tokens * price.cache_read,
+        usage.output_tokens * price.output,
+    )
+    i, w5, w1, r, o = (_usd(p) for p in parts)
+    return Cost(i, w5, w1, r, o, total_usd=_usd(sum(parts, _ZERO)))
+
+
+def cost(
+    model: str,
+    usage: UsageLike,
+    when: dt.date | float | None = None,
+    table: PriceTable | None = None,
+) -> Cost | None:
+    """What ``usage`` costs on ``model``; None when the model is unpriced."""
+    price = price_for(model, when, table)
+    return None if price is None else _cost(price, usage)
+
+
+def savings(
+    model: str,
+    usage: UsageLike,
+    *,
+    compression_removed_tokens: int = 0,
+    response_cache_hit: bool = False,
+    when: dt.date | float | None = None,
+    table: PriceTable | None = None,
+) -> Savings:
+    return account(
+        model,
+        usage,
+        compression_removed_tokens=compression_removed_tokens,
+        response_cache_hit=response_cache_hit,
+        when=when,
+        table=table,
+    ).savings
+
+
+def account(
+    model: str,
+    usage: UsageLike,
+    *,
+    compression_removed_tokens: int = 0,
+    response_cache_hit: bool = False,
+    when: dt.date | float | None = None,
+    table: PriceTable | None = None,
+) -> Accounting:
+    """Billed cost and savings of one request.
+
+    For a response-cache hit, ``usage`` is the replayed response's usage: nothing was billed,
+    and the saving is that usage's whole cost."""
+    price = price_for(model, when, table)
+    if response_cache_hit:
+        avoided = _cost(price, usage) if price else None
+        tokens = (
+            usage.input_tokens
+            + usage.cache_write_5m_tokens
+            + usage.cache_write_1h_tokens
+            + usage.cache_read_tokens
+            + usage.output_tokens
+        )
+        zero = Cost(0.0, 0.0, 0.0, 0.0, 0.0, 0.0) if price else None
+        return Accounting(
+            price,
+            zero,
+            Savings(
+                caching_usd=0.0 if price else None,
+                cache_write_premium_usd=0.0 if price else None,
+                compression_usd=0.0 if price else None,
+                response_cache_tokens=tokens,
+                response_cache_usd=avoided.total_usd if avoided else None,
+            ),
+        )
+    removed = max(compression_removed_tokens, 0)
+    if price is None:
+        return Accounting(
+            None,
+            None,
+            Savings(caching_tokens=usage.cache_read_tokens, compression_tokens=removed),
+        )
+    premium = usage.cache_write_5m_tokens * (price.cache_write_5m - price.input) + (
+        usage.cache_write_1h_tokens * (price.cache_write_1h - price.input)
+    )
+    return Accounting(
+        price,
+        _cost(price, usage),
+        Savings(
+            caching_tokens=usage.cache_read_tokens,
+            caching_usd=_usd(usage.cache_read_tokens * (price.input - price.cache_read)),
+            cache_write_premium_usd=_usd(premium),
+            compression_tokens=removed,
+            compression_usd=_usd(removed * price.input),
+            response_cache_usd=0.0,
+        ),
+    )
