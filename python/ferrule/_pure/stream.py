@@ -72,19 +72,19 @@ class StreamTranslator:
     """
 
     __slots__ = (
+        "_block_tool",
+        "_created",
         "_decoder",
         "_include_usage",
         "_model_json",
-        "_created",
         "_prefix",
         "_tool_index",
-        "_block_tool",
         "_usage",
-        "started",
         "done",
-        "outcome",
         "error",
         "message_id",
+        "outcome",
+        "started",
         "stop_reason",
     )
 
@@ -195,7 +195,9 @@ class StreamTranslator:
             self._chunk(out, b'{"role":"assistant","content":""}')
             return
         if not self.started:
-            self._fail(out, "protocol_error", "api_error", f"upstream sent {event} before message_start")
+            self._fail(
+                out, "protocol_error", "api_error", f"upstream sent {event} before message_start"
+            )
             return
         if event == "content_block_start":
             block = obj.get("content_block")
@@ -303,7 +305,13 @@ class StreamTranslator:
                     u[i] = n
 
     def _chunk(self, out: bytearray, delta: bytes) -> None:
-        out += b"data: " + self._prefix + b'[{"index":0,"delta":' + delta + b',"finish_reason":null}]}\n\n'
+        out += (
+            b"data: "
+            + self._prefix
+            + b'[{"index":0,"delta":'
+            + delta
+            + b',"finish_reason":null}]}\n\n'
+        )
 
     def _fail(self, out: bytearray, outcome: str, etype: str, message: str) -> bytes:
         out += (
