@@ -1,0 +1,307 @@
+"""The batched ledger writer: ``submit()`` from the request path, rows written by a thread.
+
+``submit`` only puts on a bounded queue (never blocks, never raises); a background thread takes
+up to ``batch_size`` records or whatever arrived within ``flush_interval`` and inserts them in
+one transaction. When the queue is full (the disk is slow) or a write fails (read-only, full,
+locked for longer than the busy timeout), records are dropped and counted: the ledger is an
+account of requests, never a reason to slow or fail one. After a failure the writer drops
+batches for ``retry_interval`` seconds before it tries the database again, so a broken disk
+costs one failed attempt per interval, not one per batch.
+
+One writer per process (each Granian worker has its own, all on the same file). Create it after
+the worker started (the ASGI lifespan), not at import: a thread does not survive a fork."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .. import pricing
+from .record import RequestRecord
+from .schema import COLUMNS, open_db
+
+__all__ = ["DropReason", "LedgerWriter", "WriterStats", "row"]
+
+log = logging.getLogger("ferrule.ledger")
+
+DropReason = str  # "queue_full" | "write_error" | "closed"
+_INSERT: Final = (
+    f"INSERT INTO requests ({', '.join(c for c, _ in COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in COLUMNS)})"
+)
+_WAKE: Final = object()  # queued by flush()/close() to end the thread's wait early
+
+Item = tuple[RequestRecord, "pricing.Accounting | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    written: int
+    dropped_queue_full: int
+    dropped_write_error: int
+    queued: int
+    healthy: bool  # the last attempt to open or write the database succeeded
+    last_error: str | None
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_queue_full + self.dropped_write_error
+
+
+def row(record: RequestRecord, acct: pricing.Accounting | None = None) -> tuple[Any, ...]:
+    """The INSERT parameters for one record, in ``COLUMNS`` order."""
+    if acct is None:
+        acct = pricing.account(
+            record.model,
+            record,
+            compression_removed_tokens=record.compression_removed_tokens,
+            response_cache_hit=record.response_cache_hit,
+            when=record.ts,
+        )
+    s = acct.savings
+    return (
+        record.ts,
+        record.request_id,
+        record.upstream_request_id,
+        record.tenant,
+        record.route,
+        record.model,
+        int(record.stream),
+        record.status,
+        record.input_tokens,
+        record.cache_write_5m_tokens,
+        record.cache_write_1h_tokens,
+        record.cache_read_tokens,
+        record.output_tokens,
+        record.compression_removed_tokens,
+        record.cache_status,
+        int(record.response_cache_hit),
+        record.attempts,
+        record.ttfb_ms,
+        record.latency_ms,
+        record.backend,
+        record.outcome,
+        record.error_type,
+        int(record.usage_estimated),
+        acct.cost.total_usd if acct.cost else None,
+        s.caching_tokens,
+        s.caching_usd,
+        s.cache_write_premium_usd,
+        s.compression_tokens,
+        s.compression_usd,
+        s.response_cache_tokens,
+        s.response_cache_usd,
+    )
+
+
+class LedgerWriter:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_queue: int = 10_000,
+        batch_size: int = 200,
+        flush_interval: float = 0.5,
+        retry_interval: float = 5.0,
+        on_drop: Callable[[DropReason, int], None] | None = None,
+    ) -> None:
+        """``on_drop(reason, n)`` is called (from any thread) when records are dropped, e.g.
+        ``Metrics.ledger_dropped``; it must not block."""
+        self.path = os.fspath(path)
+        self._batch_size = batch_size
+        self._interval = flush_interval
+        self._retry_interval = retry_interval
+        self._on_drop = on_drop
+        self._queue: queue.Queue[Item | object] = queue.Queue(maxsize=max_queue)
+        self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
+        self._accepted = 0  # records put on the queue
+        self._finished = 0  # records the thread wrote or dropped
+        self._written = 0
+        self._dropped_full = 0
+        self._dropped_error = 0
+        self._healthy = True
+        self._last_error: str | None = None
+        self._closed = False
+        self._stop = threading.Event()
+        self._flush_now = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ferrule-ledger", daemon=True)
+        self._thread.start()
+
+    # -- request path -------------------------------------------------------------------------
+
+    def submit(self, record: RequestRecord, acct: pricing.Accounting | None = None) -> bool:
+        """Queue one record; False (and counted) when it was dropped. Never blocks or raises."""
+        if self._closed:
+            self._drop("closed", 1)
+            return False
+        try:
+            self._queue.put_nowait((record, acct))
+        except queue.Full:
+            with self._lock:
+                self._dropped_full += 1
+            self._drop("queue_full", 1)
+            return False
+        with self._lock:
+            self._accepted += 1
+        return True
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every record accepted so far is written (or dropped). True if it was."""
+        with self._lock:
+            target = self._accepted
+        self._flush_now.set()
+        self._wake()
+        deadline = time.monotonic() + timeout
+        with self._done:
+            while self._finished < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return False
+                self._done.wait(remaining)
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop accepting, write what is queued, stop the thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._wake()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning(
+                "ledger writer did not finish within %.1f s; queued rows may be lost", timeout
+            )
+
+    @property
+    def stats(self) -> WriterStats:
+        with self._lock:
+            return WriterStats(
+                written=self._written,
+                dropped_queue_full=self._dropped_full,
+                dropped_write_error=self._dropped_error,
+                queued=self._accepted - self._finished,
+                healthy=self._healthy,
+                last_error=self._last_error,
+            )
+
+    @property
+    def healthy(self) -> bool:
+        """For readiness: the last open or write succeeded and the thread runs."""
+        return self._healthy and self._thread.is_alive() and not self._closed
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        # A full queue means the thread has plenty to do and will see the events soon.
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(_WAKE)
+
+    def _drop(self, reason: DropReason, n: int) -> None:
+        if self._on_drop is not None and n:
+            try:
+                self._on_drop(reason, n)
+            except Exception:  # a metrics hook must never break the ledger
+                log.exception("ledger on_drop hook failed")
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        retry_at = 0.0
+        while True:
+            batch = self._collect()
+            if batch:
+                conn, retry_at = self._write(conn, batch, retry_at)
+            if self._stop.is_set() and self._queue.empty():
+                break
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def _collect(self) -> list[Item]:
+        """Up to batch_size records: waits at most flush_interval for the first one, then at
+        most flush_interval more for the rest (less when asked to flush or stop)."""
+        batch: list[Item] = []
+        deadline: float | None = None
+        while len(batch) < self._batch_size:
+            hurry = self._stop.is_set() or self._flush_now.is_set()
+            if hurry:
+                wait = 0.0
+            elif deadline is None:
+                wait = self._interval
+            else:
+                wait = deadline - time.monotonic()
+            try:
+                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _WAKE:
+                continue
+            batch.append(item)  # type: ignore[arg-type]
+            if deadline is None:
+                deadline = time.monotonic() + self._interval
+        if not batch or self._queue.empty():
+            self._flush_now.clear()
+        return batch
+
+    def _write(
+        self, conn: sqlite3.Connection | None, batch: list[Item], retry_at: float
+    ) -> tuple[sqlite3.Connection | None, float]:
+        if conn is None and time.monotonic() < retry_at:
+            self._finish(batch, error=self._last_error or "ledger unavailable")
+            return None, retry_at
+        try:
+            if conn is None:
+                conn = open_db(self.path)
+            rows = [row(record, acct) for record, acct in batch]
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_INSERT, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except Exception as exc:  # sqlite3.Error, OSError, LedgerError, a bad record...
+            message = f"{type(exc).__name__}: {exc}"
+            if self._healthy or message != self._last_error:
+                # Logged once per failure episode, not once per batch.
+                log.warning(
+                    "ledger %s: cannot write (%s); dropping rows for %.0f s, then retrying",
+                    self.path,
+                    message,
+                    self._retry_interval,
+                )
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._finish(batch, error=message)
+            return None, time.monotonic() + self._retry_interval
+        if not self._healthy:
+            log.warning("ledger %s: writes resumed", self.path)
+        self._finish(batch, error=None)
+        return conn, 0.0
+
+    def _finish(self, batch: list[Item], *, error: str | None) -> None:
+        with self._done:
+            self._finished += len(batch)
+            if error is None:
+                self._written += len(batch)
+                self._healthy = True
+            else:
+                self._dropped_error += len(batch)
+                self._healthy = False
+                self._last_error = error
+            self._done.notify_all()
+        if error is not None:
+            self._drop("write_error", len(batch))
