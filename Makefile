@@ -32,6 +32,7 @@ lint: $(VENV)/.deps ## rustfmt, clippy, ruff, mypy
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/ruff format --check python tests benches
 	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest ferrule._native
 
 test-rust: ## cargo test on the pure-Rust core
 	cargo test -q

@@ -404,6 +404,41 @@ def test_parallel_tool_calls_after_text(kernels: ModuleType) -> None:
     assert args == {0: '{"city":"Paris"}', 1: '{"tz":"CET"}'}
 
 
+def test_json_tool_streams_as_content(kernels: ModuleType) -> None:
+    """response_format emulated with a forced tool: its input is the answer's content."""
+    data = b"".join(
+        [
+            message_start(),
+            *tool(0, "toolu_j", "json_response", '{"city":', ' "Paris"}'),
+            message_delta("tool_use"),
+            STOP,
+        ]
+    )
+    out, _ = translate_all_ways(kernels, data, json_tool="json_response")
+    chunks = check_chunks(out)
+    assert all("tool_calls" not in d for d in deltas(chunks))
+    assert "".join(d.get("content", "") for d in deltas(chunks)) == '{"city": "Paris"}'
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    # another tool called beside it keeps index 0 and the tool_calls finish
+    data = b"".join(
+        [
+            message_start(),
+            *tool(0, "toolu_j", "json_response", "{}"),
+            *tool(1, "toolu_a", "get_time", "{}"),
+            message_delta("tool_use"),
+            STOP,
+        ]
+    )
+    out, _ = translate_all_ways(kernels, data, json_tool="json_response")
+    chunks = check_chunks(out)
+    calls = [d["tool_calls"][0] for d in deltas(chunks) if "tool_calls" in d]
+    assert calls[0]["index"] == 0 and calls[0]["function"]["name"] == "get_time"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    # without the option the same tool is an ordinary tool call
+    out, _ = translate_all_ways(kernels, data)
+    assert check_chunks(out)[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
 def test_include_usage(kernels: ModuleType) -> None:
     data = b"".join(
         [

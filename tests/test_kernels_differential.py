@@ -210,7 +210,9 @@ def anthropic_stream(draw: st.DrawFn) -> bytes:
         )
         block: dict[str, Any] = {"type": kind}
         if kind == "tool_use":
-            block |= {"id": draw(TEXT), "name": draw(TEXT), "input": {}}
+            # "json_response" sometimes, so the json_tool option is exercised
+            name = draw(st.one_of(TEXT, st.just("json_response")))
+            block |= {"id": draw(TEXT), "name": name, "input": {}}
         emit(
             "content_block_start",
             {"type": "content_block_start", "index": index, "content_block": block},
@@ -271,13 +273,18 @@ def anthropic_stream(draw: st.DrawFn) -> bytes:
 
 
 @EXAMPLES
-@given(st.data(), anthropic_stream(), st.booleans())
+@given(st.data(), anthropic_stream(), st.booleans(), st.sampled_from([None, "json_response"]))
 def test_valid_streams(
-    native: ModuleType, data: st.DataObject, stream: bytes, include_usage: bool
+    native: ModuleType,
+    data: st.DataObject,
+    stream: bytes,
+    include_usage: bool,
+    json_tool: str | None,
 ) -> None:
     chunks = draw_splits(data.draw, stream)
-    out = assert_same_translation(native, chunks, include_usage=include_usage)
-    assert_split_independent(native, stream, out, include_usage=include_usage)
+    options: dict[str, Any] = {"include_usage": include_usage, "json_tool": json_tool}
+    out = assert_same_translation(native, chunks, **options)
+    assert_split_independent(native, stream, out, **options)
 
 
 @EXAMPLES

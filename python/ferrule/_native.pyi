@@ -2,33 +2,46 @@
 ``ferrule._pure`` with the same signature and byte-identical output. Import via ``ferrule.backend``.
 """
 
+from typing_extensions import disjoint_base
+
+__all__ = ["SseDecoder", "SseError", "StreamTranslator"]
+
 class SseError(ValueError):
     """An SSE stream broke a configured size limit."""
 
+@disjoint_base
 class SseDecoder:
     """Incremental WHATWG SSE decoder: ``feed(bytes)`` returns complete ``(event, data, id)``."""
 
     retry: int | None
-    def __init__(self, *, max_line_bytes: int = 0, max_event_bytes: int = 0) -> None: ...
+    def __new__(cls, *, max_line_bytes: int = 0, max_event_bytes: int = 0) -> SseDecoder: ...
     def feed(self, chunk: bytes) -> list[tuple[str, str, str]]: ...
 
+@disjoint_base
 class StreamTranslator:
     """Anthropic SSE bytes in, OpenAI chat.completion.chunk SSE bytes out."""
 
-    started: bool
-    done: bool
-    outcome: str
-    error: tuple[str, str] | None
-    message_id: str | None
-    stop_reason: str | None
-    def __init__(
-        self,
+    def __new__(
+        cls,
         model: str,
         created: int,
         *,
         include_usage: bool = False,
         max_event_bytes: int = 0,
-    ) -> None: ...
+        json_tool: str | None = None,
+    ) -> StreamTranslator: ...
+    @property
+    def started(self) -> bool: ...
+    @property
+    def done(self) -> bool: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def error(self) -> tuple[str, str] | None: ...
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def stop_reason(self) -> str | None: ...
     @property
     def usage(self) -> tuple[int, int, int, int, int, int]: ...
     def feed(self, chunk: bytes) -> bytes: ...

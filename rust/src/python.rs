@@ -84,11 +84,25 @@ struct PyStreamTranslator {
 #[pymethods]
 impl PyStreamTranslator {
     #[new]
-    #[pyo3(signature = (model, created, *, include_usage = Truthy(false), max_event_bytes = 0))]
-    #[pyo3(text_signature = "(model, created, *, include_usage=False, max_event_bytes=0)")]
-    fn new(model: &str, created: i64, include_usage: Truthy, max_event_bytes: usize) -> Self {
+    #[pyo3(signature = (model, created, *, include_usage = Truthy(false), max_event_bytes = 0, json_tool = None))]
+    #[pyo3(
+        text_signature = "(model, created, *, include_usage=False, max_event_bytes=0, json_tool=None)"
+    )]
+    fn new(
+        model: &str,
+        created: i64,
+        include_usage: Truthy,
+        max_event_bytes: usize,
+        json_tool: Option<&str>,
+    ) -> Self {
         Self {
-            inner: stream::StreamTranslator::new(model, created, include_usage.0, max_event_bytes),
+            inner: stream::StreamTranslator::new(
+                model,
+                created,
+                include_usage.0,
+                max_event_bytes,
+                json_tool,
+            ),
             out: Vec::new(),
         }
     }

@@ -100,6 +100,10 @@ pub struct StreamTranslator {
     tool_index: u64,
     /// content-block index -> tool-call index, for the tool_use blocks of this message
     block_tool: HashMap<u64, u64>,
+    /// response_format emulated with a forced tool: that tool's input is the answer's content
+    json_tool: Option<String>,
+    /// content-block indexes of the json_tool's tool_use blocks
+    json_blocks: Vec<u64>,
     usage: [u64; 6],
     started: bool,
     done: bool,
@@ -111,7 +115,13 @@ pub struct StreamTranslator {
 }
 
 impl StreamTranslator {
-    pub fn new(model: &str, created: i64, include_usage: bool, max_event_bytes: usize) -> Self {
+    pub fn new(
+        model: &str,
+        created: i64,
+        include_usage: bool,
+        max_event_bytes: usize,
+        json_tool: Option<&str>,
+    ) -> Self {
         let mut model_json = Vec::with_capacity(model.len() + 2);
         push_json_str(&mut model_json, model);
         Self {
@@ -122,6 +132,8 @@ impl StreamTranslator {
             prefix: Vec::new(),
             tool_index: 0,
             block_tool: HashMap::new(),
+            json_tool: json_tool.map(str::to_owned),
+            json_blocks: Vec::new(),
             usage: [0; 6],
             started: false,
             done: false,
@@ -281,6 +293,10 @@ impl StreamTranslator {
         if block.kind.as_deref() != Some("tool_use") {
             return;
         }
+        if self.json_tool.is_some() && block.name.as_deref() == self.json_tool.as_deref() {
+            self.json_blocks.push(index);
+            return;
+        }
         let tool = self.tool_index;
         self.tool_index += 1;
         self.block_tool.insert(index, tool);
@@ -319,9 +335,19 @@ impl StreamTranslator {
                 }
             }
             Some("input_json_delta") => {
-                let tool = obj.index.and_then(|i| self.block_tool.get(&i).copied());
                 let part = delta.partial_json.as_deref().filter(|p| !p.is_empty());
-                if let (Some(tool), Some(part)) = (tool, part) {
+                let (Some(index), Some(part)) = (obj.index, part) else {
+                    return;
+                };
+                if self.json_blocks.contains(&index) {
+                    self.chunk_start(out);
+                    out.extend_from_slice(b"{\"content\":");
+                    push_json_str(out, part);
+                    out.push(b'}');
+                    chunk_end(out);
+                    return;
+                }
+                if let Some(tool) = self.block_tool.get(&index).copied() {
                     self.chunk_start(out);
                     out.extend_from_slice(b"{\"tool_calls\":[{\"index\":");
                     out.extend_from_slice(itoa::Buffer::new().format(tool).as_bytes());
@@ -340,7 +366,7 @@ impl StreamTranslator {
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(&self.prefix);
         out.extend_from_slice(b"[{\"index\":0,\"delta\":{},\"finish_reason\":\"");
-        out.extend_from_slice(finish_reason_for(self.stop_reason.as_deref()).as_bytes());
+        out.extend_from_slice(self.finish_reason().as_bytes());
         out.extend_from_slice(b"\"}]}\n\n");
         if self.include_usage {
             // NOTE: u128 so the sums print as Python's unbounded ints would.
@@ -366,6 +392,16 @@ impl StreamTranslator {
         out.extend_from_slice(b"data: [DONE]\n\n");
         self.done = true;
         self.outcome = Outcome::Complete;
+    }
+
+    fn finish_reason(&self) -> &'static str {
+        if self.stop_reason.as_deref() == Some("tool_use")
+            && !self.json_blocks.is_empty()
+            && self.tool_index == 0
+        {
+            return "stop"; // JSON mode: the forced tool was the answer, not a tool call
+        }
+        finish_reason_for(self.stop_reason.as_deref())
     }
 
     /// Later reports overwrite earlier ones: Anthropic's counts are cumulative.
@@ -485,7 +521,7 @@ mod tests {
     }
 
     fn translate(chunks: &[&[u8]], include_usage: bool) -> (Vec<u8>, StreamTranslator) {
-        let mut t = StreamTranslator::new("gpt-x", 1700000000, include_usage, 0);
+        let mut t = StreamTranslator::new("gpt-x", 1700000000, include_usage, 0, None);
         let mut out = Vec::new();
         for chunk in chunks {
             t.feed(chunk, &mut out);
@@ -649,7 +685,7 @@ mod tests {
     fn limit_drops_the_chunk() {
         // A complete message_start, then a line over the limit in the same chunk: as in the
         // twin, the limit error drops the events the chunk completed.
-        let mut t = StreamTranslator::new("m", 0, false, 40);
+        let mut t = StreamTranslator::new("m", 0, false, 40, None);
         let mut out = Vec::new();
         let input = event("message_start", r#"{"message":{"id":"a"}}"#) + &"x".repeat(41);
         t.feed(input.as_bytes(), &mut out);

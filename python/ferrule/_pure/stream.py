@@ -17,6 +17,9 @@ Rules (../shared/reference/translation.md, "Response (streaming)"):
 - an upstream ``error`` event becomes ``data: {"error": ...}`` and the stream ends without ``[DONE]``;
 - a stream that ends without ``message_stop`` (``finish()``) ends with an error the same way;
 - ``ping`` and unknown events are dropped; nothing is emitted after the stream is closed.
+- with ``json_tool`` (``response_format`` emulated by a forced tool), the ``tool_use`` block of
+  that name streams its input as ``delta.content``, takes no tool index, and its ``tool_use`` stop
+  finishes as ``stop`` when no real tool was called.
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ class StreamTranslator:
         "_created",
         "_decoder",
         "_include_usage",
+        "_json_blocks",
+        "_json_tool",
         "_model_json",
         "_prefix",
         "_tool_index",
@@ -95,6 +100,7 @@ class StreamTranslator:
         *,
         include_usage: bool = False,
         max_event_bytes: int = 0,
+        json_tool: str | None = None,
     ) -> None:
         self._decoder = SseDecoder(max_line_bytes=max_event_bytes, max_event_bytes=max_event_bytes)
         self._include_usage = include_usage
@@ -104,6 +110,9 @@ class StreamTranslator:
         self._tool_index = 0
         # content-block index -> tool-call index, for the tool_use blocks of this message
         self._block_tool: dict[int, int] = {}
+        # response_format emulated with a forced tool: that tool's input is the answer's content
+        self._json_tool = json_tool
+        self._json_blocks: set[int] = set()
         self._usage = [0, 0, 0, 0, 0, 0]
         self.started = False
         self.done = False
@@ -203,6 +212,9 @@ class StreamTranslator:
             block = obj.get("content_block")
             index = _count(obj.get("index"))
             if isinstance(block, dict) and block.get("type") == "tool_use" and index is not None:
+                if self._json_tool is not None and block.get("name") == self._json_tool:
+                    self._json_blocks.add(index)
+                    return
                 tool = self._tool_index
                 self._tool_index += 1
                 self._block_tool[index] = tool
@@ -234,8 +246,13 @@ class StreamTranslator:
             elif dtype == "input_json_delta":
                 part = delta.get("partial_json")
                 index = _count(obj.get("index"))
-                call = None if index is None else self._block_tool.get(index)
-                if call is not None and isinstance(part, str) and part:
+                if not isinstance(part, str) or not part or index is None:
+                    return
+                if index in self._json_blocks:
+                    self._chunk(out, b'{"content":' + orjson.dumps(part) + b"}")
+                    return
+                call = self._block_tool.get(index)
+                if call is not None:
                     self._chunk(
                         out,
                         b'{"tool_calls":[{"index":'
@@ -261,7 +278,7 @@ class StreamTranslator:
                 b"data: "
                 + self._prefix
                 + b'[{"index":0,"delta":{},"finish_reason":"'
-                + finish_reason_for(self.stop_reason).encode()
+                + self._finish_reason().encode()
                 + b'"}]}\n\n'
             )
             if self._include_usage:
@@ -289,6 +306,11 @@ class StreamTranslator:
             self.outcome = "complete"
             return
         # content_block_stop: nothing to send
+
+    def _finish_reason(self) -> str:
+        if self.stop_reason == "tool_use" and self._json_blocks and not self._tool_index:
+            return "stop"  # JSON mode: the forced tool was the answer, not a tool call
+        return finish_reason_for(self.stop_reason)
 
     def _take_usage(self, usage: dict[str, object]) -> None:
         """Later reports overwrite earlier ones: Anthropic's counts are cumulative."""

@@ -9,6 +9,7 @@ import httpx
 import orjson
 
 from .. import backend
+from .._pure.stream import StreamTranslator as StreamTranslatorT
 from ..asgi import Send, send_bytes
 from ..errors import ProxyError
 from ..translate.request import to_anthropic
@@ -59,20 +60,17 @@ async def chat_completions(app: App, ctx: RequestContext, body: Any, send: Send)
             out = to_openai(msg, model=tr.model, created=created, json_tool=tr.json_tool)
             await send_bytes(send, 200, out, headers=ctx.response_headers())
             return
-        await _stream(tr.model, tr.include_usage, created, resp, ctx, send)
+        translator = backend.StreamTranslator(
+            tr.model, created, include_usage=tr.include_usage, json_tool=tr.json_tool
+        )
+        await _stream(translator, resp, ctx, send)
     finally:
         await resp.aclose()
 
 
 async def _stream(
-    model: str,
-    include_usage: bool,
-    created: int,
-    resp: httpx.Response,
-    ctx: RequestContext,
-    send: Send,
+    translator: StreamTranslatorT, resp: httpx.Response, ctx: RequestContext, send: Send
 ) -> None:
-    translator = backend.StreamTranslator(model, created, include_usage=include_usage)
     started = False
 
     async def start() -> None:
