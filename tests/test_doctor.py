@@ -127,6 +127,7 @@ def test_good_setup(
         "port": "ok",
         "data": "ok",
         "ledger": "ok",
+        "prices": "ok",
         "redis": "ok",
         "upstream": "ok",
     }
@@ -175,6 +176,7 @@ def test_bad_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "port": "fail",
         "data": "fail",
         "ledger": "skip",
+        "prices": "ok",
         "redis": "fail",
         "upstream": "fail",
     }
@@ -233,7 +235,16 @@ def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         "port",
         "data",
         "ledger",
+        "prices",
         "redis",
         "upstream",
     ]
     assert {c["status"] for c in checks} <= {"ok", "skip"}
+
+
+def test_stale_price_table_is_a_warning() -> None:
+    import datetime as dt
+
+    assert doctor.check_prices(dt.date(2026, 12, 1)).status == "ok"
+    stale = doctor.check_prices(dt.date(2028, 1, 1))
+    assert stale.status == "warn" and "stale" in stale.fix

@@ -192,3 +192,12 @@ def test_corrupt_ledger(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     ledger_path(tmp_path).write_bytes(b"not a database at all" * 200)
     assert run("--data-dir", str(tmp_path)) == 1
     assert "cannot read the ledger" in capsys.readouterr().err
+
+
+def test_stats_from_query(data_dir: Path) -> None:
+    data = stats_cli.stats_from_query(ledger_path(data_dir), "100000w", None, "model")
+    assert data["totals"]["requests"] == 7 and "by_day" not in data
+    with pytest.raises(ValueError, match="is not a time"):
+        stats_cli.stats_from_query(ledger_path(data_dir), "soon")
+    with pytest.raises(ValueError, match="unknown grouping"):
+        stats_cli.stats_from_query(ledger_path(data_dir), by="model,colour")

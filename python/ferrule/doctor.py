@@ -1,13 +1,14 @@
 """``ferrule doctor``: check what ``ferrule serve`` needs, and say what to fix.
 
 Checks, in order: the config, the port (free, or already served by a Ferrule), the data folder
-(writable), the ledger (opens, schema known, writable), Redis (a PING, when FERRULE_REDIS_URL is
+(writable), the ledger (opens, schema known, writable), the price table (loads, not stale), Redis (a PING, when FERRULE_REDIS_URL is
 set) and the upstream (reachable, WITHOUT a paid call: ``GET /v1/models`` with no key, where
 Anthropic's 401 proves the host, TLS and HTTP path work). Exit code 1 when any check failed."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import errno
 import os
 import socket
@@ -23,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import orjson
 
+from . import pricing
 from .config import Config, ConfigError, load
 from .ledger import SCHEMA_VERSION, LedgerError, ledger_path, open_db, resolve_data_dir
 
@@ -32,6 +34,7 @@ __all__ = [
     "check_data_dir",
     "check_ledger",
     "check_port",
+    "check_prices",
     "check_redis",
     "check_upstream",
     "report",
@@ -116,6 +119,7 @@ def run_checks(args: argparse.Namespace) -> list[Check]:
             checks.append(check_ledger(ledger_path(data_dir)))
         else:
             checks.append(Check("ledger", "skip", "the data folder is not usable"))
+    checks.append(check_prices())
     redis_url = os.environ.get(REDIS_ENV)
     if redis_url:
         checks.append(check_redis(redis_url, timeout))
@@ -233,6 +237,29 @@ def check_ledger(path: Path) -> Check:
             "put the data folder on a local disk: WAL needs shared memory",
         )
     return Check(name, "ok", f"{rows} rows, schema v{SCHEMA_VERSION}, WAL")
+
+
+def check_prices(today: dt.date | None = None) -> Check:
+    """The packaged price table loads; warn when it was last checked long ago."""
+    try:
+        table = pricing.default_table()
+    except (OSError, ValueError) as exc:
+        return Check(
+            "prices",
+            "fail",
+            f"the price table cannot be read: {exc}",
+            "reinstall Ferrule (ferrule/data/prices.toml is part of the package)",
+        )
+    detail = f"{len(table.models)} models priced ({', '.join(table.models)})"
+    today = today or dt.date.today()
+    if table.checked is None or (today - table.checked).days > 180:
+        return Check(
+            "prices",
+            "warn",
+            f"{detail}; checked {table.checked or 'never'}",
+            "prices may be stale: compare ferrule/data/prices.toml with Anthropic's pricing page",
+        )
+    return Check("prices", "ok", f"{detail}; checked {table.checked}")
 
 
 def check_redis(url: str, timeout: float) -> Check:

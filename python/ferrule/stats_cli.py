@@ -35,6 +35,7 @@ __all__ = [
     "print_tables",
     "render_text",
     "run",
+    "stats_from_query",
     "stats_json",
     "write_csv",
 ]
@@ -156,6 +157,24 @@ def stats_json(
     finally:
         if conn is not None:
             conn.close()
+
+
+def stats_from_query(
+    db_path: str | os.PathLike[str],
+    since: str | None = None,
+    until: str | None = None,
+    by: str | None = None,
+) -> dict[str, Any]:
+    """``GET /stats?since=7d&until=now&by=model,day``: the query's strings as ``ferrule stats``
+    takes them. Raises ``PeriodError`` (a ValueError: answer 400) for a bad value. Blocking."""
+    now = time.time()
+    start = parse_time(since or DEFAULT_SINCE, now=now)
+    end = parse_time(until or "now", now=now, end_of_day=True)
+    groups = [g.strip() for g in (by or "model,day").split(",") if g.strip()]
+    bad = [g for g in groups if g not in GROUPS]
+    if bad:
+        raise PeriodError(f"by: unknown grouping {', '.join(bad)}; use {', '.join(GROUPS)}")
+    return stats_json(db_path, start, end, groups=groups)
 
 
 def _stats(
