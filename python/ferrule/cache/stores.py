@@ -260,8 +260,13 @@ class SqliteStore(ResponseStore):
             ).fetchall()
             if not rows:
                 break
-            conn.executemany("DELETE FROM responses WHERE key = ?", [(k,) for k, _ in rows])
-            total -= sum(size for _, size in rows)
+            doomed = []
+            for key, size in rows:
+                if total <= self.max_bytes:
+                    break
+                doomed.append((key,))
+                total -= size
+            conn.executemany("DELETE FROM responses WHERE key = ?", doomed)
 
     def purge_now(self) -> None:
         """Run the purge on the calling thread's behalf (tests, maintenance). Blocking."""
