@@ -67,6 +67,7 @@ ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 MAX_MODELS: Final = 32
 MAX_ROUTES: Final = 16
+MAX_ERROR_TYPES: Final = 32
 MAX_TENANTS: Final = 200
 OTHER: Final = "other"
 
@@ -147,6 +148,7 @@ class Metrics:
         self.tenant_label = tenant_label
         self._models: set[str] = set()
         self._routes: set[str] = set()
+        self._error_types: set[str] = set()
         self._tenants: set[str] = set()
         self._lock = threading.Lock()
         registry: CollectorRegistry | None
@@ -279,7 +281,11 @@ class Metrics:
             kind = record.error_type or (
                 record.outcome if record.outcome != "complete" else f"http_{record.status}"
             )
-            self.errors.labels(route, _label(kind)).inc()
+            # error_type comes from the upstream's error body: bounded like the model label
+            label = _label(kind)
+            if label != OTHER:
+                label = _bounded(self._lock, self._error_types, label, MAX_ERROR_TYPES)
+            self.errors.labels(route, label).inc()
         stream = "true" if record.stream else "false"
         self.latency.labels(route, stream).observe(max(record.latency_ms, 0.0) / 1000)
         if record.ttfb_ms is not None:
