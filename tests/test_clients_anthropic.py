@@ -235,7 +235,7 @@ def test_upstream_rate_limit_is_the_sdks_rate_limit_error(proxy: Proxy) -> None:
 
 def test_upstream_overloaded_and_bad_request(proxy: Proxy, mock: MockUpstream) -> None:
     client = sdk(proxy)
-    mock.script(["error=529"])
+    mock.script(["error=529"] * 3)  # one more than Ferrule retries: the 529 comes back
     with pytest.raises(anthropic.APIStatusError) as caught:
         client.messages.create(model=MODEL, max_tokens=50, messages=user("Hello"))  # type: ignore[arg-type]
     assert caught.value.status_code == 529  # the native route keeps Anthropic's own status

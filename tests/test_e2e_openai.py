@@ -168,20 +168,32 @@ def test_upstream_errors_keep_status_message_and_retry_headers(
     proxy: Proxy, mock: MockUpstream
 ) -> None:
     client = openai.OpenAI(base_url=proxy.v1, api_key=TEST_KEY, max_retries=0)
-    mock.script(["error=429"])
+    mock.script(["error=429"] * 3)  # more 429s than Ferrule's attempts: the 429 comes back
     with pytest.raises(openai.RateLimitError) as rl:
         client.chat.completions.create(model=MODEL, messages=HI)  # type: ignore[arg-type]
     assert rl.value.response.headers.get("retry-after")
-    mock.script(["error=529"])
+    assert rl.value.response.headers["x-ferrule-attempts"] == "3"
+    mock.reset()
+    mock.script(["error=529"] * 3)
     resp = post(proxy, {"model": MODEL, "messages": HI})
     assert resp.status_code == 503 and resp.json()["error"]["message"]
-    mock.script(["error=529"])  # before the first byte of a stream: an HTTP error, not a 200
+    mock.script(["error=529"] * 3)  # before the first byte of a stream: an HTTP error, not a 200
     resp = post(proxy, {"model": MODEL, "messages": HI, "stream": True})
     assert resp.status_code == 503
-    # a request the upstream rejects: its message reaches the client
+    # a request the upstream rejects: its message reaches the client, and it is never retried
+    mock.reset()
     mock.script(["error=400"])
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=MODEL, messages=HI)  # type: ignore[arg-type]
+    assert len(mock.requests()) == 1
+
+
+def test_one_overload_is_retried_invisibly(proxy: Proxy, mock: MockUpstream) -> None:
+    mock.script(["error=529"])
+    resp = post(proxy, {"model": MODEL, "messages": HI, "stream": True})
+    assert resp.status_code == 200 and resp.headers["x-ferrule-attempts"] == "2"
+    check_stream(resp.content)
+    assert len(mock.requests()) == 2
 
 
 def test_midstream_error_and_truncation_end_the_stream_with_an_error(proxy: Proxy) -> None:

@@ -17,6 +17,7 @@ from .asgi import ClientGone, Message, Receive, Scope, Send, send_bytes
 from .config import Config, from_environment
 from .errors import ProxyError, anthropic_error_body, openai_error_body
 from .models import KNOWN_MODELS
+from .resilience import Resilience, RetryPolicy
 from .routes.chat import chat_completions
 from .routes.common import RequestContext, Route
 from .routes.messages import count_tokens, messages
@@ -40,6 +41,19 @@ class App:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self._upstream: Upstream | None = None
+        self.resilience = Resilience(
+            RetryPolicy(
+                max_attempts=cfg.max_attempts,
+                base=cfg.retry_base,
+                cap=cfg.retry_cap,
+                retry_after_cap=cfg.retry_after_cap,
+                budget_percent=cfg.retry_budget_percent,
+                breaker_threshold=cfg.breaker_threshold,
+                breaker_cooldown=cfg.breaker_cooldown,
+                first_byte_timeout=cfg.first_byte_timeout,
+            )
+        )
+        self.in_flight = 0  # proxied requests being served by this worker
 
     @property
     def upstream(self) -> Upstream:
@@ -71,7 +85,9 @@ class App:
         method: str = scope["method"]
         route = _POST_ROUTES.get(path)
         family: Route = "anthropic" if path.startswith("/v1/messages") else "openai"
-        ctx = RequestContext(scope, route[0] if route else family, self.cfg.max_body_bytes)
+        ctx = RequestContext(
+            scope, route[0] if route else family, self.cfg.max_body_bytes, self.cfg.body_timeout
+        )
         started = False
 
         async def tracked_send(message: Message) -> None:
@@ -84,8 +100,24 @@ class App:
             if route is not None:
                 if method != "POST":
                     raise ProxyError(405, f"{method} is not allowed on {path}; use POST")
-                body = await ctx.read_json(receive)
-                await self._until_disconnect(route[1](self, ctx, body, tracked_send), receive, ctx)
+                if self.in_flight >= self.cfg.max_concurrent:
+                    # Shed load at once rather than queue without bound.
+                    raise ProxyError(
+                        503,
+                        "Ferrule is at its concurrent request limit; retry shortly",
+                        type="overloaded_error",
+                        code="concurrency_limit",
+                        headers=[(b"retry-after", b"1")],
+                    )
+                self.in_flight += 1
+                try:
+                    ctx.authorize(self.cfg.access_key_sha256, self.cfg.upstream_api_key)
+                    body = await ctx.read_json(receive)
+                    await self._until_disconnect(
+                        route[1](self, ctx, body, tracked_send), receive, ctx
+                    )
+                finally:
+                    self.in_flight -= 1
             elif method == "GET" and path == "/v1/models":
                 await self._models(scope, tracked_send)
             elif method == "GET" and path in ("/health", "/healthz"):

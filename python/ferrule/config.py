@@ -7,6 +7,8 @@ config the parent validated."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import ipaddress
 import os
 import sys
 from collections.abc import Mapping
@@ -40,14 +42,39 @@ class Config:
     workers: int = 1
     upstream_url: str = "https://api.anthropic.com"
     anthropic_version: str = "2023-06-01"
-    # Seconds. connect: TCP+TLS to Anthropic; read: longest silence allowed between upstream
-    # bytes (Anthropic pings streams every few seconds, so a long silence means a dead peer).
+    # Seconds. connect: TCP+TLS to Anthropic; first_byte: until the response headers arrive;
+    # read (idle): longest silence allowed between upstream bytes (Anthropic pings streams every
+    # few seconds, so a long silence means a dead peer); stream_deadline: a whole stream, long
+    # enough for a legitimate 128K-token answer (~60 min at 35 tokens/s).
     connect_timeout: float = 10.0
-    read_timeout: float = 600.0
+    first_byte_timeout: float = 120.0
+    read_timeout: float = 300.0
+    stream_deadline: float = 5400.0
+    body_timeout: float = 60.0
     pool_size: int = 256
+    pool_timeout: float = 30.0
     max_body_bytes: int = 32 * 1024 * 1024
+    max_event_bytes: int = 8 * 1024 * 1024
+    max_concurrent: int = 1024
+    # retries before the first byte reaches the client (see ferrule.resilience)
+    max_attempts: int = 3
+    retry_base: float = 0.5
+    retry_cap: float = 8.0
+    retry_after_cap: float = 60.0
+    retry_budget_percent: float = 20.0
+    breaker_threshold: int = 5
+    breaker_cooldown: float = 30.0
+    # Callers must present this key (x-ferrule-access-key, or as the Bearer token when
+    # upstream_api_key is set) when set; required to bind a non-loopback address. Only its
+    # SHA-256 is kept after loading.
+    access_key_sha256: str = ""
+    # The operator's Anthropic key, used when callers authenticate with the access key.
+    upstream_api_key: str = ""
     log_level: str = "info"
     model_aliases: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # never print the operator's key
+        return f"Config(host={self.host!r}, port={self.port}, upstream_url={self.upstream_url!r})"
 
     def to_json(self) -> bytes:
         return orjson.dumps(dataclasses.asdict(self))
@@ -69,9 +96,23 @@ _ENV: dict[str, tuple[str, Any]] = {
     "upstream_url": ("FERRULE_UPSTREAM_URL", _str),
     "anthropic_version": ("FERRULE_ANTHROPIC_VERSION", _str),
     "connect_timeout": ("FERRULE_CONNECT_TIMEOUT", _FLOAT),
+    "first_byte_timeout": ("FERRULE_FIRST_BYTE_TIMEOUT", _FLOAT),
     "read_timeout": ("FERRULE_READ_TIMEOUT", _FLOAT),
+    "stream_deadline": ("FERRULE_STREAM_DEADLINE", _FLOAT),
+    "body_timeout": ("FERRULE_BODY_TIMEOUT", _FLOAT),
     "pool_size": ("FERRULE_POOL_SIZE", _INT),
+    "pool_timeout": ("FERRULE_POOL_TIMEOUT", _FLOAT),
     "max_body_bytes": ("FERRULE_MAX_BODY_BYTES", _INT),
+    "max_event_bytes": ("FERRULE_MAX_EVENT_BYTES", _INT),
+    "max_concurrent": ("FERRULE_MAX_CONCURRENT", _INT),
+    "max_attempts": ("FERRULE_MAX_ATTEMPTS", _INT),
+    "retry_base": ("FERRULE_RETRY_BASE", _FLOAT),
+    "retry_cap": ("FERRULE_RETRY_CAP", _FLOAT),
+    "retry_after_cap": ("FERRULE_RETRY_AFTER_CAP", _FLOAT),
+    "retry_budget_percent": ("FERRULE_RETRY_BUDGET_PERCENT", _FLOAT),
+    "breaker_threshold": ("FERRULE_BREAKER_THRESHOLD", _INT),
+    "breaker_cooldown": ("FERRULE_BREAKER_COOLDOWN", _FLOAT),
+    "upstream_api_key": ("FERRULE_UPSTREAM_API_KEY", _str),
     "log_level": ("FERRULE_LOG_LEVEL", _str),
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -100,6 +141,12 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     return dict(value)
 
 
+def _take_access_key(values: dict[str, Any], raw: Any, source: str) -> None:
+    if not isinstance(raw, str) or len(raw) < 16:
+        raise ConfigError(f"{source}: the access key must be a string of at least 16 characters")
+    values["access_key_sha256"] = hashlib.sha256(raw.encode()).hexdigest()
+
+
 def _from_file(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -114,7 +161,10 @@ def _from_file(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in table.items():
         name = key.replace("-", "_")
-        if name not in _FIELDS:
+        if name == "access_key":
+            _take_access_key(out, value, str(path))
+            continue
+        if name not in _FIELDS or name == "access_key_sha256":
             raise ConfigError(f"{path}: unknown setting {key!r}")
         out[name] = _coerce(name, value, str(path))
     return out
@@ -134,6 +184,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
             out[name] = parse(raw.strip())
         except ValueError:
             raise ConfigError(f"{var}={raw!r} is not a valid {_FIELDS[name].type}") from None
+    if env.get("FERRULE_ACCESS_KEY"):
+        _take_access_key(out, env["FERRULE_ACCESS_KEY"], "FERRULE_ACCESS_KEY")
     return out
 
 
@@ -152,9 +204,27 @@ def _validate(cfg: Config) -> Config:
             f"anthropic_version must be one of {', '.join(ANTHROPIC_VERSIONS)}, "
             f"not {cfg.anthropic_version!r}"
         )
-    for name in ("connect_timeout", "read_timeout"):
+    for name in (
+        "connect_timeout",
+        "first_byte_timeout",
+        "read_timeout",
+        "stream_deadline",
+        "body_timeout",
+        "pool_timeout",
+    ):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name} must be positive")
+    if cfg.max_attempts < 1 or cfg.max_concurrent < 1 or cfg.max_event_bytes < 1024:
+        raise ConfigError("max_attempts, max_concurrent must be >= 1 and max_event_bytes >= 1024")
+    if not _is_loopback(cfg.host) and not cfg.access_key_sha256:
+        raise ConfigError(
+            f"refusing to bind {cfg.host}: a non-loopback address needs an access key "
+            "(FERRULE_ACCESS_KEY or access_key in the config file), so only your clients can use "
+            "the proxy"
+        )
+    host = url.hostname or ""
+    if host.startswith("169.254.") or host in ("metadata.google.internal", "fd00:ec2::254"):
+        raise ConfigError(f"upstream_url points at a link-local/metadata address ({host})")
     if cfg.pool_size < 1:
         raise ConfigError("pool_size must be at least 1")
     if cfg.max_body_bytes < 1024:
@@ -162,6 +232,15 @@ def _validate(cfg: Config) -> Config:
     if cfg.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     return dataclasses.replace(cfg, log_level=cfg.log_level.lower())
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def load(
@@ -177,7 +256,11 @@ def load(
         merged.update(_from_file(Path(path)))
     merged.update(_from_env(env))
     for name, value in (cli or {}).items():
-        if value is not None:
+        if value is None:
+            continue
+        if name == "access_key":
+            _take_access_key(merged, value, "command line")
+        else:
             merged[name] = _coerce(name, value, "command line")
     return _validate(Config(**merged))
 

@@ -29,7 +29,7 @@ class Upstream:
             max_connections=cfg.pool_size, max_keepalive_connections=cfg.pool_size
         )
         timeout = httpx.Timeout(
-            connect=cfg.connect_timeout, read=cfg.read_timeout, write=60.0, pool=30.0
+            connect=cfg.connect_timeout, read=cfg.read_timeout, write=60.0, pool=cfg.pool_timeout
         )
 
         def session() -> aiohttp.ClientSession:

@@ -3,6 +3,9 @@ upstream headers, and upstream errors turned into ``ProxyError``."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
 import re
 import uuid
 from typing import Any, Literal
@@ -18,6 +21,7 @@ __all__ = [
     "SSE_HEADERS",
     "RequestContext",
     "parse_json",
+    "read_all",
     "upstream_error",
     "upstream_headers",
 ]
@@ -51,7 +55,10 @@ class RequestContext:
 
     __slots__ = (
         "api_key",
+        "attempts",
+        "body_timeout",
         "max_body",
+        "outcome",
         "raw_body",
         "request_id",
         "route",
@@ -59,8 +66,11 @@ class RequestContext:
         "upstream_request_id",
     )
 
-    def __init__(self, scope: Scope, route: Route, max_body: int) -> None:
+    def __init__(self, scope: Scope, route: Route, max_body: int, body_timeout: float) -> None:
         self.scope = scope
+        self.body_timeout = body_timeout
+        self.attempts = 0
+        self.outcome = "complete"
         self.route = route
         self.max_body = max_body
         given = header(scope, b"x-request-id")
@@ -70,6 +80,28 @@ class RequestContext:
         self.upstream_request_id: str | None = None
         self.raw_body = b""
         self.api_key = _api_key(scope)
+
+    def authorize(self, access_key_sha256: str, upstream_api_key: str) -> None:
+        """Check the proxy's access key (when one is configured) and settle which key goes
+        upstream. The access key is compared by digest in constant time and never forwarded."""
+        if access_key_sha256:
+            given = header(self.scope, b"x-ferrule-access-key")
+            bearer = _bearer(self.scope)
+            ok = given is not None and _same_key(given, access_key_sha256)
+            if not ok and upstream_api_key and bearer is not None:
+                # operator mode: the Bearer token is the access key, the operator's key goes up
+                ok = _same_key(bearer.encode("latin-1"), access_key_sha256)
+                if ok:
+                    self.api_key = None
+            if not ok:
+                raise ProxyError(
+                    401,
+                    "missing or wrong Ferrule access key (send it as x-ferrule-access-key)",
+                    type="authentication_error",
+                    code="ferrule_access_key",
+                )
+        if not self.api_key and upstream_api_key:
+            self.api_key = upstream_api_key
 
     def require_key(self) -> str:
         if not self.api_key:
@@ -82,7 +114,13 @@ class RequestContext:
 
     async def read_json(self, receive: Receive) -> Any:
         try:
-            raw = await read_body(self.scope, receive, self.max_body)
+            raw = await asyncio.wait_for(
+                read_body(self.scope, receive, self.max_body), self.body_timeout
+            )
+        except asyncio.TimeoutError:
+            raise ProxyError(
+                408, f"the request body did not arrive within {self.body_timeout:.0f} s"
+            ) from None
         except BodyTooLarge:
             raise ProxyError(413, f"request body larger than {self.max_body} bytes") from None
         if not raw:
@@ -92,17 +130,31 @@ class RequestContext:
 
     def response_headers(self) -> list[tuple[bytes, bytes]]:
         headers = [(b"x-request-id", self.request_id.encode())]
+        if self.attempts:
+            headers.append((b"x-ferrule-attempts", str(self.attempts).encode()))
         if self.upstream_request_id:
             headers.append((b"x-upstream-request-id", self.upstream_request_id.encode()))
         return headers
 
 
-def _api_key(scope: Scope) -> str | None:
+def _same_key(presented: bytes, sha256_hex: str) -> bool:
+    digest = hashlib.sha256(presented.strip()).hexdigest()
+    return hmac.compare_digest(digest, sha256_hex)
+
+
+def _bearer(scope: Scope) -> str | None:
     auth = header(scope, b"authorization")
     if auth is not None:
         scheme, _, token = auth.partition(b" ")
         if scheme.lower() == b"bearer" and token.strip():
             return token.strip().decode("latin-1")
+    return None
+
+
+def _api_key(scope: Scope) -> str | None:
+    bearer = _bearer(scope)
+    if bearer is not None:
+        return bearer
     key = header(scope, b"x-api-key")
     if key is not None and key.strip():
         return key.strip().decode("latin-1")
@@ -123,14 +175,30 @@ def upstream_headers(scope: Scope, api_key: str, version: str) -> list[tuple[str
     return headers
 
 
-async def upstream_error(resp: httpx.Response) -> ProxyError:
-    """An upstream non-200 as a ProxyError keeping status (529 -> 503), message and the
-    headers the client needs to back off."""
+async def read_all(resp: httpx.Response) -> bytes:
+    """A whole non-streamed upstream body; a failure while reading is a 502/504."""
+    try:
+        return await resp.aread()
+    except httpx.TimeoutException:
+        raise ProxyError(
+            504, "the upstream (Anthropic) stopped answering", type="timeout_error"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise ProxyError(502, f"the upstream answer was cut off ({type(exc).__name__})") from None
+
+
+async def upstream_error(resp: httpx.Response, *, openai: bool = True) -> ProxyError:
+    """An upstream non-200 as a ProxyError keeping status (529 -> 503 for OpenAI clients),
+    message and the headers the client needs to back off. A body that is not Anthropic's JSON
+    (an intermediary's HTML page) is never passed on."""
     raw = b""
-    async for chunk in resp.aiter_raw():
-        raw += chunk
-        if len(raw) > _MAX_ERROR_BODY:
-            break
+    try:
+        async for chunk in resp.aiter_raw():
+            raw += chunk
+            if len(raw) > _MAX_ERROR_BODY:
+                break
+    except httpx.HTTPError:
+        pass  # keep what arrived; the status alone still says what happened
     etype: str | None = None
     message = f"upstream returned HTTP {resp.status_code}"
     try:
@@ -144,7 +212,7 @@ async def upstream_error(resp: httpx.Response) -> ProxyError:
         if isinstance(err.get("type"), str):
             etype = err["type"]
     status = resp.status_code
-    if status == 529:
+    if status == 529 and openai:
         status = 503  # OpenAI clients know 503 as "overloaded, retry"
     elif status < 400 or status > 599:
         status = 502
