@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -75,10 +76,12 @@ def start_proxy(
     backend: str, upstream: str, log: str, *extra: str, env: dict[str, str] | None = None
 ) -> Iterator[Proxy]:
     port = free_port()
+    # Each proxy gets its own data folder (ledger, SQLite cache) unless the test gives one.
+    data_dir = tempfile.mkdtemp(prefix="ferrule-data-")
     with running_server(
         ["serve", "--port", str(port), "--upstream-url", upstream, *extra],
         port,
-        env={"FERRULE_BACKEND": backend, **(env or {})},
+        env={"FERRULE_BACKEND": backend, "FERRULE_DATA_DIR": data_dir, **(env or {})},
         log_path=log,
     ):
         yield Proxy(f"http://127.0.0.1:{port}", backend, log)

@@ -9,18 +9,24 @@ import datetime
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 
-from . import __version__, backend
+from . import __version__, accesslog, backend
 from .asgi import ClientGone, Message, Receive, Scope, Send, send_bytes
+from .cache import ResponseStore, default_store_kind, open_store
+from .cache.stores import DEFAULT_SQLITE_NAME
 from .config import Config, from_environment
 from .errors import ProxyError, anthropic_error_body, openai_error_body
+from .ledger import LedgerWriter, PeriodError, Recorder, ledger_path, resolve_data_dir
+from .metrics import Metrics
 from .models import KNOWN_MODELS
 from .resilience import Resilience, RetryPolicy
 from .routes.chat import chat_completions
 from .routes.common import RequestContext, Route
 from .routes.messages import count_tokens, messages
+from .stats_cli import stats_from_query
 from .upstream import Upstream
 
 __all__ = ["App", "create_app"]
@@ -54,6 +60,13 @@ class App:
             )
         )
         self.in_flight = 0  # proxied requests being served by this worker
+        self.draining = False
+        self.metrics = Metrics(tenant_label=cfg.metrics_tenant_label)
+        # The ledger writer (a thread) and the stores start in the lifespan, inside the worker.
+        self.ledger: LedgerWriter | None = None
+        self.recorder = Recorder(None, self.metrics)
+        self.store: ResponseStore | None = None
+        self.data_dir = resolve_data_dir(cfg.data_dir or None)
 
     @property
     def upstream(self) -> Upstream:
@@ -73,12 +86,40 @@ class App:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._upstream = Upstream(self.cfg)
+                await self._open_stores()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                self.draining = True
                 if self._upstream is not None:
                     await self._upstream.aclose()
+                if self.store is not None:
+                    await self.store.close()
+                if self.ledger is not None:
+                    await asyncio.to_thread(self.ledger.close)  # flushes what is queued
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _open_stores(self) -> None:
+        cfg = self.cfg
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning("data folder %s is not usable (%s): ledger disabled", self.data_dir, exc)
+        self.ledger = LedgerWriter(ledger_path(self.data_dir), on_drop=self.metrics.ledger_dropped)
+        self.recorder = Recorder(self.ledger, self.metrics)
+        kind = cfg.response_cache
+        if kind == "auto":
+            kind = default_store_kind(cfg.workers, redis_url=cfg.redis_url or None)
+        if kind != "off":
+            try:
+                self.store = open_store(
+                    kind,
+                    path=str(self.data_dir / DEFAULT_SQLITE_NAME),
+                    redis_url=cfg.redis_url or None,
+                    max_bytes=cfg.response_cache_max_bytes,
+                )
+            except Exception as exc:  # the proxy serves without a cache rather than not at all
+                log.warning("response cache %s unavailable (%s): caching off", kind, exc)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -122,6 +163,16 @@ class App:
                 await self._models(scope, tracked_send)
             elif method == "GET" and path in ("/health", "/healthz"):
                 await self._health(tracked_send)
+            elif method == "GET" and path == "/health/liveness":
+                await send_bytes(tracked_send, 200, b'{"status":"alive"}')
+            elif method == "GET" and path == "/health/readiness":
+                await self._readiness(tracked_send)
+            elif method == "GET" and path == "/metrics":
+                body_bytes, ctype = await asyncio.to_thread(self.metrics.render)
+                await send_bytes(tracked_send, 200, body_bytes, ctype.encode())
+            elif method == "GET" and path == "/stats":
+                ctx.authorize(self.cfg.access_key_sha256, "")
+                await self._stats(scope, tracked_send)
             else:
                 raise ProxyError(404, f"no route {method} {path}", type="not_found_error")
         except ProxyError as err:
@@ -186,6 +237,32 @@ class App:
             }
         await send_bytes(send, 200, orjson.dumps(body))
 
+    async def _readiness(self, send: Send) -> None:
+        checks: dict[str, bool] = {
+            "not_draining": not self.draining,
+            "ledger_writable": self.ledger is not None and self.ledger.healthy,
+        }
+        if self.cfg.redis_url and self.store is not None:
+            checks["redis_reachable"] = await self.store.ping()
+        ready = all(checks.values())
+        body = orjson.dumps({"status": "ready" if ready else "not_ready", "checks": checks})
+        await send_bytes(send, 200 if ready else 503, body)
+
+    async def _stats(self, scope: Scope, send: Send) -> None:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+
+        def one(name: str) -> str | None:
+            values = query.get(name)
+            return values[-1] if values else None
+
+        try:
+            data = await asyncio.to_thread(
+                stats_from_query, ledger_path(self.data_dir), one("since"), one("until"), one("by")
+            )
+        except PeriodError as exc:
+            raise ProxyError(400, str(exc)) from None
+        await send_bytes(send, 200, orjson.dumps(data))
+
     async def _health(self, send: Send) -> None:
         body = {"status": "ok", "backend": backend.NAME, "version": __version__}
         await send_bytes(send, 200, orjson.dumps(body))
@@ -206,4 +283,5 @@ def create_app() -> App:
     """Granian factory: one App per worker, from the config the parent process validated."""
     cfg = from_environment()
     logging.basicConfig(level=cfg.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    accesslog.configure(cfg.log_level)
     return App(cfg)

@@ -339,7 +339,7 @@ def place_breakpoints(
     client = _client_marks(slots, out)
     budget = MAX_BREAKPOINTS - len(client)
     if budget <= 0 or not slots:
-        return out
+        return dict(body)
     count = count_tokens or estimate_tokens
     cumulative: list[int] = []
     total = 0
@@ -359,6 +359,10 @@ def place_breakpoints(
         position_ttl = _ttl_for(position, ttl, client)
         if position_ttl is not None:
             chosen[position] = position_ttl
+    if not chosen:
+        # Nothing to add: hand back the caller's own body, so a request Ferrule does not change
+        # is forwarded byte for byte (the normalized copy would re-spell string contents).
+        return dict(body)
     for position, position_ttl in sorted(chosen.items()):
         _mark(out, slots[position], position_ttl)
     return out

@@ -84,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=["auto", "rust", "python"], help="FERRULE_BACKEND for the demo"
     )
     p.set_defaults(func=_cmd_demo)
+    from . import doctor, stats_cli
+
+    p = sub.add_parser("stats", help="requests, tokens, cost and savings from the ledger")
+    stats_cli.add_arguments(p)
+    p.set_defaults(func=stats_cli.run)
+    p = sub.add_parser("doctor", help="check config, port, data folder, ledger, Redis, upstream")
+    doctor.add_arguments(p)
+    p.set_defaults(func=doctor.run)
     p = sub.add_parser("version", help="print the version and the active backend")
     p.set_defaults(func=_cmd_version)
     return parser

@@ -72,6 +72,20 @@ class Config:
     upstream_api_key: str = ""
     log_level: str = "info"
     model_aliases: Mapping[str, str] = field(default_factory=dict)
+    # Where the ledger (and the SQLite response cache) live; "" = ~/.local/share/ferrule.
+    data_dir: str = ""
+    # Response cache: auto (memory with one worker, SQLite shared by several, Redis when
+    # redis_url is set), memory, sqlite, redis or off.
+    response_cache: str = "auto"
+    response_cache_ttl: float = 3600.0
+    response_cache_max_bytes: int = 256 * 1024 * 1024
+    redis_url: str = ""
+    # Anthropic prompt-cache breakpoints placed by Ferrule, and their TTL (5m or 1h).
+    prompt_cache: bool = True
+    prompt_cache_ttl: str = "5m"
+    # off | lossless | aggressive; a request may choose with x-ferrule-compression.
+    compression: str = "lossless"
+    metrics_tenant_label: bool = False
 
     def __repr__(self) -> str:  # never print the operator's key
         return f"Config(host={self.host!r}, port={self.port}, upstream_url={self.upstream_url!r})"
@@ -87,6 +101,15 @@ _FLOAT = float
 
 def _str(v: str) -> str:
     return v
+
+
+def _bool(v: str) -> bool:
+    low = v.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(v)
 
 
 _ENV: dict[str, tuple[str, Any]] = {
@@ -114,6 +137,15 @@ _ENV: dict[str, tuple[str, Any]] = {
     "breaker_cooldown": ("FERRULE_BREAKER_COOLDOWN", _FLOAT),
     "upstream_api_key": ("FERRULE_UPSTREAM_API_KEY", _str),
     "log_level": ("FERRULE_LOG_LEVEL", _str),
+    "data_dir": ("FERRULE_DATA_DIR", _str),
+    "response_cache": ("FERRULE_RESPONSE_CACHE", _str),
+    "response_cache_ttl": ("FERRULE_RESPONSE_CACHE_TTL", _FLOAT),
+    "response_cache_max_bytes": ("FERRULE_RESPONSE_CACHE_MAX_BYTES", _INT),
+    "redis_url": ("FERRULE_REDIS_URL", _str),
+    "prompt_cache": ("FERRULE_PROMPT_CACHE", _bool),
+    "prompt_cache_ttl": ("FERRULE_PROMPT_CACHE_TTL", _str),
+    "compression": ("FERRULE_COMPRESSION", _str),
+    "metrics_tenant_label": ("FERRULE_METRICS_TENANT_LABEL", _bool),
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
@@ -129,6 +161,10 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{source}: {name} must be a number, not {value!r}")
         return float(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {name} must be true or false, not {value!r}")
+        return value
     if kind == "str":
         if not isinstance(value, str):
             raise ConfigError(f"{source}: {name} must be a string, not {value!r}")
@@ -229,6 +265,16 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("pool_size must be at least 1")
     if cfg.max_body_bytes < 1024:
         raise ConfigError("max_body_bytes must be at least 1024")
+    if cfg.response_cache not in ("auto", "memory", "sqlite", "redis", "off"):
+        raise ConfigError("response_cache must be auto, memory, sqlite, redis or off")
+    if cfg.response_cache == "redis" and not cfg.redis_url:
+        raise ConfigError("response_cache = redis needs redis_url (FERRULE_REDIS_URL)")
+    if cfg.redis_url and urlsplit(cfg.redis_url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("redis_url must be a redis://, rediss:// or unix:// URL")
+    if cfg.prompt_cache_ttl not in ("5m", "1h"):
+        raise ConfigError("prompt_cache_ttl must be 5m or 1h")
+    if cfg.compression not in ("off", "lossless", "aggressive"):
+        raise ConfigError("compression must be off, lossless or aggressive")
     if cfg.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     return dataclasses.replace(cfg, log_level=cfg.log_level.lower())

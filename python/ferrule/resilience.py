@@ -23,10 +23,8 @@ import random
 import time
 from dataclasses import dataclass
 
-import httpx
-
 from .errors import ProxyError
-from .upstream import Upstream
+from .upstream import Upstream, UpstreamResponse
 
 __all__ = ["Breaker", "Resilience", "RetryBudget", "RetryPolicy"]
 
@@ -101,7 +99,7 @@ class Breaker:
             self.open_until = time.monotonic() + self.cooldown
 
 
-def _should_retry(resp: httpx.Response) -> bool:
+def _should_retry(resp: UpstreamResponse) -> bool:
     flag = resp.headers.get("x-should-retry")
     if flag == "true":
         return True
@@ -110,7 +108,7 @@ def _should_retry(resp: httpx.Response) -> bool:
     return resp.status_code in RETRYABLE
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
+def _retry_after(resp: UpstreamResponse) -> float | None:
     """Seconds asked for by ``retry-after-ms`` or ``retry-after`` (seconds only; a date is rare
     from Anthropic and treated as absent)."""
     ms = resp.headers.get("retry-after-ms")
@@ -139,7 +137,7 @@ class Resilience:
 
     async def send(
         self, upstream: Upstream, path: str, body: bytes, headers: list[tuple[str, str]]
-    ) -> tuple[httpx.Response, int]:
+    ) -> tuple[UpstreamResponse, int]:
         """The upstream response (body unread) and the number of attempts it took.
 
         Raises ProxyError when every attempt failed without a response to pass back."""

@@ -36,5 +36,13 @@ def serve(cli: Mapping[str, Any], config_path: str | None) -> int:
         log_level=LogLevels(cfg.log_level if cfg.log_level != "critical" else "critical"),
         websockets=False,
     )
-    server.serve()
+    # Prometheus multiprocess mode: every worker writes its samples to this folder and
+    # /metrics on any worker sums them; a fresh folder per run.
+    from .metrics import cleanup_multiprocess_dir, prepare_multiprocess_dir
+
+    metrics_dir = prepare_multiprocess_dir()
+    try:
+        server.serve()
+    finally:
+        cleanup_multiprocess_dir(metrics_dir)
     return 0

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
 from .. import backend
 from .._pure.stream import StreamTranslator as StreamTranslatorT
 from ..asgi import Send, send_bytes
+from ..cache import MessageAccumulator, hit_usage, message_to_sse, storable_json
 from ..errors import ProxyError, openai_error_body
-from ..translate.request import to_anthropic
+from ..exchange import Exchange, usage_from_counts
+from ..pricing import Usage
+from ..translate.request import Translated, to_anthropic
 from ..translate.response import to_openai
+from ..upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 from .common import (
     SSE_HEADERS,
     RequestContext,
@@ -30,6 +34,9 @@ __all__ = ["chat_completions"]
 
 # Anthropic error types that can arrive as the first event of a 200 stream, and the HTTP status
 # they get when no byte has reached the client yet.
+# translator outcome -> ledger outcome
+_OUTCOMES = {"truncated": "truncated", "upstream_error": "upstream_error"}
+
 _STREAM_ERROR_STATUS = {
     "invalid_request_error": 400,
     "authentication_error": 401,
@@ -45,9 +52,46 @@ _STREAM_ERROR_STATUS = {
 async def chat_completions(app: App, ctx: RequestContext, body: Any, send: Send) -> None:
     key = ctx.require_key()
     tr = to_anthropic(body, aliases=app.cfg.model_aliases, version=app.cfg.anthropic_version)
-    payload = orjson.dumps(tr.body)
-    headers = upstream_headers(ctx.scope, key, app.cfg.anthropic_version)
+    ex = Exchange(app, ctx, "/v1/chat/completions", tr.body["model"], tr.stream)
+    try:
+        await _answer(app, ctx, ex, tr, key, send)
+    except ProxyError as err:
+        ex.failed(err)
+        raise
+    except asyncio.CancelledError:
+        ex.cancelled()
+        raise
+    finally:
+        ex.close()
+
+
+async def _answer(
+    app: App, ctx: RequestContext, ex: Exchange, tr: Translated, key: str, send: Send
+) -> None:
     created = int(time.time())
+    translator = backend.StreamTranslator(
+        tr.model,
+        created,
+        include_usage=tr.include_usage,
+        json_tool=tr.json_tool,
+        max_event_bytes=app.cfg.max_event_bytes,
+    )
+    cached = await ex.lookup(tr.body)
+    if cached is not None:
+        ex.set_usage(Usage.from_anthropic(hit_usage(cached)))
+        if tr.stream:
+            replay = translator.feed(message_to_sse(cached)) + translator.finish()
+            ex.first_byte()
+            await send_bytes(
+                send, 200, replay, SSE_HEADERS[0][1], [*SSE_HEADERS[1:], *ctx.response_headers()]
+            )
+        else:
+            out = to_openai(cached, model=tr.model, created=created, json_tool=tr.json_tool)
+            ex.first_byte()
+            await send_bytes(send, 200, out, headers=ctx.response_headers())
+        return
+    payload = orjson.dumps(ex.with_breakpoints(tr.body))
+    headers = upstream_headers(ctx.scope, key, app.cfg.anthropic_version)
     resp, ctx.attempts = await app.resilience.send(app.upstream, "/v1/messages", payload, headers)
     ctx.upstream_request_id = resp.headers.get("request-id")
     try:
@@ -58,17 +102,21 @@ async def chat_completions(app: App, ctx: RequestContext, body: Any, send: Send)
             msg = parse_json(raw, "the upstream answer", status=502)
             if not isinstance(msg, dict):
                 raise ProxyError(502, "the upstream sent an answer that is not a JSON object")
+            ex.set_usage(Usage.from_anthropic(msg.get("usage")))
             out = to_openai(msg, model=tr.model, created=created, json_tool=tr.json_tool)
+            ex.first_byte()
             await send_bytes(send, 200, out, headers=ctx.response_headers())
+            await ex.store(storable_json(raw))
             return
-        translator = backend.StreamTranslator(
-            tr.model,
-            created,
-            include_usage=tr.include_usage,
-            json_tool=tr.json_tool,
-            max_event_bytes=app.cfg.max_event_bytes,
-        )
-        await _stream(translator, resp, ctx, send, app.cfg.stream_deadline)
+        accumulator = MessageAccumulator() if ex.storing else None
+        try:
+            await _stream(translator, resp, ctx, ex, send, app.cfg.stream_deadline, accumulator)
+        finally:
+            ex.set_usage(
+                usage_from_counts(translator.usage), estimated=translator.outcome != "complete"
+            )
+        if accumulator is not None and translator.outcome == "complete":
+            await ex.store(accumulator.storable())
     finally:
         await resp.aclose()
 
@@ -81,16 +129,19 @@ def _error_event(message: str, etype: str) -> bytes:
 
 async def _stream(
     translator: StreamTranslatorT,
-    resp: httpx.Response,
+    resp: UpstreamResponse,
     ctx: RequestContext,
+    ex: Exchange,
     send: Send,
     deadline_s: float,
+    accumulator: MessageAccumulator | None,
 ) -> None:
     started = False
     deadline = time.monotonic() + deadline_s
 
     async def start() -> None:
         nonlocal started
+        ex.first_byte()
         await send(
             {
                 "type": "http.response.start",
@@ -103,6 +154,8 @@ async def _stream(
     out = b""
     try:
         async for chunk in resp.aiter_raw():
+            if accumulator is not None:
+                accumulator.feed(chunk)
             out = translator.feed(chunk)
             if out:
                 if not started:
@@ -116,7 +169,7 @@ async def _stream(
             if translator.done:
                 break
             if time.monotonic() > deadline:
-                ctx.outcome = "deadline"
+                ctx.outcome = "error"
                 out = _error_event(
                     f"the stream ran past Ferrule's stream deadline ({deadline_s:.0f} s)",
                     "timeout_error",
@@ -124,10 +177,12 @@ async def _stream(
                 break
         else:
             out = translator.finish()  # an error unless message_stop arrived
-    except httpx.HTTPError as exc:
+            if translator.outcome != "complete":
+                ctx.outcome = _OUTCOMES.get(translator.outcome, "upstream_error")
+    except UpstreamError as exc:
         if not started:
             raise ProxyError(
-                504 if isinstance(exc, httpx.TimeoutException) else 502,
+                504 if isinstance(exc, UpstreamTimeout) else 502,
                 f"the upstream stream failed: {type(exc).__name__}",
             ) from None
         ctx.outcome = "upstream_error"

@@ -10,11 +10,11 @@ import re
 import uuid
 from typing import Any, Literal
 
-import httpx
 import orjson
 
 from ..asgi import BodyTooLarge, Receive, Scope, header, read_body
 from ..errors import ProxyError
+from ..upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 
 __all__ = [
     "PASSED_BACK",
@@ -64,6 +64,7 @@ class RequestContext:
         "route",
         "scope",
         "upstream_request_id",
+        "x_cache",
     )
 
     def __init__(self, scope: Scope, route: Route, max_body: int, body_timeout: float) -> None:
@@ -78,6 +79,7 @@ class RequestContext:
             given.decode() if given and _SANE_ID.match(given) else "req_" + uuid.uuid4().hex
         )
         self.upstream_request_id: str | None = None
+        self.x_cache: str | None = None  # HIT, MISS or BYPASS once the cache policy ran
         self.raw_body = b""
         self.api_key = _api_key(scope)
 
@@ -132,6 +134,8 @@ class RequestContext:
         headers = [(b"x-request-id", self.request_id.encode())]
         if self.attempts:
             headers.append((b"x-ferrule-attempts", str(self.attempts).encode()))
+        if self.x_cache:
+            headers.append((b"x-cache", self.x_cache.encode()))
         if self.upstream_request_id:
             headers.append((b"x-upstream-request-id", self.upstream_request_id.encode()))
         return headers
@@ -168,6 +172,8 @@ def upstream_headers(scope: Scope, api_key: str, version: str) -> list[tuple[str
         ("anthropic-version", version),
         ("content-type", "application/json"),
         ("accept", "application/json"),
+        # We read (and translate) the body ourselves: never let it arrive compressed.
+        ("accept-encoding", "identity"),
     ]
     beta = header(scope, b"anthropic-beta")
     if beta is not None:
@@ -175,19 +181,19 @@ def upstream_headers(scope: Scope, api_key: str, version: str) -> list[tuple[str
     return headers
 
 
-async def read_all(resp: httpx.Response) -> bytes:
+async def read_all(resp: UpstreamResponse) -> bytes:
     """A whole non-streamed upstream body; a failure while reading is a 502/504."""
     try:
         return await resp.aread()
-    except httpx.TimeoutException:
+    except UpstreamTimeout:
         raise ProxyError(
             504, "the upstream (Anthropic) stopped answering", type="timeout_error"
         ) from None
-    except httpx.HTTPError as exc:
+    except UpstreamError as exc:
         raise ProxyError(502, f"the upstream answer was cut off ({type(exc).__name__})") from None
 
 
-async def upstream_error(resp: httpx.Response, *, openai: bool = True) -> ProxyError:
+async def upstream_error(resp: UpstreamResponse, *, openai: bool = True) -> ProxyError:
     """An upstream non-200 as a ProxyError keeping status (529 -> 503 for OpenAI clients),
     message and the headers the client needs to back off. A body that is not Anthropic's JSON
     (an intermediary's HTML page) is never passed on."""
@@ -197,7 +203,7 @@ async def upstream_error(resp: httpx.Response, *, openai: bool = True) -> ProxyE
             raw += chunk
             if len(raw) > _MAX_ERROR_BODY:
                 break
-    except httpx.HTTPError:
+    except UpstreamError:
         pass  # keep what arrived; the status alone still says what happened
     etype: str | None = None
     message = f"upstream returned HTTP {resp.status_code}"
@@ -216,5 +222,5 @@ async def upstream_error(resp: httpx.Response, *, openai: bool = True) -> ProxyE
         status = 503  # OpenAI clients know 503 as "overloaded, retry"
     elif status < 400 or status > 599:
         status = 502
-    passed = [(k.lower(), v) for k, v in resp.headers.raw if PASSED_BACK.match(k.lower())]
+    passed = [(k.lower(), v) for k, v in resp.raw_headers if PASSED_BACK.match(k.lower())]
     return ProxyError(status, message, type=etype, headers=passed)

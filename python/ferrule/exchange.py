@@ -1,0 +1,175 @@
+"""One proxied request from arrival to its ledger row, shared by both routes.
+
+An ``Exchange`` owns what every route does around the upstream call: the response-cache
+decision, lookup and store; the prompt-cache breakpoints; and the accounting record, which is
+written exactly once, in ``close()``, whatever happened (answered, failed, cancelled)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import backend
+from .asgi import header
+from .breakpoints import place_breakpoints
+from .cache import (
+    Decision,
+    StoreUnavailable,
+    cache_key,
+    decide,
+    load_message,
+)
+from .errors import ProxyError
+from .ledger import RequestRecord
+from .pricing import Usage
+from .tenant import tenant_id
+
+if TYPE_CHECKING:
+    from .app import App
+    from .routes.common import RequestContext
+
+__all__ = ["Exchange", "usage_from_counts"]
+
+log = logging.getLogger("ferrule.exchange")
+
+
+def usage_from_counts(counts: tuple[int, int, int, int, int, int]) -> Usage:
+    """Usage from a StreamTranslator's ``usage`` tuple."""
+    uncached, created, read, output, w5m, w1h = counts
+    return Usage.from_anthropic(
+        {
+            "input_tokens": uncached,
+            "cache_creation_input_tokens": created,
+            "cache_read_input_tokens": read,
+            "output_tokens": output,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": w5m,
+                "ephemeral_1h_input_tokens": w1h,
+            },
+        }
+    )
+
+
+class Exchange:
+    __slots__ = ("_closed", "_key", "_open_stream", "_t0", "app", "ctx", "decision", "record")
+
+    def __init__(self, app: App, ctx: RequestContext, route: str, model: str, stream: bool) -> None:
+        self.app = app
+        self.ctx = ctx
+        self._t0 = time.monotonic()
+        self._closed = False
+        self._open_stream = False
+        self._key: str | None = None
+        self.decision: Decision | None = None
+        self.record = RequestRecord(
+            request_id=ctx.request_id,
+            route=route,
+            model=model,
+            tenant=tenant_id(ctx.api_key) if ctx.api_key else None,
+            stream=stream,
+            backend=backend.NAME,
+        )
+
+    # -- response cache -----------------------------------------------------------------------
+
+    async def lookup(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The cached answer for this (already translated) request, or None. Sets x-cache."""
+        store = self.app.store
+        if store is None or self.record.tenant is None:
+            return None
+        self.decision = decide(self.ctx.scope["headers"], body)
+        self.ctx.x_cache = self.decision.upstream_x_cache
+        self.record.cache_status = self.ctx.x_cache.lower()
+        if not self.decision.uses_cache:
+            return None
+        beta = header(self.ctx.scope, b"anthropic-beta")
+        self._key = cache_key(
+            tenant=self.record.tenant,
+            route=self.record.route,
+            body=body,
+            anthropic_version=self._version(),
+            betas=beta.decode("latin-1") if beta else None,
+        )
+        if not self.decision.read:
+            return None
+        try:
+            value = await store.get(self._key)
+        except StoreUnavailable:
+            self._bypass()
+            return None
+        message = load_message(value) if value is not None else None
+        if message is not None:
+            self.ctx.x_cache = "HIT"
+            self.record.cache_status = "hit"
+        return message
+
+    @property
+    def storing(self) -> bool:
+        """Whether a complete answer to this request should be stored."""
+        return self._key is not None and self.decision is not None and self.decision.store
+
+    async def store(self, value: bytes | None) -> None:
+        store = self.app.store
+        if value is None or store is None or not self.storing or self._key is None:
+            return
+        try:
+            await store.set(self._key, value, self.app.cfg.response_cache_ttl)
+        except StoreUnavailable:
+            log.info("response cache unavailable: answer not stored")
+
+    def _bypass(self) -> None:
+        self.ctx.x_cache = "BYPASS"
+        self.record.cache_status = "bypass"
+        self._key = None
+
+    def _version(self) -> str:
+        given = header(self.ctx.scope, b"anthropic-version")
+        if self.ctx.route == "anthropic" and given:
+            return given.decode("latin-1")
+        return self.app.cfg.anthropic_version
+
+    # -- prompt cache -------------------------------------------------------------------------
+
+    def with_breakpoints(self, body: dict[str, Any]) -> dict[str, Any]:
+        if not self.app.cfg.prompt_cache:
+            return body
+        return place_breakpoints(body, ttl=self.app.cfg.prompt_cache_ttl)
+
+    # -- accounting -----------------------------------------------------------------------------
+
+    def first_byte(self) -> None:
+        if self.record.ttfb_ms is None:
+            self.record.ttfb_ms = (time.monotonic() - self._t0) * 1000.0
+            if self.record.stream:
+                self._open_stream = True
+                self.app.metrics.stream_opened()
+
+    def set_usage(self, usage: Usage, *, estimated: bool = False) -> None:
+        self.record.set_usage(usage)
+        self.record.usage_estimated = estimated
+
+    def failed(self, err: ProxyError) -> None:
+        self.record.status = err.status
+        self.record.error_type = err.type
+        if self.record.outcome == "complete":
+            self.record.outcome = "upstream_error" if err.status >= 500 else "error"
+
+    def cancelled(self) -> None:
+        self.record.outcome = "client_cancelled"
+        self.record.status = 499  # nginx's "client closed request"
+
+    def close(self) -> None:
+        """Write the ledger row (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._open_stream:
+            self.app.metrics.stream_closed()
+        rec = self.record
+        rec.attempts = max(1, self.ctx.attempts) if rec.cache_status != "hit" else 0
+        rec.upstream_request_id = self.ctx.upstream_request_id
+        rec.latency_ms = (time.monotonic() - self._t0) * 1000.0
+        if rec.outcome == "complete" and self.ctx.outcome != "complete":
+            rec.outcome = self.ctx.outcome
+        self.app.recorder.record(rec)
