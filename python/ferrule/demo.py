@@ -24,9 +24,12 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         print("ferrule demo needs the openai SDK: pip install 'ferrule[demo]'", file=sys.stderr)
         return 1
-    env = {"FERRULE_BACKEND": args.backend} if getattr(args, "backend", None) else {}
-    mock_port, proxy_port = free_port(), free_port()
     logs = Path(tempfile.mkdtemp(prefix="ferrule-demo-"))
+    data_dir = logs / "data"  # the demo's own ledger, so its savings table shows only its requests
+    env = {"FERRULE_DATA_DIR": str(data_dir)}
+    if getattr(args, "backend", None):
+        env["FERRULE_BACKEND"] = args.backend
+    mock_port, proxy_port = free_port(), free_port()
     try:
         with (
             running_server(
@@ -48,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
                 log_path=str(logs / "ferrule.log"),
             ),
         ):
-            return _tour(openai, proxy_port)
+            code = _tour(openai, proxy_port)
+        # the proxy has stopped: its ledger is flushed
+        _savings(data_dir)
+        return code
     except ServerFailed as exc:
         print(f"ferrule demo: {exc}; logs in {logs}", file=sys.stderr)
         return 1
@@ -114,7 +120,38 @@ def _tour(openai: object, port: int) -> int:
         print(
             f"   streamed usage          prompt={usage.prompt_tokens} completion={usage.completion_tokens}"
         )
+
+    print("\n3) an agent turn with a long cached prefix, asked twice (temperature 0)")
+    history = [
+        {
+            "role": "system",
+            "content": "You are a coding agent. " + "Follow the house rules. " * 400,
+        },
+        {"role": "user", "content": "Summarise the build log. [mock:cache]"},
+    ]
+    for attempt in (1, 2):
+        raw = client.chat.completions.with_raw_response.create(
+            model=model,
+            messages=history,  # type: ignore[arg-type]
+            temperature=0,
+            max_tokens=100,
+        )
+        done = raw.parse()
+        details = done.usage.prompt_tokens_details if done.usage else None
+        print(
+            f"   ask {attempt}: x-cache={raw.headers.get('x-cache')} "
+            f"prompt={done.usage and done.usage.prompt_tokens} "
+            f"prompt-cache reads={details.cached_tokens if details else 0}"
+        )
     return 0
+
+
+def _savings(data_dir: Path) -> None:
+    from .ledger import ledger_path
+    from .stats_cli import render_text, stats_json
+
+    print("\nWhat it cost and saved (ferrule stats, from this demo's ledger):")
+    print(render_text(stats_json(ledger_path(data_dir)), ["model"]))
 
 
 if __name__ == "__main__":  # pragma: no cover
