@@ -51,6 +51,8 @@ class Config:
     read_timeout: float = 300.0
     stream_deadline: float = 5400.0
     body_timeout: float = 60.0
+    # On SIGTERM: stop accepting, let in-flight requests finish for up to this long, then exit.
+    shutdown_timeout: float = 30.0
     pool_size: int = 256
     pool_timeout: float = 30.0
     max_body_bytes: int = 32 * 1024 * 1024
@@ -123,6 +125,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "read_timeout": ("FERRULE_READ_TIMEOUT", _FLOAT),
     "stream_deadline": ("FERRULE_STREAM_DEADLINE", _FLOAT),
     "body_timeout": ("FERRULE_BODY_TIMEOUT", _FLOAT),
+    "shutdown_timeout": ("FERRULE_SHUTDOWN_TIMEOUT", _FLOAT),
     "pool_size": ("FERRULE_POOL_SIZE", _INT),
     "pool_timeout": ("FERRULE_POOL_TIMEOUT", _FLOAT),
     "max_body_bytes": ("FERRULE_MAX_BODY_BYTES", _INT),
@@ -247,6 +250,7 @@ def _validate(cfg: Config) -> Config:
         "stream_deadline",
         "body_timeout",
         "pool_timeout",
+        "shutdown_timeout",
     ):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name} must be positive")

@@ -35,6 +35,10 @@ def serve(cli: Mapping[str, Any], config_path: str | None) -> int:
         loop=loop,
         log_level=LogLevels(cfg.log_level if cfg.log_level != "critical" else "critical"),
         websockets=False,
+        # SIGTERM: Granian stops accepting and waits for in-flight requests (streams included)
+        # up to this deadline; the lifespan shutdown then flushes the ledger.
+        workers_kill_timeout=max(1, round(cfg.shutdown_timeout)),
+        respawn_failed_workers=True,
     )
     # Prometheus multiprocess mode: every worker writes its samples to this folder and
     # /metrics on any worker sums them; a fresh folder per run.
