@@ -4,7 +4,23 @@
 
 from typing_extensions import disjoint_base
 
-__all__ = ["SseDecoder", "SseError", "StreamTranslator"]
+__all__ = ["Compressor", "SseDecoder", "SseError", "StreamTranslator"]
+
+@disjoint_base
+class Compressor:
+    """Compress the content blocks of one request, in order; see ``ferrule._pure.compress``.
+
+    ``mode``: ``"off"``, ``"lossless"`` or ``"aggressive"``; ``cut_at`` (aggressive mode): the
+    size in characters above which a tool output is cut to a head and a tail (at least 1000).
+    ``compress(text, kind, ref)``: ``kind`` is ``"tool_result"``, ``"file"`` or ``"text"``;
+    ``ref`` names this block in the pointer that a later identical block becomes. Returns the
+    same object when nothing changed. Bad modes, kinds and ``cut_at`` raise ``ValueError``.
+    NOTE: a ``text`` with lone surrogates raises ``UnicodeEncodeError`` here (not in the twin);
+    request bodies parsed by orjson never contain them.
+    """
+
+    def __new__(cls, mode: str, *, cut_at: int = 24000) -> Compressor: ...
+    def compress(self, text: str, kind: str, ref: str) -> str: ...
 
 class SseError(ValueError):
     """An SSE stream broke a configured size limit."""

@@ -16,7 +16,7 @@ from . import _pure
 
 BackendName = Literal["rust", "python"]
 
-__all__ = ["NAME", "SseDecoder", "SseError", "StreamTranslator", "load"]
+__all__ = ["NAME", "Compressor", "SseDecoder", "SseError", "StreamTranslator", "load"]
 
 
 class BackendError(RuntimeError):
@@ -48,6 +48,7 @@ def load(choice: str | None = None) -> tuple[BackendName, ModuleType]:
 
 NAME, _module = load()
 
+Compressor: type[_pure.Compressor] = _module.Compressor
 SseDecoder: type[_pure.SseDecoder] = _module.SseDecoder
 SseError: type[_pure.SseError] = _module.SseError
 StreamTranslator: type[_pure.StreamTranslator] = _module.StreamTranslator

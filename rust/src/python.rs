@@ -6,7 +6,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
-use crate::{sse, stream};
+use crate::{compress, sse, stream};
 
 create_exception!(
     ferrule._native,
@@ -18,6 +18,11 @@ create_exception!(
 /// The one place core errors become Python exceptions.
 fn to_py_err(err: sse::SseError) -> PyErr {
     SseError::new_err(err.to_string())
+}
+
+/// Compression errors are bad arguments: `ValueError`, as the twin raises.
+fn compress_err(err: compress::CompressError) -> PyErr {
+    PyValueError::new_err(err.to_string())
 }
 
 /// A flag read as Python reads `if flag:` (the twin takes any truthy value).
@@ -150,9 +155,42 @@ impl PyStreamTranslator {
     }
 }
 
+#[pyclass(name = "Compressor", module = "ferrule._native", subclass)]
+struct PyCompressor {
+    inner: compress::Compressor,
+}
+
+#[pymethods]
+impl PyCompressor {
+    #[new]
+    #[pyo3(signature = (mode, *, cut_at = compress::DEFAULT_CUT_AT))]
+    #[pyo3(text_signature = "(mode, *, cut_at=24000)")]
+    fn new(mode: &str, cut_at: i64) -> PyResult<Self> {
+        compress::Compressor::new(mode, cut_at)
+            .map(|inner| Self { inner })
+            .map_err(compress_err)
+    }
+
+    fn compress<'py>(
+        &mut self,
+        text: &Bound<'py, PyString>,
+        kind: &str,
+        r#ref: &str,
+    ) -> PyResult<Bound<'py, PyString>> {
+        let kind = compress::Kind::parse(kind).map_err(compress_err)?;
+        let source = text.to_str()?;
+        Ok(match self.inner.compress(source, kind, r#ref) {
+            // Unchanged: hand back the same object (no copy).
+            std::borrow::Cow::Borrowed(_) => text.clone(),
+            std::borrow::Cow::Owned(out) => PyString::new(text.py(), &out),
+        })
+    }
+}
+
 /// Register the kernels on the `ferrule._native` module.
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SseError", m.py().get_type::<SseError>())?;
+    m.add_class::<PyCompressor>()?;
     m.add_class::<PySseDecoder>()?;
     m.add_class::<PyStreamTranslator>()?;
     Ok(())

@@ -5,7 +5,8 @@ twin. Type checkers and readers should treat this package as the documented sour
 native module is an accelerated copy. Only ``ferrule.backend`` chooses between them.
 """
 
+from .compress import Compressor
 from .sse import SseDecoder, SseError
 from .stream import StreamTranslator
 
-__all__ = ["SseDecoder", "SseError", "StreamTranslator"]
+__all__ = ["Compressor", "SseDecoder", "SseError", "StreamTranslator"]
