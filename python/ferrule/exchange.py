@@ -6,6 +6,7 @@ written exactly once, in ``close()``, whatever happened (answered, failed, cance
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from .cache import (
     decide,
     load_message,
 )
+from .compression import MODES, CompressionResult, compress_request
 from .errors import ProxyError
 from .ledger import RequestRecord
 from .pricing import Usage
@@ -52,7 +54,18 @@ def usage_from_counts(counts: tuple[int, int, int, int, int, int]) -> Usage:
 
 
 class Exchange:
-    __slots__ = ("_closed", "_key", "_open_stream", "_t0", "app", "ctx", "decision", "record")
+    __slots__ = (
+        "_closed",
+        "_counts",
+        "_key",
+        "_open_stream",
+        "_t0",
+        "app",
+        "compression",
+        "ctx",
+        "decision",
+        "record",
+    )
 
     def __init__(self, app: App, ctx: RequestContext, route: str, model: str, stream: bool) -> None:
         self.app = app
@@ -62,6 +75,8 @@ class Exchange:
         self._open_stream = False
         self._key: str | None = None
         self.decision: Decision | None = None
+        self.compression: CompressionResult | None = None
+        self._counts: asyncio.Future[tuple[int, int]] | None = None
         self.record = RequestRecord(
             request_id=ctx.request_id,
             route=route,
@@ -129,6 +144,42 @@ class Exchange:
             return given.decode("latin-1")
         return self.app.cfg.anthropic_version
 
+    # -- compression ----------------------------------------------------------------------------
+
+    def compress(self, body: dict[str, Any]) -> None:
+        """Compress the translated request in place, in the mode the config or the request's
+        ``x-ferrule-compression`` header asks for. Token counts are taken in a thread while the
+        upstream works (tiktoken releases the GIL), and read when the response starts."""
+        given = header(self.ctx.scope, b"x-ferrule-compression")
+        mode = given.decode("latin-1").strip().lower() if given else self.app.cfg.compression
+        if mode not in MODES:
+            raise ProxyError(
+                400,
+                "x-ferrule-compression must be off, lossless or aggressive",
+                param="x-ferrule-compression",
+            )
+        if mode == "off":
+            return
+        self.compression = compress_request(body, mode)
+        self._counts = asyncio.ensure_future(asyncio.to_thread(self._token_counts))
+
+    def _token_counts(self) -> tuple[int, int]:
+        assert self.compression is not None
+        return self.compression.tokens_before, self.compression.tokens_after
+
+    async def compression_headers(self) -> list[tuple[bytes, bytes]]:
+        """x-ferrule-compression and token figures for the response (and the ledger)."""
+        if self.compression is None or self._counts is None:
+            return []
+        before, after = await self._counts
+        self.record.compression_removed_tokens = before - after
+        return [
+            (b"x-ferrule-compression", self.compression.mode.encode()),
+            (b"x-ferrule-tokens-before", str(before).encode()),
+            (b"x-ferrule-tokens-after", str(after).encode()),
+            (b"x-ferrule-tokens-saved", str(before - after).encode()),
+        ]
+
     # -- prompt cache -------------------------------------------------------------------------
 
     def with_breakpoints(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -164,6 +215,16 @@ class Exchange:
         if self._closed:
             return
         self._closed = True
+        if self._counts is not None:
+            if (
+                self._counts.done()
+                and not self._counts.cancelled()
+                and self._counts.exception() is None
+            ):
+                before, after = self._counts.result()
+                self.record.compression_removed_tokens = before - after
+            else:
+                self._counts.cancel()
         if self._open_stream:
             self.app.metrics.stream_closed()
         rec = self.record

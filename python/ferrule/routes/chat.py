@@ -76,8 +76,10 @@ async def _answer(
         json_tool=tr.json_tool,
         max_event_bytes=app.cfg.max_event_bytes,
     )
+    ex.compress(tr.body)
     cached = await ex.lookup(tr.body)
     if cached is not None:
+        ctx.extra_headers = await ex.compression_headers()
         ex.set_usage(Usage.from_anthropic(hit_usage(cached)))
         if tr.stream:
             replay = translator.feed(message_to_sse(cached)) + translator.finish()
@@ -95,6 +97,7 @@ async def _answer(
     resp, ctx.attempts = await app.resilience.send(app.upstream, "/v1/messages", payload, headers)
     ctx.upstream_request_id = resp.headers.get("request-id")
     try:
+        ctx.extra_headers = await ex.compression_headers()
         if resp.status_code != 200:
             raise await upstream_error(resp)
         if not tr.stream:
@@ -104,9 +107,10 @@ async def _answer(
                 raise ProxyError(502, "the upstream sent an answer that is not a JSON object")
             ex.set_usage(Usage.from_anthropic(msg.get("usage")))
             out = to_openai(msg, model=tr.model, created=created, json_tool=tr.json_tool)
+            # Stored before answering, so a client's immediate repeat already finds it.
+            await ex.store(storable_json(raw))
             ex.first_byte()
             await send_bytes(send, 200, out, headers=ctx.response_headers())
-            await ex.store(storable_json(raw))
             return
         accumulator = MessageAccumulator() if ex.storing else None
         try:

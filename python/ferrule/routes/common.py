@@ -57,6 +57,7 @@ class RequestContext:
         "api_key",
         "attempts",
         "body_timeout",
+        "extra_headers",
         "max_body",
         "outcome",
         "raw_body",
@@ -80,6 +81,7 @@ class RequestContext:
         )
         self.upstream_request_id: str | None = None
         self.x_cache: str | None = None  # HIT, MISS or BYPASS once the cache policy ran
+        self.extra_headers: list[tuple[bytes, bytes]] = []  # e.g. the compression figures
         self.raw_body = b""
         self.api_key = _api_key(scope)
 
@@ -136,6 +138,7 @@ class RequestContext:
             headers.append((b"x-ferrule-attempts", str(self.attempts).encode()))
         if self.x_cache:
             headers.append((b"x-cache", self.x_cache.encode()))
+        headers.extend(self.extra_headers)
         if self.upstream_request_id:
             headers.append((b"x-upstream-request-id", self.upstream_request_id.encode()))
         return headers

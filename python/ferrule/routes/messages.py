@@ -76,8 +76,11 @@ async def _messages(
     stream: bool,
     send: Send,
 ) -> None:
+    ex.compress(body)  # in place: the raw bytes no longer describe the body if it changed
+    changed = ex.compression is not None and ex.compression.changed > 0
     cached = await ex.lookup(body)
     if cached is not None:
+        ctx.extra_headers = await ex.compression_headers()
         ex.set_usage(Usage.from_anthropic(hit_usage(cached)))
         ex.first_byte()
         headers = [*ctx.response_headers(), (b"request-id", ctx.request_id.encode())]
@@ -88,7 +91,7 @@ async def _messages(
         return
     sent = ex.with_breakpoints(body)
     # Byte-faithful unless Ferrule changed something on purpose.
-    payload = ctx.raw_body if sent == body else orjson.dumps(sent)
+    payload = ctx.raw_body if sent == body and not changed else orjson.dumps(sent)
     await _forward(app, ctx, ex, "/v1/messages", payload, key, stream, send, body)
 
 
@@ -110,6 +113,7 @@ async def _forward(
     resp, ctx.attempts = await app.resilience.send(app.upstream, path, payload, headers)
     try:
         ctx.upstream_request_id = resp.headers.get("request-id")
+        ctx.extra_headers = await ex.compression_headers()
         if resp.status_code != 200:
             raise await upstream_error(resp, openai=False)
         out_headers = [
