@@ -37,7 +37,9 @@ k+1 whenever the client's request k was. Pointers name the earlier block by its 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from . import backend, tokens
@@ -48,6 +50,7 @@ __all__ = [
     "MODES",
     "CompressionResult",
     "compress_request",
+    "prompt_units",
     "tool_kind",
 ]
 
@@ -85,7 +88,7 @@ _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
 
 def tool_kind(name: Any, tool_input: Any) -> str:
     """``"file"`` when a tool's results are file contents, else ``"tool_result"``."""
-    if isinstance(name, str) and any(w.lower() in FILE_TOOL_WORDS for w in _WORDS.findall(name)):
+    if isinstance(name, str) and _file_tool_name(name):
         return "file"
     if isinstance(tool_input, dict):
         command = tool_input.get("command", tool_input.get("cmd"))
@@ -101,27 +104,31 @@ class CompressionResult:
     """What :func:`compress_request` did. ``body`` is the request it was given, changed in place.
 
     ``tokens_before``/``tokens_after``/``tokens_saved`` are counted on first read with
-    :mod:`ferrule.tokens` (memoized per block, but a cold 200 KB request takes ~20 ms): read them
-    off the event loop or after the upstream request is on its way. They cover the text of the
-    whole prompt (tools as JSON, system, every message block; not images), as it was when the
-    request was compressed.
+    :mod:`ferrule.tokens` (memoized per text: a cold 200 KB request takes ~30 ms, a warm one,
+    whose earlier turns were counted before, ~1 ms): read them off the event loop
+    (``asyncio.to_thread``) or once the upstream request is on its way. They cover the text of
+    the whole prompt (tools and tool inputs as JSON, system, every message block; not images nor
+    ``cache_control``) as the body holds it when first read: adding breakpoints is fine, changing
+    texts before reading them is not. ``bytes_saved`` counts UTF-8 bytes of block text.
     """
 
     body: dict[str, Any]
     mode: str
     blocks: int = 0  # blocks the kernel looked at
     changed: int = 0  # blocks it rewrote
-    bytes_saved: int = 0  # UTF-8 bytes of block text removed
-    _units: list[Any] = field(default_factory=list, repr=False)
     _rewrites: list[tuple[str, str]] = field(default_factory=list, repr=False)
     _counts: tuple[int, int] | None = field(default=None, repr=False)
 
     def _count(self) -> tuple[int, int]:
         if self._counts is None:
-            after = tokens.count_texts(self._units)
+            after = tokens.count_texts(prompt_units(self.body))
             saved = sum(tokens.count(a) - tokens.count(b) for a, b in self._rewrites)
             self._counts = (after + saved, after)
         return self._counts
+
+    @property
+    def bytes_saved(self) -> int:
+        return sum(_utf8_len(a) - _utf8_len(b) for a, b in self._rewrites)
 
     @property
     def tokens_before(self) -> int:
@@ -137,71 +144,64 @@ class CompressionResult:
         return before - after
 
 
-class _Walk:
-    """One pass over a request: compresses user blocks, collects what tokens are counted on."""
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
 
-    __slots__ = ("compressor", "kinds", "result")
 
-    def __init__(self, result: CompressionResult, mode: str) -> None:
-        self.result = result
-        self.compressor = backend.Compressor(mode) if mode != "off" else None
-        self.kinds: dict[str, str] = {}  # tool_use id -> kind of its results
+_TOOL_FIELDS = ("type", "name", "description", "input_schema")
 
-    def text(self, text: str, kind: str, ref: str) -> str:
-        result = self.result
-        result.blocks += 1
-        out = text if self.compressor is None else self.compressor.compress(text, kind, ref)
-        if out != text:
-            result.changed += 1
-            result.bytes_saved += len(text.encode()) - len(out.encode())
-            result._rewrites.append((text, out))
-        result._units.append(out)
-        return out
 
-    def user_block(self, block: dict[str, Any], ref: str) -> None:
-        kind = block.get("type")
-        if kind == "text":
-            text = block.get("text")
-            if isinstance(text, str):
-                block["text"] = self.text(text, "text", ref)
-            return
-        if kind != "tool_result":
-            self.other(block)
-            return
-        tool_use_id = block.get("tool_use_id")
-        if isinstance(tool_use_id, str):
-            kind = self.kinds.get(tool_use_id, "tool_result")
-        else:
-            kind = "tool_result"
-        content = block.get("content")
-        if isinstance(content, str):
-            block["content"] = self.text(content, kind, ref)
-        elif isinstance(content, list):
-            for k, part in enumerate(content):
-                if isinstance(part, dict) and part.get("type") == "text":
-                    text = part.get("text")
-                    if isinstance(text, str):
-                        part["text"] = self.text(text, kind, f"{ref} part {k + 1}")
-                        continue
-                self.other(part)
+def prompt_units(body: dict[str, Any]) -> Iterator[Any]:
+    """What the prompt's tokens are counted on: texts, and objects counted as their JSON.
 
-    def other(self, block: Any) -> None:
-        """A block left alone: its text (or its JSON) still counts."""
+    Reads fields by name and never iterates a dict that breakpoint placement may change, so it
+    is safe to run in a thread while the body is being marked.
+    """
+    tools = body.get("tools")
+    if isinstance(tools, list):
+        for tool in tools:
+            if isinstance(tool, dict):
+                yield {k: tool[k] for k in _TOOL_FIELDS if k in tool}
+    system = body.get("system")
+    if isinstance(system, str):
+        yield system
+    elif isinstance(system, list):
+        yield from _block_units(system)
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                yield content
+            elif isinstance(content, list):
+                yield from _block_units(content)
+
+
+def _block_units(blocks: list[Any]) -> Iterator[Any]:
+    for block in blocks:
         if not isinstance(block, dict):
-            return
+            continue
         kind = block.get("type")
         if kind == "text":
-            self.result._units.append(block.get("text") or "")
+            yield block.get("text") or ""
+        elif kind == "tool_result":
+            content = block.get("content")
+            if isinstance(content, str):
+                yield content
+            elif isinstance(content, list):
+                yield from _block_units(content)
         elif kind == "thinking":
-            self.result._units.append(block.get("thinking") or "")
+            yield block.get("thinking") or ""
         elif kind == "tool_use":
-            tool_id = block.get("id")
-            if isinstance(tool_id, str):
-                self.kinds[tool_id] = tool_kind(block.get("name"), block.get("input"))
-            self.result._units.append(block.get("name") or "")
-            self.result._units.append(block.get("input"))
+            yield block.get("name") or ""
+            yield block.get("input")
         elif kind not in ("image", "redacted_thinking", "document"):
-            self.result._units.append({k: v for k, v in block.items() if k != "cache_control"})
+            yield block.get("content") or block.get("input") or ""
+
+
+@lru_cache(maxsize=4096)
+def _file_tool_name(name: str) -> bool:
+    return any(w.lower() in FILE_TOOL_WORDS for w in _WORDS.findall(name))
 
 
 def compress_request(body: dict[str, Any], mode: str) -> CompressionResult:
@@ -209,43 +209,67 @@ def compress_request(body: dict[str, Any], mode: str) -> CompressionResult:
 
     Deterministic, prefix-stable and idempotent (see the module docstring); never raises on a
     malformed body (what it does not understand it leaves alone, for the API to judge).
-    ``ValueError`` for an unknown mode.
+    ``ValueError`` for an unknown mode. ``off`` returns at once (the counts still work).
     """
     if mode not in MODES:
         raise ValueError(f"compression mode must be off, lossless or aggressive, not {mode!r}")
     result = CompressionResult(body=body, mode=mode)
-    walk = _Walk(result, mode)
-    units = result._units
-    tools = body.get("tools")
-    if isinstance(tools, list):
-        # Copied now: breakpoints may add cache_control to a tool before the counts are read.
-        units.extend(
-            {k: v for k, v in t.items() if k != "cache_control"} if isinstance(t, dict) else t
-            for t in tools
-        )
-    system = body.get("system")
-    if isinstance(system, str):
-        units.append(system)
-    elif isinstance(system, list):
-        for block in system:
-            walk.other(block)
     messages = body.get("messages")
-    if not isinstance(messages, list):
+    if mode == "off" or not isinstance(messages, list):
         return result
+    compress = backend.Compressor(mode).compress
+    rewrites = result._rewrites
+    kinds: dict[Any, str] = {}  # tool_use id -> kind of its results
+    blocks = 0
+
+    def text(text: str, kind: str, ref: str) -> str:
+        nonlocal blocks
+        blocks += 1
+        out = compress(text, kind, ref)
+        if out is not text and out != text:
+            rewrites.append((text, out))
+        return out
+
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             continue
         content = message.get("content")
-        user = message.get("role") == "user"
+        if message.get("role") != "user":
+            if isinstance(content, list):
+                for block in content:
+                    if isinstance(block, dict) and block.get("type") == "tool_use":
+                        kinds[block.get("id")] = tool_kind(block.get("name"), block.get("input"))
+            continue
         if isinstance(content, str):
-            if user:
-                message["content"] = walk.text(content, "text", f"message {i + 1}")
-            else:
-                units.append(content)
-        elif isinstance(content, list):
-            for j, block in enumerate(content):
-                if user and isinstance(block, dict):
-                    walk.user_block(block, f"message {i + 1} block {j + 1}")
-                else:
-                    walk.other(block)
+            message["content"] = text(content, "text", f"message {i + 1}")
+            continue
+        if not isinstance(content, list):
+            continue
+        for j, block in enumerate(content):
+            if not isinstance(block, dict):
+                continue
+            kind = block.get("type")
+            if kind == "text":
+                value = block.get("text")
+                if isinstance(value, str):
+                    block["text"] = text(value, "text", f"message {i + 1} block {j + 1}")
+            elif kind == "tool_result":
+                tool_use_id = block.get("tool_use_id")
+                kind = (
+                    kinds.get(tool_use_id, "tool_result")
+                    if isinstance(tool_use_id, str)
+                    else "tool_result"
+                )
+                value = block.get("content")
+                if isinstance(value, str):
+                    block["content"] = text(value, kind, f"message {i + 1} block {j + 1}")
+                elif isinstance(value, list):
+                    for k, part in enumerate(value):
+                        if isinstance(part, dict) and part.get("type") == "text":
+                            part_text = part.get("text")
+                            if isinstance(part_text, str):
+                                ref = f"message {i + 1} block {j + 1} part {k + 1}"
+                                part["text"] = text(part_text, kind, ref)
+    result.blocks = blocks
+    result.changed = len(rewrites)
     return result

@@ -307,9 +307,19 @@ fn clean_tool_output(text: &str) -> Option<String> {
     if let Some(minified) = minify_json(text) {
         return minified;
     }
+    let b = text.as_bytes();
+    let has_cr = memchr(b'\r', b).is_some();
+    let dirty = has_cr
+        || b.first() == Some(&b'\n')
+        || matches!(b.last(), Some(b' ' | b'\t' | b'\n'))
+        || memmem::find(b, b" \n").is_some()
+        || memmem::find(b, b"\t\n").is_some()
+        || memmem::find(b, b"\n\n\n").is_some();
+    if !dirty {
+        return None; // no carriage return, trailing blank or blank run: nothing to do
+    }
     let mut out = String::with_capacity(text.len());
     let (mut any, mut blank) = (false, false);
-    let has_cr = memchr(b'\r', text.as_bytes()).is_some();
     for line in lines(text) {
         let line = if has_cr && memchr(b'\r', line.as_bytes()).is_some() {
             final_segment(line)
@@ -433,13 +443,25 @@ fn minify_json(text: &str) -> Option<Option<String>> {
     if b[first] != b'{' && b[first] != b'[' {
         return None;
     }
-    let mut out = String::with_capacity(n);
+    // Tokens are copied in spans: from the end of one whitespace run to the start of the next.
+    let mut out = String::new();
+    let mut span = first;
     let mut stack: Vec<u8> = Vec::new();
     let mut state = Expect::Value;
-    let mut i = 0;
+    let mut i = first;
+    let mut last = first; // end of the last token
     loop {
-        while i < n && is_json_ws(b[i]) {
-            i += 1;
+        if i < n && is_json_ws(b[i]) {
+            if span < i {
+                if out.capacity() == 0 {
+                    out.reserve(n);
+                }
+                out.push_str(&text[span..i]);
+            }
+            while i < n && is_json_ws(b[i]) {
+                i += 1;
+            }
+            span = i;
         }
         if i == n {
             break;
@@ -529,13 +551,19 @@ fn minify_json(text: &str) -> Option<Option<String>> {
                 end
             }
         };
-        out.push_str(&text[i..end]);
         i = end;
+        last = end;
     }
     if state != Expect::End {
         return None;
     }
-    Some(if out.len() == n { None } else { Some(out) })
+    if first == 0 && last == n && out.is_empty() {
+        return Some(None); // no whitespace outside strings
+    }
+    if span < last {
+        out.push_str(&text[span..last]);
+    }
+    Some(Some(out))
 }
 
 // -- aggressive ---------------------------------------------------------------------------------
