@@ -26,7 +26,7 @@ from ferrule import _pure, backend
 from ferrule.compression import compress_request
 
 EXAMPLES = settings(
-    max_examples=200,
+    max_examples=150,
     deadline=None,
     suppress_health_check=[
         HealthCheck.too_slow,
@@ -255,7 +255,7 @@ def requests_of(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-@settings(EXAMPLES, max_examples=100)
+@settings(EXAMPLES, max_examples=60)
 @given(messages=agent_sessions())
 def test_requests_prefix_stable_and_same_on_both_backends(
     native: ModuleType, monkeypatch: pytest.MonkeyPatch, messages: list[dict[str, Any]]

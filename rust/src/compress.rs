@@ -569,8 +569,12 @@ fn minify_json(text: &str) -> Option<Option<String>> {
 // -- aggressive ---------------------------------------------------------------------------------
 
 fn aggressive(text: &str, cut_at: usize) -> Option<String> {
+    let long = text.len() > cut_at && chars(text) > cut_at;
+    if !long && !has_run(text) {
+        return None; // nothing to cut and no run to collapse (the common case, found fast)
+    }
     let mut split: Vec<Cow<'_, str>> = lines(text).map(Cow::Borrowed).collect();
-    if chars(text) > cut_at {
+    if long {
         split = split.into_iter().map(|l| cap_line(l, cut_at)).collect();
     }
     let lines = collapse_runs(split);
@@ -586,6 +590,22 @@ fn aggressive(text: &str, cut_at: usize) -> Option<String> {
         Some(Some(minified)) => Some(minified),
         _ => Some(out),
     }
+}
+
+/// Three identical non-empty lines in a row (what `collapse_runs` may collapse).
+fn has_run(text: &str) -> bool {
+    let (mut prev, mut count) = ("", 0);
+    for line in lines(text) {
+        if line == prev && !line.is_empty() {
+            count += 1;
+            if count >= 3 {
+                return true;
+            }
+        } else {
+            (prev, count) = (line, 1);
+        }
+    }
+    false
 }
 
 /// A line longer than cut_at/6 keeps its first cut_at/10 and last cut_at/24 characters.
