@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+
 from servers import MockUpstream, start_proxy
 
 CALLER_KEY = "sk-ant-SENTINEL-caller-7f3a9c"

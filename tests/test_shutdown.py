@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from servers import TEST_KEY, MockUpstream
 
 from ferrule.procs import free_port, running_server
+from servers import TEST_KEY, MockUpstream
 
 
 @pytest.mark.parametrize("backend", ["rust", "python"])
