@@ -2,8 +2,10 @@
 
 Run with ``make bench`` (or ``pytest benches/test_bench_compress.py --benchmark-only``). Groups:
 
-- ``compress corpus <mode>``: ``compress_request`` on the last request of each of the 12 sessions
-  of ``ferrule.corpus.corpus()`` (2.0 MB of block text); ``MB/s`` is block text per second;
+- ``kernel corpus <mode>``: ``Compressor.compress`` on every user block of the last request of
+  each of the 12 sessions of ``ferrule.corpus.corpus()`` (266 blocks, 1.3 MB of text), in request
+  order, with the kinds the policy layer gives them; ``MB/s`` is block text per second;
+- ``request corpus <mode>``: ``compress_request`` on those 12 requests (the policy layer too);
 - ``compress 200KB <mode>``: ``compress_request`` on one 200 KB request, the latency it adds
   (``off`` walks the request without compressing: the policy layer's own cost);
 - ``count tokens 200KB``: counting that request's tokens (cold: nothing memoized).
@@ -22,7 +24,7 @@ import orjson
 import pytest
 
 from ferrule import _pure, backend, corpus, tokens
-from ferrule.compression import compress_request
+from ferrule.compression import compress_request, tool_kind
 
 try:
     from ferrule import _native
@@ -88,13 +90,54 @@ def _throughput(benchmark: Any, size: int) -> None:
     benchmark.extra_info["MB/s"] = round(size / benchmark.stats.stats.mean / 1e6, 1)
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_corpus(benchmark: Any, kernels: ModuleType, mode: str) -> None:
-    def run(bodies: list[dict[str, Any]]) -> int:
-        return sum(compress_request(body, mode).bytes_saved for body in bodies)
+def corpus_blocks() -> list[tuple[str, str]]:
+    """(text, kind) of every user block of CORPUS, as compress_request hands them over."""
+    out = []
+    for body in CORPUS:
+        kinds = {}
+        for message in body["messages"]:
+            content = message["content"]
+            if message["role"] == "assistant":
+                for b in content:
+                    if b["type"] == "tool_use":
+                        kinds[b["id"]] = tool_kind(b["name"], b["input"])
+            elif isinstance(content, str):
+                out.append((content, "text"))
+            else:
+                for b in content:
+                    if b["type"] == "tool_result":
+                        out.append((b["content"], kinds[b["tool_use_id"]]))
+                    elif b["type"] == "text":
+                        out.append((b["text"], "text"))
+    return out
 
-    benchmark.group = f"compress corpus {mode}"
-    benchmark.pedantic(run, setup=lambda: (([fresh(b) for b in CORPUS],), {}), rounds=10)
+
+BLOCKS = corpus_blocks()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_kernel_corpus(benchmark: Any, kernels: ModuleType, mode: str) -> None:
+    def run(blocks: list[tuple[str, str]]) -> int:
+        c = kernels.Compressor(mode)
+        return sum(
+            len(c.compress(text, kind, f"message {i}")) for i, (text, kind) in enumerate(blocks)
+        )
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return ([((text + ".")[:-1], kind) for text, kind in BLOCKS],), {}  # fresh strings
+
+    benchmark.group = f"kernel corpus {mode}"
+    benchmark.pedantic(run, setup=setup, rounds=30)
+    _throughput(benchmark, CORPUS_BYTES)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_request_corpus(benchmark: Any, kernels: ModuleType, mode: str) -> None:
+    def run(bodies: list[dict[str, Any]]) -> int:
+        return sum(compress_request(body, mode).changed for body in bodies)
+
+    benchmark.group = f"request corpus {mode}"
+    benchmark.pedantic(run, setup=lambda: (([fresh(b) for b in CORPUS],), {}), rounds=30)
     _throughput(benchmark, CORPUS_BYTES)
 
 

@@ -43,6 +43,7 @@ from functools import lru_cache
 from typing import Any
 
 from . import backend, tokens
+from ._pure.compress import DEDUP_MIN_CHARS
 
 __all__ = [
     "FILE_COMMANDS",
@@ -222,9 +223,16 @@ def compress_request(body: dict[str, Any], mode: str) -> CompressionResult:
     kinds: dict[Any, str] = {}  # tool_use id -> kind of its results
     blocks = 0
 
-    def text(text: str, kind: str, ref: str) -> str:
+    def text(text: str, kind: str, i: int, j: int = 0, k: int = 0) -> str:
         nonlocal blocks
         blocks += 1
+        # The kernel reads ref only to remember a block for deduplication, which needs at least
+        # DEDUP_MIN_CHARS characters: shorter blocks skip building it.
+        ref = ""
+        if len(text) >= DEDUP_MIN_CHARS:
+            ref = f"message {i + 1}"
+            if j:
+                ref += f" block {j}" + (f" part {k}" if k else "")
         out = compress(text, kind, ref)
         if out is not text and out != text:
             rewrites.append((text, out))
@@ -241,18 +249,18 @@ def compress_request(body: dict[str, Any], mode: str) -> CompressionResult:
                         kinds[block.get("id")] = tool_kind(block.get("name"), block.get("input"))
             continue
         if isinstance(content, str):
-            message["content"] = text(content, "text", f"message {i + 1}")
+            message["content"] = text(content, "text", i)
             continue
         if not isinstance(content, list):
             continue
-        for j, block in enumerate(content):
+        for j, block in enumerate(content, 1):
             if not isinstance(block, dict):
                 continue
             kind = block.get("type")
             if kind == "text":
                 value = block.get("text")
                 if isinstance(value, str):
-                    block["text"] = text(value, "text", f"message {i + 1} block {j + 1}")
+                    block["text"] = text(value, "text", i, j)
             elif kind == "tool_result":
                 tool_use_id = block.get("tool_use_id")
                 kind = (
@@ -262,14 +270,13 @@ def compress_request(body: dict[str, Any], mode: str) -> CompressionResult:
                 )
                 value = block.get("content")
                 if isinstance(value, str):
-                    block["content"] = text(value, kind, f"message {i + 1} block {j + 1}")
+                    block["content"] = text(value, kind, i, j)
                 elif isinstance(value, list):
-                    for k, part in enumerate(value):
+                    for k, part in enumerate(value, 1):
                         if isinstance(part, dict) and part.get("type") == "text":
                             part_text = part.get("text")
                             if isinstance(part_text, str):
-                                ref = f"message {i + 1} block {j + 1} part {k + 1}"
-                                part["text"] = text(part_text, kind, ref)
+                                part["text"] = text(part_text, kind, i, j, k)
     result.blocks = blocks
     result.changed = len(rewrites)
     return result

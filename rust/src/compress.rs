@@ -8,6 +8,9 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::LazyLock;
+
+use aho_corasick::AhoCorasick;
 
 use foldhash::fast::RandomState;
 use memchr::{memchr, memchr2, memchr_iter, memmem};
@@ -122,6 +125,11 @@ impl Compressor {
             cut_at,
             seen: HashMap::default(),
         })
+    }
+
+    /// Whether `compress` returns every text as it is.
+    pub fn is_off(&self) -> bool {
+        self.mode == Mode::Off
     }
 
     /// The compressed text of the next block; `at` names this block in later pointers.
@@ -631,47 +639,50 @@ fn collapse_runs(mut lines: Vec<Cow<'_, str>>) -> Vec<Cow<'_, str>> {
     loop {
         let mut out: Vec<Cow<'_, str>> = Vec::with_capacity(lines.len());
         let mut changed = false;
-        let mut i = 0;
-        while i < lines.len() {
-            let mut j = i + 1;
-            while j < lines.len() && lines[j] == lines[i] {
-                j += 1;
+        let mut rest = lines.into_iter().peekable();
+        while let Some(line) = rest.next() {
+            let mut count = 1;
+            while rest.peek() == Some(&line) {
+                rest.next();
+                count += 1;
             }
-            let count = j - i;
-            if count >= 3 && !lines[i].is_empty() {
+            if count >= 3 && !line.is_empty() {
                 let marker = format!("[ferrule: previous line repeated {} more times]", count - 1);
-                let len = chars(&lines[i]);
+                let len = chars(&line);
                 if len + 1 + marker.len() < count * (len + 1) - 1 {
-                    out.push(lines[i].clone());
+                    out.push(line);
                     out.push(Cow::Owned(marker));
                     changed = true;
-                    i = j;
                     continue;
                 }
             }
-            out.extend(lines[i..j].iter().cloned());
-            i = j;
+            for _ in 1..count {
+                out.push(line.clone());
+            }
+            out.push(line);
         }
-        if !changed {
+        if !changed || !out.windows(3).any(|w| w[0] == w[1] && w[1] == w[2]) {
             return out;
         }
         lines = out;
     }
 }
 
+/// The error keywords, ASCII case-insensitive (as the twin's `re.I | re.A`).
+static KEYWORDS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(IMPORTANT)
+        .ok()
+});
+
 /// Error lines, and every line of a Python traceback up to its exception line.
 fn important(lines: &[Cow<'_, str>]) -> Vec<bool> {
-    let finders: Vec<memmem::Finder<'_>> = IMPORTANT.iter().map(memmem::Finder::new).collect();
-    let mut lower: Vec<u8> = Vec::new();
+    let keywords = KEYWORDS.as_ref();
     let mut in_traceback = false;
     let mut flags = Vec::with_capacity(lines.len());
     for line in lines {
-        let flag = in_traceback || {
-            lower.clear();
-            lower.extend(line.bytes().map(|b| b.to_ascii_lowercase()));
-            finders.iter().any(|f| f.find(&lower).is_some())
-        };
-        flags.push(flag);
+        flags.push(in_traceback || keywords.is_some_and(|k| k.is_match(line.as_bytes())));
         if line.contains(TRACEBACK) {
             in_traceback = true;
         } else if in_traceback && !line.starts_with([' ', '\t']) {

@@ -178,6 +178,9 @@ impl PyCompressor {
         r#ref: &str,
     ) -> PyResult<Bound<'py, PyString>> {
         let kind = compress::Kind::parse(kind).map_err(compress_err)?;
+        if self.inner.is_off() {
+            return Ok(text.clone()); // not even converted to UTF-8
+        }
         let source = text.to_str()?;
         Ok(match self.inner.compress(source, kind, r#ref) {
             // Unchanged: hand back the same object (no copy).
