@@ -7,7 +7,7 @@ MIT-licensed ``anthropic`` Python SDK shipped up to 0.38.0, vendored unmodified 
 of 65,000 tokens with NFKC normalization and GPT-2's pre-tokenizing pattern. It is run here with
 ``tiktoken``'s BPE engine, from ranks built from its merges (token = the merge that made it), which
 is ~5x faster than the ``tokenizers`` library and gives the same counts (checked in
-``tests/test_tokens.py`` and on all 2,467 texts of the public corpora). NOTE: the literal text of
+``tests/test_compress_tokens.py`` and on all 2,467 texts of the public corpora). NOTE: the literal text of
 its special tokens (``<EOT>`` and friends) is counted as ordinary text.
 
 How close to real counts: Claude 3 and later use a newer tokenizer that is not public, so this
