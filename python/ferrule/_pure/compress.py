@@ -36,6 +36,13 @@ gave it. Only backwards, and a pointer is never itself a dedup target.
 
 A block that would become empty is kept as it was (the API rejects empty text blocks). Sizes are
 counted in characters (code points) in both twins.
+
+NOTE: escape sequences are removed, not interpreted: a line erased with ``ESC [K`` after its last
+carriage return still shows its last non-empty part, and cursor movement is ignored. Carriage
+returns are read as a terminal's: ``\r\n`` line ends become ``\n`` in tool output, and old Mac
+``\r``-only line ends would lose all but the last line (no terminal output uses them).
+NOTE: the native twin takes the text as UTF-8, so a ``str`` with lone surrogates (which orjson
+never produces) raises ``UnicodeEncodeError`` there and not here.
 """
 
 from __future__ import annotations
