@@ -130,12 +130,15 @@ class App:
             scope, route[0] if route else family, self.cfg.max_body_bytes, self.cfg.body_timeout
         )
         started = False
+        answered = asyncio.Event()  # the last byte of the response went out
 
         async def tracked_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered.set()
 
         try:
             if route is not None:
@@ -155,7 +158,7 @@ class App:
                     ctx.authorize(self.cfg.access_key_sha256, self.cfg.upstream_api_key)
                     body = await ctx.read_json(receive)
                     await self._until_disconnect(
-                        route[1](self, ctx, body, tracked_send), receive, ctx
+                        route[1](self, ctx, body, tracked_send), receive, ctx, answered
                     )
                 finally:
                     self.in_flight -= 1
@@ -193,10 +196,18 @@ class App:
             log.info("request %s: client went away", ctx.request_id)
 
     async def _until_disconnect(
-        self, work: Awaitable[None], receive: Receive, ctx: RequestContext
+        self,
+        work: Awaitable[None],
+        receive: Receive,
+        ctx: RequestContext,
+        answered: asyncio.Event,
     ) -> None:
         """Run ``work``; if the client disconnects first, cancel it (which closes the upstream
-        response, and with it the upstream connection)."""
+        response, and with it the upstream connection).
+
+        NOTE: Granian reports ``http.disconnect`` as soon as a response is complete, even on a
+        keep-alive connection; once the last byte went out, the work (storing the answer,
+        accounting) is finished, not cancelled."""
         task = asyncio.ensure_future(work)
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
         try:
@@ -206,6 +217,9 @@ class App:
             raise
         finally:
             watcher.cancel()
+        if not task.done() and answered.is_set():
+            await task
+            return
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

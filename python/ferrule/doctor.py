@@ -120,7 +120,7 @@ def run_checks(args: argparse.Namespace) -> list[Check]:
         else:
             checks.append(Check("ledger", "skip", "the data folder is not usable"))
     checks.append(check_prices())
-    redis_url = os.environ.get(REDIS_ENV)
+    redis_url = (cfg.redis_url if cfg is not None else "") or os.environ.get(REDIS_ENV)
     if redis_url:
         checks.append(check_redis(redis_url, timeout))
     else:

@@ -181,8 +181,6 @@ async def _stream(
                 break
         else:
             out = translator.finish()  # an error unless message_stop arrived
-            if translator.outcome != "complete":
-                ctx.outcome = _OUTCOMES.get(translator.outcome, "upstream_error")
     except UpstreamError as exc:
         if not started:
             raise ProxyError(
@@ -193,6 +191,9 @@ async def _stream(
         out = _error_event(
             f"the upstream connection failed mid-stream ({type(exc).__name__})", "api_error"
         )
+    if translator.outcome not in ("complete", "streaming") and ctx.outcome == "complete":
+        # an in-stream error event, a truncated or garbled stream
+        ctx.outcome = _OUTCOMES.get(translator.outcome, "upstream_error")
     if not started:
         if translator.error is not None:
             etype, message = translator.error

@@ -144,6 +144,11 @@ async def _forward(
                     ctx.outcome = "error"
                     tail = _error_event("the stream ran past Ferrule's stream deadline")
                     break
+        except asyncio.CancelledError:
+            # the client went away: record what the stream had reported so far, as an estimate
+            if tap is not None:
+                ex.set_usage(usage_from_counts(tap.usage), estimated=True)
+            raise
         except UpstreamError as exc:
             ctx.outcome = "upstream_error"
             if stream:
