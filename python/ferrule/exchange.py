@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import backend
@@ -209,6 +210,22 @@ class Exchange:
     def cancelled(self) -> None:
         self.record.outcome = "client_cancelled"
         self.record.status = 499  # nginx's "client closed request"
+
+    def __enter__(self) -> Exchange:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """However the request ended, its ledger row is written, with how it ended."""
+        if isinstance(exc, ProxyError):
+            self.failed(exc)
+        elif isinstance(exc, asyncio.CancelledError):
+            self.cancelled()
+        self.close()
 
     def close(self) -> None:
         """Write the ledger row (once)."""

@@ -28,7 +28,7 @@ import orjson
 
 from .sse import SseDecoder
 
-__all__ = ["StreamTranslator", "finish_reason_for"]
+__all__ = ["ANTHROPIC_EVENTS", "StreamTranslator", "finish_reason_for"]
 
 _FINISH_REASONS = {
     "end_turn": "stop",
@@ -158,7 +158,7 @@ class StreamTranslator:
     def _event(self, event: str, data: str, out: bytearray) -> None:
         if event == "ping":
             return
-        if event not in _HANDLED:
+        if event not in ANTHROPIC_EVENTS:
             return  # unknown event types are ignored, as Anthropic's versioning policy asks
         try:
             obj = orjson.loads(data)
@@ -349,7 +349,9 @@ class StreamTranslator:
         return bytes(out)
 
 
-_HANDLED = frozenset(
+# The Anthropic stream events that carry a JSON payload Ferrule reads (ping and unknown events
+# are skipped without parsing).
+ANTHROPIC_EVENTS = frozenset(
     {
         "message_start",
         "content_block_start",

@@ -32,6 +32,7 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from .. import backend
+from .._pure.stream import ANTHROPIC_EVENTS
 
 __all__ = [
     "DEFAULT_MAX_ANSWER_BYTES",
@@ -324,17 +325,7 @@ _FIELD_ORDER = (
     "stop_sequence",
     "stop_details",
 )
-_EVENTS = frozenset(
-    {
-        "message_start",
-        "content_block_start",
-        "content_block_delta",
-        "content_block_stop",
-        "message_delta",
-        "message_stop",
-        "error",
-    }
-)
+_EVENTS = ANTHROPIC_EVENTS
 
 
 # -- replay -------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -52,17 +51,8 @@ _STREAM_ERROR_STATUS = {
 async def chat_completions(app: App, ctx: RequestContext, body: Any, send: Send) -> None:
     key = ctx.require_key()
     tr = to_anthropic(body, aliases=app.cfg.model_aliases, version=app.cfg.anthropic_version)
-    ex = Exchange(app, ctx, "/v1/chat/completions", tr.body["model"], tr.stream)
-    try:
+    with Exchange(app, ctx, "/v1/chat/completions", tr.body["model"], tr.stream) as ex:
         await _answer(app, ctx, ex, tr, key, send)
-    except ProxyError as err:
-        ex.failed(err)
-        raise
-    except asyncio.CancelledError:
-        ex.cancelled()
-        raise
-    finally:
-        ex.close()
 
 
 async def _answer(

@@ -51,20 +51,11 @@ async def _pass_through(app: App, ctx: RequestContext, body: Any, send: Send, pa
     key = ctx.require_key()
     model = body.get("model")
     stream = body.get("stream") is True
-    ex = Exchange(app, ctx, path, model if isinstance(model, str) else "", stream)
-    try:
+    with Exchange(app, ctx, path, model if isinstance(model, str) else "", stream) as ex:
         if path == "/v1/messages":
             await _messages(app, ctx, ex, body, key, stream, send)
         else:
             await _forward(app, ctx, ex, path, ctx.raw_body, key, False, send, None)
-    except ProxyError as err:
-        ex.failed(err)
-        raise
-    except asyncio.CancelledError:
-        ex.cancelled()
-        raise
-    finally:
-        ex.close()
 
 
 async def _messages(
