@@ -154,3 +154,18 @@ def test_request_id_header_is_sanitized(proxy: Proxy) -> None:
         headers={"authorization": f"Bearer {TEST_KEY}", "x-request-id": "trace-42.a:b"},
     )
     assert r.headers["x-request-id"] == "trace-42.a:b"
+
+
+def test_slow_body_upload_gets_a_408(mock: MockUpstream) -> None:
+    """A client that announces a body and trickles it is cut off at the body deadline."""
+    with start_proxy("python", mock.url, "/dev/null", env={"FERRULE_BODY_TIMEOUT": "1"}) as p:
+        port = int(p.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Authorization: Bearer k\r\nContent-Length: 100\r\n\r\n{"model"'
+            )
+            answer = s.recv(4096)  # nothing more is sent: the deadline must answer
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+        assert b"did not arrive" in answer
+    assert mock.requests() == []
