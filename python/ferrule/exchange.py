@@ -36,6 +36,9 @@ __all__ = ["Exchange", "usage_from_counts"]
 
 log = logging.getLogger("ferrule.exchange")
 
+# Requests smaller than this have their tokens counted inline rather than in a thread.
+_INLINE_COUNT_BYTES = 16 * 1024
+
 
 def usage_from_counts(counts: tuple[int, int, int, int, int, int]) -> Usage:
     """Usage from a StreamTranslator's ``usage`` tuple."""
@@ -162,7 +165,13 @@ class Exchange:
         if mode == "off":
             return
         self.compression = compress_request(body, mode)
-        self._counts = asyncio.ensure_future(asyncio.to_thread(self._token_counts))
+        if len(self.ctx.raw_body) < _INLINE_COUNT_BYTES:
+            # small prompts count faster than a hop to a thread and back (and are memoized)
+            done: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+            done.set_result(self._token_counts())
+            self._counts = done
+        else:
+            self._counts = asyncio.ensure_future(asyncio.to_thread(self._token_counts))
 
     def _token_counts(self) -> tuple[int, int]:
         assert self.compression is not None
