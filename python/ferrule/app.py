@@ -57,7 +57,8 @@ class App:
                 breaker_threshold=cfg.breaker_threshold,
                 breaker_cooldown=cfg.breaker_cooldown,
                 first_byte_timeout=cfg.first_byte_timeout,
-            )
+            ),
+            in_flight=lambda: self.in_flight,
         )
         self.in_flight = 0  # proxied requests being served by this worker
         self.draining = False

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import ProxyError
@@ -45,19 +46,19 @@ class RetryPolicy:
 
 
 class RetryBudget:
-    """Counts requests and retries in flight; a retry is allowed while retries stay under
-    ``percent`` of requests in flight, or under ``minimum`` whatever the load."""
+    """A retry is allowed while retries in flight stay under ``percent`` of the requests in
+    flight (streams being answered included, as Envoy counts them), or under ``minimum``."""
 
-    __slots__ = ("active", "minimum", "percent", "retrying")
+    __slots__ = ("in_flight", "minimum", "percent", "retrying")
 
-    def __init__(self, percent: float, minimum: int) -> None:
+    def __init__(self, percent: float, minimum: int, in_flight: Callable[[], int]) -> None:
         self.percent = percent
         self.minimum = minimum
-        self.active = 0
+        self.in_flight = in_flight
         self.retrying = 0
 
     def allows(self) -> bool:
-        return self.retrying < max(self.minimum, self.active * self.percent / 100.0)
+        return self.retrying < max(self.minimum, self.in_flight() * self.percent / 100.0)
 
 
 class Breaker:
@@ -129,9 +130,9 @@ def _retry_after(resp: UpstreamResponse) -> float | None:
 class Resilience:
     """One per worker: the policy and the shared budget and breaker state."""
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RetryPolicy, in_flight: Callable[[], int]) -> None:
         self.policy = policy
-        self.budget = RetryBudget(policy.budget_percent, policy.budget_min)
+        self.budget = RetryBudget(policy.budget_percent, policy.budget_min, in_flight)
         self.breaker = Breaker(policy.breaker_threshold, policy.breaker_cooldown)
         self.retries_total = 0
 
@@ -144,8 +145,7 @@ class Resilience:
         policy = self.policy
         waited = 0.0
         attempt = 0
-        retrying = False  # this request holds one of the budget's retry slots
-        self.budget.active += 1
+        retrying = False  # this request's current attempt is a retry, holding a budget slot
         try:
             while True:
                 attempt += 1
@@ -168,9 +168,10 @@ class Resilience:
                         raise
                     self.breaker.failure()
                     delay = self._backoff(attempt)
-                    if not self._may_retry(attempt, waited + delay, retrying):
+                    retrying = self._release(retrying)
+                    if not self._may_retry(attempt, waited + delay):
                         raise err from None
-                    retrying = self._take_slot(retrying)
+                    retrying = self._take_slot()
                     waited += await self._sleep(delay)
                     continue
                 if resp.status_code < 500 and resp.status_code not in (408, 429):
@@ -181,33 +182,33 @@ class Resilience:
                     return resp, attempt
                 asked = _retry_after(resp)
                 delay = asked if asked is not None else self._backoff(attempt)
-                if not self._may_retry(attempt, waited + delay, retrying):
+                retrying = self._release(retrying)
+                if not self._may_retry(attempt, waited + delay):
                     return resp, attempt  # the caller passes it back with its headers
                 await resp.aclose()
-                retrying = self._take_slot(retrying)
+                retrying = self._take_slot()
                 waited += await self._sleep(delay)
         finally:
-            self.budget.active -= 1
-            if retrying:
-                self.budget.retrying -= 1
+            self._release(retrying)
 
     def _backoff(self, attempt: int) -> float:
         p = self.policy
         return random.uniform(0, min(p.cap, p.base * 2 ** (attempt - 1)))
 
-    def _may_retry(self, attempt: int, total_wait: float, retrying: bool) -> bool:
+    def _may_retry(self, attempt: int, total_wait: float) -> bool:
         p = self.policy
-        return (
-            attempt < p.max_attempts
-            and total_wait <= p.retry_after_cap
-            and (retrying or self.budget.allows())
-        )
+        return attempt < p.max_attempts and total_wait <= p.retry_after_cap and self.budget.allows()
 
-    def _take_slot(self, retrying: bool) -> bool:
-        """A request counts against the budget from its first retry until it ends."""
-        if not retrying:
-            self.budget.retrying += 1
+    def _take_slot(self) -> bool:
+        """Each retry attempt holds a budget slot from the decision to retry until its answer
+        is in (Envoy's budget counts retries in flight), so a second retry is judged again."""
+        self.budget.retrying += 1
         return True
+
+    def _release(self, retrying: bool) -> bool:
+        if retrying:
+            self.budget.retrying -= 1
+        return False
 
     async def _sleep(self, delay: float) -> float:
         self.retries_total += 1
