@@ -357,13 +357,14 @@ def test_c1_200_concurrent_streams_complete_and_resources_return(tmp_path: objec
                 return await asyncio.gather(*[one(client) for _ in range(200)])
 
         fds = []
-        for _ in range(2):  # a second wave must reuse the pool, not grow it: no leak
+        for _ in range(3):  # later waves reuse the pool rather than grow it: no leak
             for out in asyncio.run(run()):
                 check_stream(out)
             time.sleep(0.5)
             fds.append(psutil.Process(pid).num_fds())
-        assert fds[1] <= fds[0] + 10, (fds_before, fds)
-        assert fds[0] <= fds_before + 256 + 20  # at most the pool's keep-alive connections
+        # bounded by the upstream pool (256 keep-alive connections) whatever the waves do
+        assert max(fds) <= fds_before + 256 + 40, (fds_before, fds)
+        assert fds[2] <= max(fds[:2]) + 10, (fds_before, fds)
         assert all(rec.outcome == "complete" for rec in fu.records)
 
 
