@@ -209,8 +209,16 @@ class App:
         NOTE: Granian reports ``http.disconnect`` as soon as a response is complete, even on a
         keep-alive connection; once the last byte went out, the work (storing the answer,
         accounting) is finished, not cancelled."""
-        task = asyncio.ensure_future(work)
+        # The watcher runs first: a client that is already gone (Granian still hands over its
+        # body) must not cause an upstream request at all.
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        await asyncio.sleep(0)
+        if watcher.done():
+            if asyncio.iscoroutine(work):
+                work.close()
+            log.info("request %s: client gone before the upstream call", ctx.request_id)
+            return
+        task = asyncio.ensure_future(work)
         try:
             await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:

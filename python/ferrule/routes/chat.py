@@ -98,7 +98,8 @@ async def _answer(
             ex.set_usage(Usage.from_anthropic(msg.get("usage")))
             out = to_openai(msg, model=tr.model, created=created, json_tool=tr.json_tool)
             # Stored before answering, so a client's immediate repeat already finds it.
-            await ex.store(storable_json(raw))
+            if ex.storing:
+                await ex.store(storable_json(raw))
             ex.first_byte()
             await send_bytes(send, 200, out, headers=ctx.response_headers())
             return

@@ -156,7 +156,7 @@ async def _forward(
         elif whole is not None and path == "/v1/messages":
             raw = b"".join(whole)
             _usage_of_json(ex, raw)
-            if ctx.outcome == "complete":
+            if ctx.outcome == "complete" and ex.storing:
                 await ex.store(storable_json(raw))
     finally:
         await resp.aclose()
