@@ -172,6 +172,7 @@ class App:
             elif method == "GET" and path == "/health/readiness":
                 await self._readiness(tracked_send)
             elif method == "GET" and path == "/metrics":
+                self.metrics.set_upstream_pool(self.upstream.in_use, self.cfg.pool_size)
                 body_bytes, ctype = await asyncio.to_thread(self.metrics.render)
                 await send_bytes(tracked_send, 200, body_bytes, ctype.encode())
             elif method == "GET" and path == "/stats":

@@ -53,7 +53,7 @@ class Config:
     body_timeout: float = 60.0
     # On SIGTERM: stop accepting, let in-flight requests finish for up to this long, then exit.
     shutdown_timeout: float = 30.0
-    pool_size: int = 256
+    pool_size: int = 1024  # as large as max_concurrent: an accepted request never waits for one
     pool_timeout: float = 30.0
     max_body_bytes: int = 32 * 1024 * 1024
     max_event_bytes: int = 8 * 1024 * 1024
