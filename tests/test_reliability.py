@@ -338,7 +338,13 @@ def test_c4_exhausted_pool_fails_clearly_instead_of_hanging() -> None:
 def test_c1_200_concurrent_streams_complete_and_resources_return(tmp_path: object) -> None:
     import asyncio
 
-    env = {**FAST, "FERRULE_STREAM_DEADLINE": "60", "FERRULE_READ_TIMEOUT": "10"}
+    # generous timeouts: this test is about completion and resources, not about timing out
+    env = {
+        **FAST,
+        "FERRULE_STREAM_DEADLINE": "60",
+        "FERRULE_READ_TIMEOUT": "10",
+        "FERRULE_FIRST_BYTE_TIMEOUT": "30",
+    }
     with (
         fault_upstream(default=ok(n=20, interval=0.02)) as fu,
         start_proxy("rust" if _native_built() else "python", fu.url, "/dev/null", env=env) as p,
