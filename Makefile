@@ -5,7 +5,7 @@ UV := $(VENV)/bin/uv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup develop demo test lint test-rust test-py bench wheel clean
+.PHONY: help setup develop demo test lint test-rust test-py fuzz-props bench wheel clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,11 @@ test-py: setup ## pytest, every test on both backends
 	$(PY) -m pytest -q
 
 test: setup lint test-rust test-py ## everything CI checks (the README's test command)
+
+fuzz-props: ## property tests with random seeds, new examples each run (CI's are fixed)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -p no:cacheprovider \
+		tests/test_compress_tokens.py tests/test_compress_properties.py \
+		tests/test_kernels_differential.py tests/test_fuzz_requests.py tests/test_breakpoints.py
 
 bench: setup ## backend micro-benchmarks (pytest-benchmark), native and Python side by side
 	$(PY) -m pytest benches -q --benchmark-only --benchmark-group-by=group --benchmark-columns=mean,median,ops

@@ -5,11 +5,22 @@ never failed, when the extension is not built. End-to-end fixtures live in ``tes
 
 from __future__ import annotations
 
+import os
 from types import ModuleType
 
 import pytest
+from hypothesis import settings
 
 from ferrule import _pure
+
+# Property tests are deterministic unless asked otherwise: a fixed seed per test and no example
+# database, so CI on a fresh clone runs exactly the examples a developer ran (a random find once
+# failed CI by chance). `make fuzz-props` (HYPOTHESIS_PROFILE=fuzz) explores with random seeds,
+# keeping what it finds in .hypothesis/ for the next run; a find becomes an @example. Loaded
+# here, before any test module builds its @settings, which inherit from the profile.
+settings.register_profile("deterministic", derandomize=True, database=None, print_blob=True)
+settings.register_profile("fuzz", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 try:
     from ferrule import _native as _native_mod
