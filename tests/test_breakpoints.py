@@ -146,13 +146,18 @@ def test_minimum_per_model() -> None:
     assert min_cacheable_tokens("claude-opus-4-5-20251101") == 4096
     assert min_cacheable_tokens("claude-sonnet-4-6") == 1024
     assert min_cacheable_tokens("claude-sonnet-4-5-20250929") == 1024
-    assert min_cacheable_tokens("claude-opus-4-1") == 1024
-    assert min_cacheable_tokens("claude-3-5-haiku-20241022") == 2048
-    assert min_cacheable_tokens("claude-3-haiku-20240307") == 2048
+    # from the model table (data/models.toml): the 4.7+ and 5 generations
+    assert min_cacheable_tokens("claude-opus-4-7") == 2048
+    assert min_cacheable_tokens("claude-opus-4-8") == 1024
+    assert min_cacheable_tokens("claude-opus-5-5") == 512
+    assert min_cacheable_tokens("claude-haiku-4-5") == 4096  # an alias
+    # retired or unknown models: the common documented minimum (a breakpoint below a model's
+    # real minimum is harmless; a missing one is not)
+    assert min_cacheable_tokens("claude-3-5-haiku-20241022") == 1024
     assert min_cacheable_tokens("some-future-model") == 1024
 
 
-@pytest.mark.parametrize("model", ["claude-sonnet-4-6", "claude-opus-4-6", "claude-3-haiku"])
+@pytest.mark.parametrize("model", ["claude-sonnet-4-6", "claude-opus-4-6", "claude-opus-4-7"])
 def test_never_below_the_minimum(model: str) -> None:
     count_calls: list[str] = []
 
@@ -166,7 +171,7 @@ def test_never_below_the_minimum(model: str) -> None:
     # 9 blocks of 700 tokens: tools 0-1, system 2-3, messages 4-8 (newest 8, previous 6).
     expected = {
         "claude-sonnet-4-6": [1, 3, 6, 8],  # 1,024: from the second block on
-        "claude-3-haiku": [3, 6, 8],  # 2,048: the last tool (1,400 tokens) is too short
+        "claude-opus-4-7": [3, 6, 8],  # 2,048: the last tool (1,400 tokens) is too short
         "claude-opus-4-6": [6, 8],  # 4,096: from the sixth block on
     }[model]
     assert [p for p, _ in marks(out)] == expected

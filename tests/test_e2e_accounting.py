@@ -12,7 +12,7 @@ of the simulated Anthropic upstream, on both backends (issue 7).
 - The ledger on a data folder that cannot be written (and, where mount namespaces are available,
   a real read-only mount and a disk that fills up mid-run): requests never fail.
 
-Expected dollars are computed here from ``ferrule/data/prices.toml`` (read as plain TOML, not
+Expected dollars are computed here from ``ferrule/data/models.toml`` (read as plain TOML, not
 through ``ferrule.pricing``), with Decimal arithmetic."""
 
 from __future__ import annotations
@@ -66,14 +66,16 @@ ENV = {"FERRULE_RETRY_BASE": "0.05", "FERRULE_BREAKER_THRESHOLD": "1000000"}
 def price_table() -> dict[str, dict[str, Decimal]]:
     """Today's price per model (the newest entry in force), USD per million tokens, straight
     from the data file."""
-    data = tomllib.loads((Path(ferrule.__file__).parent / "data" / "prices.toml").read_text())
+    data = tomllib.loads((Path(ferrule.__file__).parent / "data" / "models.toml").read_text())
     today = dt.datetime.now(dt.timezone.utc).date()
     latest: dict[str, dict[str, Any]] = {}
-    for entry in data["price"]:
-        if entry["since"] > today:
-            continue
-        if entry["model"] not in latest or entry["since"] > latest[entry["model"]]["since"]:
-            latest[entry["model"]] = entry
+    for model in data["model"]:
+        for entry in model.get("price", []):
+            if entry["since"] > today:
+                continue
+            if model["id"] not in latest or entry["since"] > latest[model["id"]]["since"]:
+                for name in (model["id"], *model["aliases"]):  # every name the model answers to
+                    latest[name] = entry
     return {m: {b: Decimal(repr(e[b])) for b in BUCKETS} for m, e in latest.items()}
 
 

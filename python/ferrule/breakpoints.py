@@ -29,7 +29,7 @@ Placement, in priority order (the client's own breakpoints are kept, counted, an
    between conversations but the tools do not).
 
 A candidate is dropped when its prefix is shorter than the model's minimum cacheable length
-(:data:`MIN_CACHEABLE_TOKENS`), when it already carries a client breakpoint, when the budget of
+(:func:`min_cacheable_tokens`), when it already carries a client breakpoint, when the budget of
 4 is spent, or when no TTL would keep the 1h-before-5m order. Markers are never put on thinking
 or redacted-thinking blocks (the API refuses them) nor on empty text.
 
@@ -69,11 +69,12 @@ from typing import Any
 
 import orjson
 
+from .models import capabilities
+
 __all__ = [
     "DEFAULT_MIN_TOKENS",
     "LOOKBACK_BLOCKS",
     "MAX_BREAKPOINTS",
-    "MIN_CACHEABLE_TOKENS",
     "Breakpoint",
     "estimate_tokens",
     "find_breakpoints",
@@ -85,41 +86,19 @@ MAX_BREAKPOINTS = 4
 LOOKBACK_BLOCKS = 20
 TTLS = ("5m", "1h")
 
-# Minimum cacheable prompt length by model id prefix (longest prefix wins, so dated ids match).
-# Source: Anthropic's prompt-caching guide as quoted in anthropics/anthropic-sdk-python#1194
-# (2026): 4096 for Opus 4.6, Opus 4.5 and Haiku 4.5; 1024 for Sonnet 4.6, Sonnet 4.5, Opus 4.1,
-# Opus 4, Sonnet 4 and Sonnet 3.7; 2048 for Haiku 3.5 and Haiku 3.
-# NOTE: that issue (and one gateway's docs) report Sonnet 4.6 caching only from 2048 tokens. We
-# keep the documented 1024: a breakpoint below the real minimum is harmless, a missing one is not.
-MIN_CACHEABLE_TOKENS: dict[str, int] = {
-    "claude-opus-4-6": 4096,
-    "claude-opus-4-5": 4096,
-    "claude-haiku-4-5": 4096,
-    "claude-sonnet-4-6": 1024,
-    "claude-sonnet-4-5": 1024,
-    "claude-sonnet-4": 1024,
-    "claude-opus-4-1": 1024,
-    "claude-opus-4": 1024,
-    "claude-3-7-sonnet": 1024,
-    "claude-3-5-sonnet": 1024,
-    "claude-3-opus": 1024,
-    "claude-3-5-haiku": 2048,
-    "claude-3-haiku": 2048,
-}
 DEFAULT_MIN_TOKENS = 1024
-"""For a model not in the table: the most common documented minimum."""
+"""For a model not in the table: the most common documented minimum. A breakpoint below a
+model's real minimum is harmless (nothing is cached); a missing one costs a cache read."""
 
 # Message block types that may carry cache_control (thinking blocks may not).
 _CACHEABLE = frozenset({"text", "image", "document", "tool_use", "tool_result", "search_result"})
 
 
 def min_cacheable_tokens(model: str) -> int:
-    """The minimum cacheable prefix for ``model`` (longest matching id prefix in the table)."""
-    best = ""
-    for key in MIN_CACHEABLE_TOKENS:
-        if model.startswith(key) and len(key) > len(best):
-            best = key
-    return MIN_CACHEABLE_TOKENS[best] if best else DEFAULT_MIN_TOKENS
+    """The minimum cacheable prefix for ``model``: ``cache_min_tokens`` of the model table
+    (``data/models.toml``; dated ids and aliases match), else :data:`DEFAULT_MIN_TOKENS`."""
+    caps = capabilities(model)
+    return caps.cache_min_tokens if caps is not None else DEFAULT_MIN_TOKENS
 
 
 def estimate_tokens(text: str) -> int:

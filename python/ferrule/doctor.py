@@ -248,7 +248,7 @@ def check_prices(today: dt.date | None = None) -> Check:
             "prices",
             "fail",
             f"the price table cannot be read: {exc}",
-            "reinstall Ferrule (ferrule/data/prices.toml is part of the package)",
+            "reinstall Ferrule (ferrule/data/models.toml is part of the package)",
         )
     detail = f"{len(table.models)} models priced ({', '.join(table.models)})"
     today = today or dt.date.today()
@@ -257,7 +257,7 @@ def check_prices(today: dt.date | None = None) -> Check:
             "prices",
             "warn",
             f"{detail}; checked {table.checked or 'never'}",
-            "prices may be stale: compare ferrule/data/prices.toml with Anthropic's pricing page",
+            "prices may be stale: compare ferrule/data/models.toml with Anthropic's pricing page",
         )
     return Check("prices", "ok", f"{detail}; checked {table.checked}")
 

@@ -1,4 +1,4 @@
-"""Prices, cost and savings, from the dated price table in ``data/prices.toml``.
+"""Prices, cost and savings, from the dated prices of the model table ``data/models.toml``.
 
 All arithmetic is in ``Decimal`` (the table's prices are decimal fractions of a dollar, and
 binary floats would make a cost of 0.3 USD/Mtok come out as 2.9999...e-7 per token); results are
@@ -14,6 +14,10 @@ Savings, each in tokens and dollars:
   NOTE: an upper bound when the removed tokens would later have been cache reads.
 - response cache: a hit avoided the whole request, so its saving is what the replayed usage
   would have cost; the hit itself is billed $0 and counts no caching or compression saving.
+
+A price may carry a long-context tier (Claude Haiku 5.5: prompts over 100,000 tokens): when the
+request's prompt (uncached input + cache writes + cache reads) is above its threshold, the tier's
+rates apply to every token of that request, output included, and so to its savings.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ else:  # pragma: no cover - Python 3.10
 __all__ = [
     "Accounting",
     "Cost",
+    "LongContextPrice",
     "Price",
     "PriceTable",
     "Savings",
@@ -56,6 +61,8 @@ _ZERO = Decimal(0)
 # A trailing release date (-20251001) or -latest: Anthropic's dated ids and aliases of one model.
 _SUFFIX = re.compile(r"-(?:\d{8}|latest)$")
 _BUCKETS = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
+DATA_FILE = "data/models.toml"
+"""The packaged model table, prices included (read with importlib.resources)."""
 
 
 class UsageLike(Protocol):
@@ -112,6 +119,18 @@ def _int(v: Any) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class LongContextPrice:
+    """The rates of a request whose prompt is above ``above_input_tokens`` (USD per Mtok)."""
+
+    above_input_tokens: int
+    input: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    cache_read: Decimal
+    output: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class Price:
     """USD per million tokens for one model from one date on."""
 
@@ -122,6 +141,26 @@ class Price:
     cache_write_1h: Decimal
     cache_read: Decimal
     output: Decimal
+    long_context: LongContextPrice | None = None
+
+    def rates(self, usage: UsageLike) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal]:
+        """The five rates (input, 5m write, 1h write, read, output) that bill ``usage``."""
+        tier = self.long_context
+        prompt = (
+            usage.input_tokens
+            + usage.cache_write_5m_tokens
+            + usage.cache_write_1h_tokens
+            + usage.cache_read_tokens
+        )
+        if tier is not None and prompt > tier.above_input_tokens:
+            return (
+                tier.input,
+                tier.cache_write_5m,
+                tier.cache_write_1h,
+                tier.cache_read,
+                tier.output,
+            )
+        return (self.input, self.cache_write_5m, self.cache_write_1h, self.cache_read, self.output)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,22 +210,28 @@ class Accounting:
 
 
 class PriceTable:
-    """Dated prices by undated model id."""
+    """Dated prices by model id; a model's aliases and dated ids find its entries too."""
 
-    def __init__(self, prices: list[Price], checked: dt.date | None = None) -> None:
+    def __init__(
+        self,
+        prices: list[Price],
+        checked: dt.date | None = None,
+        aliases: Mapping[str, str] | None = None,
+    ) -> None:
         self.checked = checked
         by_model: dict[str, list[Price]] = {}
         for p in prices:
             by_model.setdefault(p.model, []).append(p)
         self._by_model = {m: sorted(ps, key=lambda p: p.since) for m, ps in by_model.items()}
         self._since = {m: [p.since for p in ps] for m, ps in self._by_model.items()}
+        self._aliases = {k.lower(): v for k, v in (aliases or {}).items()}
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> PriceTable:
         """The table in ``path``, or the one shipped in the package."""
         if path is None:
-            text = resources.files("ferrule").joinpath("data/prices.toml").read_text("utf-8")
-            where = "ferrule/data/prices.toml"
+            text = resources.files("ferrule").joinpath(DATA_FILE).read_text("utf-8")
+            where = f"ferrule/{DATA_FILE}"
         else:
             text = Path(path).read_text(encoding="utf-8")
             where = str(path)
@@ -194,33 +239,46 @@ class PriceTable:
 
     @classmethod
     def parse(cls, text: str, where: str = "<prices>") -> PriceTable:
+        """Prices from the model table (``[[model]]`` with ``[[model.price]]`` entries), or from
+        a flat list of ``[[price]]`` entries that name their ``model``."""
         data = tomllib.loads(text)
-        prices = []
+        prices: list[Price] = []
+        aliases: dict[str, str] = {}
         for i, entry in enumerate(data.get("price", [])):
             try:
-                since = entry["since"]
-                if not isinstance(since, dt.date):
-                    raise TypeError("since must be a TOML date")
-                values = {}
-                for name in _BUCKETS:
-                    v = entry[name]
-                    if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-                        raise TypeError(f"{name} must be a non-negative number")
-                    values[name] = Decimal(repr(v))  # repr: 0.3 -> "0.3", not 0.29999...
-                prices.append(Price(model=str(entry["model"]), since=since, **values))
+                prices.append(_price(str(entry["model"]), entry))
             except (KeyError, TypeError) as exc:
                 raise ValueError(f"{where}: price entry {i + 1} is invalid: {exc}") from None
+        for model in data.get("model", []):
+            model_id = str(model.get("id", ""))
+            for j, entry in enumerate(model.get("price", [])):
+                try:
+                    prices.append(_price(model_id, entry))
+                except (KeyError, TypeError) as exc:
+                    raise ValueError(
+                        f"{where}: {model_id or 'a model'}: price entry {j + 1} is invalid: {exc}"
+                    ) from None
+            for alias in model.get("aliases", []):
+                aliases[str(alias)] = model_id
         checked = data.get("checked")
-        return cls(prices, checked if isinstance(checked, dt.date) else None)
+        return cls(prices, checked if isinstance(checked, dt.date) else None, aliases)
 
     @property
     def models(self) -> list[str]:
         return sorted(self._by_model)
 
+    def _entries(self, model: str) -> list[Price] | None:
+        name = model.strip().lower()
+        for key in (name, canonical_model(name)):
+            entries = self._by_model.get(self._aliases.get(key, key))
+            if entries:
+                return entries
+        return None
+
     def lookup(self, model: str, when: dt.date | None = None) -> Price | None:
-        """The price of ``model`` (dated ids match their undated entry) on ``when`` (today by
-        default); None when the model has no entry."""
-        entries = self._by_model.get(canonical_model(model))
+        """The price of ``model`` (an id, an alias, or either with a ``-YYYYMMDD`` / ``-latest``
+        suffix) on ``when`` (today by default); None when the model has no entry."""
+        entries = self._entries(model)
         if not entries:
             return None
         if when is None:
@@ -231,9 +289,38 @@ class PriceTable:
         return entries[max(i - 1, 0)]
 
 
+def _decimal(entry: Mapping[str, Any], name: str) -> Decimal:
+    v = entry[name]
+    if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+        raise TypeError(f"{name} must be a non-negative number")
+    return Decimal(repr(v))  # repr: 0.3 -> "0.3", not 0.29999...
+
+
+def _price(model: str, entry: Mapping[str, Any]) -> Price:
+    since = entry["since"]
+    if not isinstance(since, dt.date):
+        raise TypeError("since must be a TOML date")
+    if not model:
+        raise TypeError("the model has no id")
+    values = {name: _decimal(entry, name) for name in _BUCKETS}
+    tier = entry.get("long_context")
+    long_context = None
+    if tier is not None:
+        if not isinstance(tier, Mapping):
+            raise TypeError("long_context must be a table")
+        above = tier["above_input_tokens"]
+        if isinstance(above, bool) or not isinstance(above, int) or above <= 0:
+            raise TypeError("long_context.above_input_tokens must be a positive integer")
+        long_context = LongContextPrice(above, *(_decimal(tier, name) for name in _BUCKETS))
+    return Price(model=model, since=since, long_context=long_context, **values)
+
+
 @lru_cache(maxsize=1024)
 def canonical_model(model: str) -> str:
-    """``claude-sonnet-4-6-20260101`` -> ``claude-sonnet-4-6``; other ids unchanged."""
+    """``claude-sonnet-4-6-20260101`` -> ``claude-sonnet-4-6``; other ids unchanged.
+
+    Only a date or ``-latest`` suffix is removed, never a version: ``claude-opus-5-7`` (a model
+    not in the table) must stay unpriced rather than be priced as ``claude-opus-5``."""
     return _SUFFIX.sub("", model.strip().lower())
 
 
@@ -266,12 +353,13 @@ def _usd(d: Decimal) -> float:
 
 
 def _cost(price: Price, usage: UsageLike) -> Cost:
+    r_in, r_w5, r_w1, r_read, r_out = price.rates(usage)
     parts = (
-        usage.input_tokens * price.input,
-        usage.cache_write_5m_tokens * price.cache_write_5m,
-        usage.cache_write_1h_tokens * price.cache_write_1h,
-        usage.cache_read_tokens * price.cache_read,
-        usage.output_tokens * price.output,
+        usage.input_tokens * r_in,
+        usage.cache_write_5m_tokens * r_w5,
+        usage.cache_write_1h_tokens * r_w1,
+        usage.cache_read_tokens * r_read,
+        usage.output_tokens * r_out,
     )
     i, w5, w1, r, o = (_usd(p) for p in parts)
     return Cost(i, w5, w1, r, o, total_usd=_usd(sum(parts, _ZERO)))
@@ -349,18 +437,19 @@ def account(
             None,
             Savings(caching_tokens=usage.cache_read_tokens, compression_tokens=removed),
         )
-    premium = usage.cache_write_5m_tokens * (price.cache_write_5m - price.input) + (
-        usage.cache_write_1h_tokens * (price.cache_write_1h - price.input)
+    r_in, r_w5, r_w1, r_read, _ = price.rates(usage)
+    premium = usage.cache_write_5m_tokens * (r_w5 - r_in) + usage.cache_write_1h_tokens * (
+        r_w1 - r_in
     )
     return Accounting(
         price,
         _cost(price, usage),
         Savings(
             caching_tokens=usage.cache_read_tokens,
-            caching_usd=_usd(usage.cache_read_tokens * (price.input - price.cache_read)),
+            caching_usd=_usd(usage.cache_read_tokens * (r_in - r_read)),
             cache_write_premium_usd=_usd(premium),
             compression_tokens=removed,
-            compression_usd=_usd(removed * price.input),
+            compression_usd=_usd(removed * r_in),
             response_cache_usd=0.0,
         ),
     )

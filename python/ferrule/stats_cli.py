@@ -238,7 +238,7 @@ def print_tables(data: dict[str, Any], tables: Sequence[str], out: IO[str] | Non
     if data["totals"]["unpriced_requests"]:
         footnotes.append(
             f"† {data['totals']['unpriced_requests']} request(s) to models without a price: "
-            "their cost is unknown, not $0 (add them to ferrule/data/prices.toml)."
+            "their cost is unknown, not $0 (add them to ferrule/data/models.toml)."
         )
     footnotes.append(
         "Tokens: billed (c. = prompt cache). Saved: prompt caching (net of the cache-write "
