@@ -100,7 +100,7 @@ def test_sentinel_keys_appear_in_no_sink(backend: str, mock: MockUpstream, tmp_p
             == 200
         )
         assert go("POST", proxy.v1 + "/messages", content=b"[", headers=anth).status_code == 400
-        assert go("GET", proxy.url + "/metrics").status_code == 200
+        assert go("GET", proxy.url + "/metrics", headers=auth).status_code == 200
         assert go("GET", proxy.url + "/stats", headers=auth).status_code == 200
         time.sleep(1.5)  # the ledger writer's batch interval
         # the upstream saw the caller's key, never the access key

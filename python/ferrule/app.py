@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from . import __version__, accesslog, backend
-from .asgi import ClientGone, Message, Receive, Scope, Send, send_bytes
+from .asgi import ClientGone, Message, Receive, Scope, Send, header, send_bytes
 from .cache import ResponseStore, default_store_kind, open_store
 from .cache.stores import DEFAULT_SQLITE_NAME
 from .config import Config, from_environment
@@ -164,6 +164,10 @@ class App:
                 finally:
                     self.in_flight -= 1
             elif method == "GET" and path == "/v1/models":
+                if header(scope, b"anthropic-version") is not None:
+                    ctx.route = "anthropic"  # an Anthropic SDK gets its own error shape
+                # Like the POST routes: with an access key only its holders see this server.
+                ctx.authorize(self.cfg.access_key_sha256, self.cfg.upstream_api_key)
                 await self._models(scope, tracked_send)
             elif method == "GET" and path in ("/health", "/healthz"):
                 await self._health(tracked_send)
@@ -172,6 +176,8 @@ class App:
             elif method == "GET" and path == "/health/readiness":
                 await self._readiness(tracked_send)
             elif method == "GET" and path == "/metrics":
+                if not self.cfg.metrics_public:  # a scraper may send the key as a Bearer token
+                    ctx.authorize(self.cfg.access_key_sha256, "", bearer_ok=True)
                 self.metrics.set_upstream_pool(self.upstream.in_use, self.cfg.pool_size)
                 body_bytes, ctype = await asyncio.to_thread(self.metrics.render)
                 await send_bytes(tracked_send, 200, body_bytes, ctype.encode())

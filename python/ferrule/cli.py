@@ -19,6 +19,11 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--upstream-url", help="Anthropic base URL (FERRULE_UPSTREAM_URL)")
     p.add_argument("--anthropic-version", help="anthropic-version sent upstream")
     p.add_argument("--log-level", help="debug, info, warning, error")
+    p.add_argument(
+        "--http",
+        choices=["1", "2", "auto"],
+        help="protocol: 1 = HTTP/1.1 only (default), 2 = HTTP/2 only, auto = both (FERRULE_HTTP)",
+    )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -32,6 +37,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "upstream_url": args.upstream_url,
         "anthropic_version": args.anthropic_version,
         "log_level": args.log_level,
+        "http": args.http,
     }
     try:
         return serve(cli, args.config)

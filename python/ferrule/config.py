@@ -88,6 +88,15 @@ class Config:
     # off | lossless | aggressive; a request may choose with x-ferrule-compression.
     compression: str = "lossless"
     metrics_tenant_label: bool = False
+    # /metrics without the access key even when one is configured (a scraper on a private net).
+    metrics_public: bool = False
+    # The client side (docs/reliability.md, "Connection and protocol limits"): HTTP/1.1 only
+    # unless http is "2" or "auto" (h2c); connections per worker (idle keep-alive ones count);
+    # seconds to receive a request's headers, also the keep-alive idle timeout; listen backlog.
+    http: str = "1"
+    max_connections: int = 8192
+    header_read_timeout: float = 30.0
+    backlog: int = 1024
 
     def __repr__(self) -> str:  # never print the operator's key
         return f"Config(host={self.host!r}, port={self.port}, upstream_url={self.upstream_url!r})"
@@ -149,6 +158,11 @@ _ENV: dict[str, tuple[str, Any]] = {
     "prompt_cache_ttl": ("FERRULE_PROMPT_CACHE_TTL", _str),
     "compression": ("FERRULE_COMPRESSION", _str),
     "metrics_tenant_label": ("FERRULE_METRICS_TENANT_LABEL", _bool),
+    "metrics_public": ("FERRULE_METRICS_PUBLIC", _bool),
+    "http": ("FERRULE_HTTP", _str),
+    "max_connections": ("FERRULE_MAX_CONNECTIONS", _INT),
+    "header_read_timeout": ("FERRULE_HEADER_READ_TIMEOUT", _FLOAT),
+    "backlog": ("FERRULE_BACKLOG", _INT),
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
@@ -279,9 +293,27 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("prompt_cache_ttl must be 5m or 1h")
     if cfg.compression not in ("off", "lossless", "aggressive"):
         raise ConfigError("compression must be off, lossless or aggressive")
+    if cfg.host != "localhost" and not _is_ip(cfg.host):
+        raise ConfigError(f"host must be an IP address (or localhost), not {cfg.host!r}")
+    if cfg.http not in ("1", "2", "auto"):
+        raise ConfigError(f"http must be 1 (HTTP/1.1), 2 (HTTP/2) or auto, not {cfg.http!r}")
+    if cfg.max_connections < 1:
+        raise ConfigError("max_connections must be at least 1")
+    if not 0.1 <= cfg.header_read_timeout <= 3600:
+        raise ConfigError("header_read_timeout must be between 0.1 and 3600 seconds")
+    if not 128 <= cfg.backlog <= 65535:
+        raise ConfigError("backlog must be between 128 and 65535")
     if cfg.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     return dataclasses.replace(cfg, log_level=cfg.log_level.lower())
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _is_loopback(host: str) -> bool:

@@ -85,14 +85,18 @@ class RequestContext:
         self.raw_body = b""
         self.api_key = _api_key(scope)
 
-    def authorize(self, access_key_sha256: str, upstream_api_key: str) -> None:
+    def authorize(
+        self, access_key_sha256: str, upstream_api_key: str, *, bearer_ok: bool = False
+    ) -> None:
         """Check the proxy's access key (when one is configured) and settle which key goes
-        upstream. The access key is compared by digest in constant time and never forwarded."""
+        upstream. The access key is compared by digest in constant time and never forwarded.
+        ``bearer_ok``: the Bearer token may be the access key even without an operator key (a
+        route that never calls upstream, e.g. /metrics for a Prometheus scraper)."""
         if access_key_sha256:
             given = header(self.scope, b"x-ferrule-access-key")
             bearer = _bearer(self.scope)
             ok = given is not None and _same_key(given, access_key_sha256)
-            if not ok and upstream_api_key and bearer is not None:
+            if not ok and (upstream_api_key or bearer_ok) and bearer is not None:
                 # operator mode: the Bearer token is the access key, the operator's key goes up
                 ok = _same_key(bearer.encode("latin-1"), access_key_sha256)
                 if ok:
