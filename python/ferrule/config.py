@@ -65,7 +65,9 @@ class Config:
     retry_after_cap: float = 60.0
     retry_budget_percent: float = 20.0
     breaker_threshold: int = 5
-    breaker_cooldown: float = 30.0
+    # seconds the breaker stays open: also the retry-after its fast 503s carry, so it is short
+    # (an SDK honouring a 30 s retry-after stalls for half a minute on a brief outage)
+    breaker_cooldown: float = 5.0
     # Callers must present this key (x-ferrule-access-key, or as the Bearer token when
     # upstream_api_key is set) when set; required to bind a non-loopback address. Only its
     # SHA-256 is kept after loading.
@@ -265,6 +267,7 @@ def _validate(cfg: Config) -> Config:
         "body_timeout",
         "pool_timeout",
         "shutdown_timeout",
+        "breaker_cooldown",
     ):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name} must be positive")

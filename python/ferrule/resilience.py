@@ -11,25 +11,46 @@ Policy (../shared/reference/reliability.md, section A):
 - a retry budget (Envoy's: retries may be at most ``budget_percent`` of requests in flight, with a
   floor of ``budget_min`` concurrent retries) so an upstream outage never multiplies its load;
 - a circuit breaker: after ``breaker_threshold`` consecutive failed attempts the upstream is
-  considered down for ``breaker_cooldown`` seconds and callers fail fast with 503 + retry-after;
-  then one trial request is let through (half-open) and a success closes it again.
-All state is per worker process; each Granian worker protects itself.
+  considered down for ``breaker_cooldown`` seconds and callers fail fast with 503 + retry-after
+  (the seconds left until the trial, so an SDK that honours it is not stalled for longer), and
+  a message naming the last failure; then one trial request is let through (half-open) and a
+  success closes it again. Only upstream-health signals count as failures: 5xx (529 included),
+  connection failures and timeouts. Any answer below 500 is the upstream being up, 429 included:
+  a rate limit belongs to one key, and must never make Ferrule fail fast for every other key;
+- 429 back-off belongs to the key that got it: a 429 with a ``retry-after`` Ferrule honours
+  (within ``retry_after_cap``) cools that upstream key down, and that key's next requests wait
+  out the rest before their first attempt, while other keys are not affected. Keys are held as
+  a one-way hash (``tenant_id``), in a bounded table.
+All state is per worker process; each Granian worker protects itself. The attempts a request
+made are written on its ``Tally`` (the request context) as they happen, so they are right in the
+answer's ``x-ferrule-attempts``, the ledger and the retries metric even when every one failed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from .errors import ProxyError
+from .tenant import tenant_id
 from .upstream import Upstream, UpstreamResponse
 
-__all__ = ["Breaker", "Resilience", "RetryBudget", "RetryPolicy"]
+__all__ = ["Breaker", "KeyCooldowns", "Resilience", "RetryBudget", "RetryPolicy", "Tally"]
 
 RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+# Upstream keys remembered as cooling down after a 429, per worker (then the oldest is dropped).
+MAX_COOLING_KEYS = 4096
+
+
+class Tally(Protocol):
+    """Where :meth:`Resilience.send` writes how many upstream attempts the request made."""
+
+    attempts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +62,7 @@ class RetryPolicy:
     budget_percent: float = 20.0
     budget_min: int = 3
     breaker_threshold: int = 5
-    breaker_cooldown: float = 30.0
+    breaker_cooldown: float = 5.0
     first_byte_timeout: float = 120.0
 
 
@@ -64,7 +85,7 @@ class RetryBudget:
 class Breaker:
     """Consecutive-failure circuit breaker with a half-open trial."""
 
-    __slots__ = ("cooldown", "failures", "open_until", "threshold", "trial")
+    __slots__ = ("cooldown", "failures", "last_cause", "open_until", "threshold", "trial")
 
     def __init__(self, threshold: int, cooldown: float) -> None:
         self.threshold = threshold
@@ -72,32 +93,79 @@ class Breaker:
         self.failures = 0
         self.open_until = 0.0
         self.trial = False
+        self.last_cause = ""
 
-    def check(self) -> None:
-        """Raise a fast 503 while open; let one trial through once the cooldown ran out."""
+    def check(self, host: str = "the upstream") -> bool:
+        """Raise a fast 503 while open; let one trial through once the cooldown ran out.
+        Returns True when the caller is that trial: it must report ``success``, ``failure`` or
+        ``abandon``, else the breaker would stay half-open for good."""
         if self.failures < self.threshold:
-            return
+            return False
         now = time.monotonic()
         if now < self.open_until or self.trial:
-            wait = max(1, round(self.open_until - now)) if now < self.open_until else 1
+            # Honest: the seconds until a trial may go (1 while one is in flight), never more
+            # than the cooldown, so a client that waits that long is not turned away again.
+            left = self.open_until - now
+            wait = min(max(1, math.ceil(left)), max(1, math.ceil(self.cooldown)))
+            cause = f" (last error: {self.last_cause})" if self.last_cause else ""
             raise ProxyError(
                 503,
-                "the upstream (Anthropic) is failing; Ferrule is failing fast for a few seconds",
+                f"the upstream {host} is failing{cause}; Ferrule fails fast for {wait} s, "
+                "then tries it again",
                 type="overloaded_error",
                 code="circuit_open",
                 headers=[(b"retry-after", str(wait).encode())],
             )
         self.trial = True  # half-open: this caller is the trial
+        return True
 
     def success(self) -> None:
         self.failures = 0
         self.trial = False
 
-    def failure(self) -> None:
+    def failure(self, cause: str = "") -> None:
         self.failures += 1
         self.trial = False
+        if cause:
+            self.last_cause = cause
         if self.failures >= self.threshold:
             self.open_until = time.monotonic() + self.cooldown
+
+    def abandon(self) -> None:
+        """The trial ended without a verdict (its client went away): the next caller tries."""
+        self.trial = False
+
+
+class KeyCooldowns:
+    """Per upstream key: until when the upstream asked it to wait (a 429's ``retry-after``).
+    Keys are held as ``tenant_id`` hashes, never as keys; at most ``limit`` of them."""
+
+    __slots__ = ("limit", "until")
+
+    def __init__(self, limit: int = MAX_COOLING_KEYS) -> None:
+        self.limit = limit
+        self.until: dict[str, float] = {}
+
+    def left(self, key_id: str) -> float:
+        """Seconds this key must still wait (0 when it may go)."""
+        until = self.until.get(key_id)
+        if until is None:
+            return 0.0
+        left = until - time.monotonic()
+        if left <= 0:
+            del self.until[key_id]
+            return 0.0
+        return left
+
+    def cool(self, key_id: str, seconds: float) -> None:
+        now = time.monotonic()
+        until = max(now + seconds, self.until.pop(key_id, 0.0))
+        if len(self.until) >= self.limit:
+            for k in [k for k, t in self.until.items() if t <= now]:
+                del self.until[k]
+            while len(self.until) >= self.limit:
+                del self.until[next(iter(self.until))]  # the oldest entry
+        self.until[key_id] = until  # (re)inserted last: eviction order is insertion order
 
 
 def _should_retry(resp: UpstreamResponse) -> bool:
@@ -127,29 +195,52 @@ def _retry_after(resp: UpstreamResponse) -> float | None:
     return None
 
 
+def _key_id(headers: list[tuple[str, str]]) -> str | None:
+    for name, value in headers:
+        if name == "x-api-key":
+            return tenant_id(value)
+    return None
+
+
 class Resilience:
-    """One per worker: the policy and the shared budget and breaker state."""
+    """One per worker: the policy and the shared budget, breaker and key cooldown state."""
 
     def __init__(self, policy: RetryPolicy, in_flight: Callable[[], int]) -> None:
         self.policy = policy
         self.budget = RetryBudget(policy.budget_percent, policy.budget_min, in_flight)
         self.breaker = Breaker(policy.breaker_threshold, policy.breaker_cooldown)
+        self.cooldowns = KeyCooldowns()
         self.retries_total = 0
 
     async def send(
-        self, upstream: Upstream, path: str, body: bytes, headers: list[tuple[str, str]]
-    ) -> tuple[UpstreamResponse, int]:
-        """The upstream response (body unread) and the number of attempts it took.
+        self,
+        upstream: Upstream,
+        path: str,
+        body: bytes,
+        headers: list[tuple[str, str]],
+        tally: Tally,
+    ) -> UpstreamResponse:
+        """The upstream response (body unread); ``tally.attempts`` is kept up to date with the
+        attempts made (a fast breaker answer makes none).
 
         Raises ProxyError when every attempt failed without a response to pass back."""
         policy = self.policy
+        host = upstream.host
         waited = 0.0
         attempt = 0
         retrying = False  # this request's current attempt is a retry, holding a budget slot
+        trial = False  # this request is the breaker's half-open trial
+        key_id = _key_id(headers) if self.cooldowns.until else None
         try:
+            if key_id is not None:
+                left = self.cooldowns.left(key_id)
+                if left > 0:  # this key was told to wait: do so before asking again
+                    await asyncio.sleep(left)
+                    waited += left
             while True:
+                trial = self.breaker.check(host)
                 attempt += 1
-                self.breaker.check()
+                tally.attempts = attempt
                 try:
                     resp = await asyncio.wait_for(
                         upstream.send(path, body, headers), policy.first_byte_timeout
@@ -160,13 +251,16 @@ class Resilience:
                         if isinstance(exc, ProxyError)
                         else ProxyError(
                             504,
-                            "the upstream (Anthropic) sent no response in time",
+                            f"the upstream {host} sent no response headers within "
+                            f"{policy.first_byte_timeout:g} s",
                             type="timeout_error",
+                            code="upstream_timeout",
                         )
                     )
                     if err.status not in (502, 504):
                         raise
-                    self.breaker.failure()
+                    trial = False
+                    self.breaker.failure(err.message)
                     delay = self._backoff(attempt)
                     retrying = self._release(retrying)
                     if not self._may_retry(attempt, waited + delay):
@@ -174,22 +268,31 @@ class Resilience:
                     retrying = self._take_slot()
                     waited += await self._sleep(delay)
                     continue
-                if resp.status_code < 500 and resp.status_code not in (408, 429):
+                trial = False
+                status = resp.status_code
+                if status >= 500:
+                    self.breaker.failure(f"it answered HTTP {status}")
+                else:  # the upstream is up; a 4xx is about this request or this key
                     self.breaker.success()
-                elif resp.status_code >= 500:
-                    self.breaker.failure()
-                if not _should_retry(resp) or resp.status_code < 400:
-                    return resp, attempt
-                asked = _retry_after(resp)
+                asked = _retry_after(resp) if status >= 400 else None
+                if status == 429 and asked is not None and 0 < asked <= policy.retry_after_cap:
+                    # a wait Ferrule honours: this key's other requests honour it too
+                    kid = key_id or _key_id(headers)
+                    if kid is not None:
+                        self.cooldowns.cool(kid, asked)
+                if not _should_retry(resp) or status < 400:
+                    return resp
                 delay = asked if asked is not None else self._backoff(attempt)
                 retrying = self._release(retrying)
                 if not self._may_retry(attempt, waited + delay):
-                    return resp, attempt  # the caller passes it back with its headers
+                    return resp  # the caller passes it back with its headers
                 await resp.aclose()
                 retrying = self._take_slot()
                 waited += await self._sleep(delay)
         finally:
             self._release(retrying)
+            if trial:  # cancelled (the client went away) before the upstream answered
+                self.breaker.abandon()
 
     def _backoff(self, attempt: int) -> float:
         p = self.policy

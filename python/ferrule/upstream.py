@@ -16,7 +16,12 @@ when its body was not read to the end."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
+import ssl
+import time
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -24,7 +29,13 @@ from multidict import CIMultiDictProxy
 from .config import Config
 from .errors import ProxyError
 
-__all__ = ["Upstream", "UpstreamError", "UpstreamResponse", "UpstreamTimeout"]
+__all__ = ["Upstream", "UpstreamError", "UpstreamResponse", "UpstreamTimeout", "describe_failure"]
+
+log = logging.getLogger("ferrule.upstream")
+
+# A failure cause is logged at most once per this many seconds (an outage is one line a minute
+# per worker and cause, not one per request).
+LOG_EVERY_S = 60.0
 
 
 class UpstreamError(Exception):
@@ -79,9 +90,64 @@ class UpstreamResponse:
         self._resp.release()
 
 
+def describe_failure(exc: BaseException, host: str, connect_timeout: float) -> tuple[int, str, str]:
+    """(status, message, code) for an exception raised before the response headers arrived:
+    the cause in words a user can act on (DNS, refused, TLS, timeout) with the OS's own reason,
+    and the upstream host. Never a key: these come from the socket layer, which sees no header."""
+    connect = f"cannot connect to the upstream {host}: "
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return 504, connect + f"timed out after {connect_timeout:g} s", "upstream_connect_timeout"
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return 504, f"the upstream {host} did not answer in time", "upstream_timeout"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        reason = _reason(exc.os_error)
+        return 502, connect + f"DNS resolution failed ({reason})", "upstream_dns_error"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        reason = _reason(exc.certificate_error)
+        return 502, connect + f"TLS certificate not accepted ({reason})", "upstream_tls_error"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
+        return 502, connect + f"TLS handshake failed ({_reason(exc)})", "upstream_tls_error"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        err = exc.os_error
+        if isinstance(err, ssl.SSLError):
+            return 502, connect + f"TLS handshake failed ({_reason(err)})", "upstream_tls_error"
+        if isinstance(err, ConnectionRefusedError):
+            return 502, connect + "connection refused", "upstream_connection_refused"
+        if isinstance(err, socket.gaierror):
+            return 502, connect + f"DNS resolution failed ({_reason(err)})", "upstream_dns_error"
+        if isinstance(err, TimeoutError):
+            return (
+                504,
+                connect + f"timed out after {connect_timeout:g} s",
+                ("upstream_connect_timeout"),
+            )
+        return 502, connect + _reason(err), "upstream_connect_error"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        message = f"the upstream {host} closed the connection before answering"
+        return 502, message, "upstream_connection_error"
+    message = f"the connection to the upstream {host} failed ({_reason(exc)})"
+    return 502, message, "upstream_connection_error"
+
+
+def _reason(err: BaseException | None) -> str:
+    """The OS's or library's reason without the repetition aiohttp adds around it."""
+    if err is None:
+        return "unknown reason"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    if isinstance(err, ssl.SSLError) and err.reason:
+        return str(err.reason)
+    text = str(err).strip()
+    return text[:200] if text else type(err).__name__
+
+
 class Upstream:
     def __init__(self, cfg: Config) -> None:
         self.base = cfg.upstream_url.rstrip("/")
+        # For messages: host and port only (a URL's user:password part is never shown).
+        url = urlsplit(self.base)
+        self.host = (url.hostname or "?") + (f":{url.port}" if url.port else "")
+        self._logged: dict[str, float] = {}  # cause code -> when it was last logged
         self._cfg = cfg
         self._session: aiohttp.ClientSession | None = None
         # connect covers waiting for a free pool slot plus connecting: the pool timeout
@@ -131,21 +197,24 @@ class Upstream:
                 allow_redirects=False,
                 compress=False,
             )
-        except aiohttp.ClientConnectorError:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            status, message, code = describe_failure(exc, self.host, self._cfg.connect_timeout)
+            self._log_once(code, message)
             raise ProxyError(
-                502, "cannot connect to the upstream (Anthropic)", type="api_error"
-            ) from None
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            raise ProxyError(
-                504, "timed out waiting for the upstream (Anthropic)", type="timeout_error"
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise ProxyError(
-                502,
-                f"the upstream (Anthropic) connection failed: {type(exc).__name__}",
-                type="api_error",
+                status,
+                message,
+                type="timeout_error" if status == 504 else "api_error",
+                code=code,
             ) from None
         return UpstreamResponse(resp)
+
+    def _log_once(self, code: str, message: str) -> None:
+        """A warning per cause, at most once per ``LOG_EVERY_S`` (the answer carries it too)."""
+        now = time.monotonic()
+        last = self._logged.get(code)
+        if last is None or now - last >= LOG_EVERY_S:
+            self._logged[code] = now  # a fixed set of codes: the dict stays small
+            log.warning("%s (logged at most every %g s)", message, LOG_EVERY_S)
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -64,6 +64,10 @@ class PeriodError(ValueError):
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# The times a period can be given and shown with (datetime's range: year 1 to 9999). A span
+# that reaches far back (100000w) is a way to say "everything", so it is not cut at 1970.
+_EARLIEST: Final = dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc).timestamp()
+_LATEST: Final = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc).timestamp()
 
 
 def parse_time(value: str, *, now: float | None = None, end_of_day: bool = False) -> float:
@@ -74,26 +78,42 @@ def parse_time(value: str, *, now: float | None = None, end_of_day: bool = False
     text = value.strip()
     if text.lower() == "now":
         return now
+    try:
+        ts = _parse(text, now, end_of_day)
+    except (ValueError, OverflowError):
+        raise PeriodError(
+            f"{_shown(value)} is not a time: use a date (2026-11-27), a date-time "
+            "(2026-11-27T14:00), or a span before now (30m, 24h, 7d, 2w)"
+        ) from None
+    # NaN fails both comparisons; an absurd span or year would fail later, as a 500
+    if not _EARLIEST <= ts <= _LATEST:
+        raise PeriodError(
+            f"{_shown(value)} is out of range: times go from 0001-01-01 to 9999-12-31 "
+            "(a span before now must not reach before year 1)"
+        )
+    return ts
+
+
+def _parse(text: str, now: float, end_of_day: bool) -> float:
     m = _RELATIVE.match(text.lower())
     if m:
         return now - float(m.group(1)) * _UNIT_S[m.group(2)]
     if re.fullmatch(r"\d{9,}(?:\.\d+)?", text):
         return float(text)
-    try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            day = dt.date.fromisoformat(text)
-            if end_of_day:
-                day += dt.timedelta(days=1)
-            return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp()
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise PeriodError(
-            f"{value!r} is not a time: use a date (2026-11-27), a date-time "
-            "(2026-11-27T14:00), or a span before now (30m, 24h, 7d, 2w)"
-        ) from None
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        day = dt.date.fromisoformat(text)
+        midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp()
+        # the next midnight, in seconds: date arithmetic would overflow past 9999-12-31
+        return min(midnight + 86400, _LATEST) if end_of_day else midnight
+    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)
     return moment.timestamp()
+
+
+def _shown(value: str) -> str:
+    """The value as the message quotes it: bounded, so a huge query string is not echoed."""
+    return repr(value if len(value) <= 40 else value[:40] + "...")
 
 
 def summarize(

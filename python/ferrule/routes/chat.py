@@ -84,7 +84,8 @@ async def _answer(
         return
     payload = orjson.dumps(ex.with_breakpoints(tr.body))
     headers = upstream_headers(ctx.scope, key, app.cfg.anthropic_version)
-    resp, ctx.attempts = await app.resilience.send(app.upstream, "/v1/messages", payload, headers)
+    # ctx.attempts is kept by send (right even when every attempt failed)
+    resp = await app.resilience.send(app.upstream, "/v1/messages", payload, headers, ctx)
     ctx.upstream_request_id = resp.headers.get("request-id")
     try:
         ctx.extra_headers = await ex.compression_headers()

@@ -101,7 +101,8 @@ async def _forward(
     headers = upstream_headers(
         ctx.scope, key, version.decode("latin-1") if version else app.cfg.anthropic_version
     )
-    resp, ctx.attempts = await app.resilience.send(app.upstream, path, payload, headers)
+    # ctx.attempts is kept by send (right even when every attempt failed)
+    resp = await app.resilience.send(app.upstream, path, payload, headers, ctx)
     try:
         ctx.upstream_request_id = resp.headers.get("request-id")
         ctx.extra_headers = await ex.compression_headers()
