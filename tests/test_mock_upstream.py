@@ -547,8 +547,13 @@ REJECTED: dict[str, tuple[dict[str, Any], str, str]] = {
         "2023-06-01",
         "`temperature` may only be set to 1 when thinking is enabled",
     ),
-    "thinking with forced tool": (
-        {"thinking": {"type": "adaptive"}, "tools": [WEATHER_TOOL], "tool_choice": {"type": "any"}},
+    "manual thinking with forced tool": (
+        {
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "max_tokens": 2048,
+            "tools": [WEATHER_TOOL],
+            "tool_choice": {"type": "any"},
+        },
         "2023-06-01",
         "Thinking may not be enabled when tool_choice forces tool use",
     ),
@@ -632,6 +637,11 @@ ACCEPTED: dict[str, tuple[dict[str, Any], str]] = {
     "system blocks and metadata": (
         {"system": [{"type": "text", "text": "be brief"}], "metadata": {"user_id": "u"}},
         "2026-10-21",
+    ),
+    # adaptive thinking supports forced tool use (docs: thinking-tool-workflows)
+    "adaptive thinking with forced tool": (
+        {"thinking": {"type": "adaptive"}, "tools": [WEATHER_TOOL], "tool_choice": {"type": "any"}},
+        "2023-06-01",
     ),
     "thinking with temperature 1": (
         {

@@ -8,13 +8,13 @@ random, as on the real API.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from . import signing
 from .directives import Directives
 from .errors import new_id
 from .options import MockOptions
@@ -39,9 +39,9 @@ _REFUSAL_WORDS = 6
 class Block:
     """One content block of the answer and the fragments it streams as."""
 
-    type: str  # "text" | "thinking" | "tool_use"
+    type: str  # "text" | "thinking" | "redacted_thinking" | "tool_use"
     pieces: list[str] = field(default_factory=list)
-    signature: str = ""
+    signature: str = ""  # a thinking block's signature, or a redacted_thinking block's data
     id: str = ""
     name: str = ""
     input: dict[str, Any] = field(default_factory=dict)
@@ -56,6 +56,8 @@ class Block:
                 "thinking": "".join(self.pieces),
                 "signature": self.signature,
             }
+        if self.type == "redacted_thinking":
+            return {"type": "redacted_thinking", "data": self.signature}
         return {"type": "tool_use", "id": self.id, "name": self.name, "input": self.input}
 
     def start_json(self) -> dict[str, Any]:
@@ -64,6 +66,9 @@ class Block:
             return {"type": "text", "text": ""}
         if self.type == "thinking":
             return {"type": "thinking", "thinking": "", "signature": ""}
+        if self.type == "redacted_thinking":
+            # Streamed whole in its content_block_start, with no deltas, as the API does.
+            return self.to_json()
         return {"type": "tool_use", "id": self.id, "name": self.name, "input": {}}
 
 
@@ -216,15 +221,32 @@ def plan_answer(
     stop_sequence: str | None = None
     stop_details: dict[str, Any] | None = None
 
+    # Signatures bind each thinking block to the model and to everything before it
+    # (signing.py); the validator checks them when the blocks come back.
+    turns = signing.turns_of(body.get("messages"))
+    before = len(turns[-1][1]) if turns and turns[-1][0] == "assistant" else 0
+
+    def prefix() -> bytes:
+        return signing.prefix_digest(body, turns, "assistant", before + len(blocks))
+
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "between_tools":
+        # No up-front thinking; the short notes written between tool calls come back as
+        # (summarized) thinking blocks (whats-new-sonnet-5-5).
+        thinking_on = _answers_tool_results(turns)
+        thinking_display = "summarized"
     if directives.has("thinking") or thinking_on:
         thought = _words(seed, "thinking", max(8, word_count // 2))[: max(0, budget)]
         if thought:
             shown = "" if thinking_display == "omitted" else " ".join(thought) + "."
             pieces = [p for p in _chunks_by_words(shown, _THINKING_PER_DELTA)] if shown else []
-            signature = base64.b64encode(hashlib.sha512(seed + b"signature").digest() * 2).decode()
+            signature = signing.sign(model, shown, prefix())
             blocks.append(Block(type="thinking", pieces=pieces, signature=signature))
             output_tokens += len(thought)
             budget -= len(thought)
+            if directives.has("redacted"):
+                data = signing.sign(model, None, prefix())
+                blocks.append(Block(type="redacted_thinking", signature=data))
 
     if directives.has("echo"):
         text = orjson.dumps(body).decode()
@@ -278,6 +300,15 @@ def plan_answer(
         output_tokens=output_tokens,
         delay_s=max(0.0, delay_ms) / 1000.0,
         fault=fault,
+    )
+
+
+def _answers_tool_results(turns: list[signing.Turn]) -> bool:
+    """Whether the request's last turn returns tool results (the model is between tool calls)."""
+    return (
+        bool(turns)
+        and turns[-1][0] == "user"
+        and any(b.get("type") == "tool_result" for b in turns[-1][1])
     )
 
 

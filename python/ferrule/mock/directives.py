@@ -25,6 +25,7 @@ KNOWN = frozenset(
         "delay",
         "echo",
         "thinking",
+        "redacted",
         "tool",
         "tools2",
         "stop_sequence",

@@ -13,7 +13,7 @@ Decisions taken from the current docs (the API changed here over time):
 - the first message may use either role (the 1P API dropped "first message must use the user role");
 - a final ``assistant`` message is a prefill: a 400 on Claude 4.6 models, and elsewhere its text
   may not end with whitespace;
-- ``role: "system"`` inside ``messages`` is only for newer models than the ones simulated here.
+- ``role: "system"`` inside ``messages`` (mid-conversation system messages) is not simulated.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..models import EFFORT_LEVELS, ModelCaps, effort_rank
+from . import signing
 from .errors import ApiError, invalid
 from .models import ModelInfo, resolve
 
@@ -120,6 +122,10 @@ class Checked:
     thinking_on: bool = False
     thinking_display: str = "summarized"
     tool_ids: set[str] = field(default_factory=set)
+    thinking_mode: str | None = None
+    """``thinking.type`` as sent (None when absent: the model's default applies)."""
+    effort: str | None = None
+    """The effort in force: the request's, else the model's default (None: no effort)."""
 
 
 @dataclass
@@ -518,29 +524,55 @@ def _tool_choice(value: Any, tool_names: list[str] | None) -> str:
     return kind
 
 
-def _thinking(value: Any) -> tuple[str, int | None, str]:
-    obj = _dict(value, "thinking")
-    kind = _tag(obj, "thinking", ("adaptive", "disabled", "enabled"))
-    path = f"thinking.{kind}"
+@dataclass
+class _ThinkingParam:
+    kind: str
     budget: int | None = None
+    display: str | None = None
+    on_mismatch: str | None = None  # thinking.block_binding.prefix_mismatch_behavior
+
+
+def _thinking(value: Any, beta: bool) -> _ThinkingParam:
+    obj = _dict(value, "thinking")
+    kind = _tag(obj, "thinking", ("adaptive", "between_tools", "disabled", "enabled"))
+    path = f"thinking.{kind}"
+    param = _ThinkingParam(kind)
     if kind == "enabled":
         if "budget_tokens" not in obj:
             raise _required(path, "budget_tokens")
-        budget = _int(obj["budget_tokens"], f"{path}.budget_tokens")
-        if budget < 1024:
+        param.budget = _int(obj["budget_tokens"], f"{path}.budget_tokens")
+        if param.budget < 1024:
             raise invalid(f"{path}.budget_tokens: Input should be greater than or equal to 1024")
-    _extra(path, obj, {"type"} if kind == "disabled" else {"type", "budget_tokens", "display"})
-    display = "summarized"
+    allowed = (
+        {"type"} if kind in ("disabled", "between_tools") else {"type", "budget_tokens", "display"}
+    )
+    if kind != "enabled":
+        allowed.discard("budget_tokens")
+    if beta and kind != "disabled":
+        # Preserved-thinking controls, behind the thinking-binding-controls-2026-08-01 beta.
+        allowed.add("block_binding")
+    _extra(path, obj, allowed)
     if obj.get("display") is not None:
-        display = _literal(obj["display"], f"{path}.display", ("summarized", "omitted"))
-    return kind, budget, display
+        param.display = _literal(obj["display"], f"{path}.display", ("summarized", "omitted"))
+    if obj.get("block_binding") is not None:
+        binding = _dict(obj["block_binding"], f"{path}.block_binding")
+        _extra(f"{path}.block_binding", binding, {"prefix_mismatch_behavior"})
+        if binding.get("prefix_mismatch_behavior") is not None:
+            param.on_mismatch = _literal(
+                binding["prefix_mismatch_behavior"],
+                f"{path}.block_binding.prefix_mismatch_behavior",
+                ("error", "drop_block"),
+            )
+    return param
 
 
-def _output_config(value: Any) -> None:
+def _output_config(value: Any) -> tuple[str | None, bool]:
+    """The requested effort and whether a JSON output format was asked for."""
     obj = _dict(value, "output_config")
     _extra("output_config", obj, {"effort", "format"})
+    effort = None
     if obj.get("effort") is not None:
-        _literal(obj["effort"], "output_config.effort", ("low", "medium", "high", "xhigh", "max"))
+        effort = _literal(obj["effort"], "output_config.effort", EFFORT_LEVELS)
     if obj.get("format") is not None:
         fmt = _dict(obj["format"], "output_config.format")
         _tag(fmt, "output_config.format", ("json_schema",))
@@ -548,6 +580,7 @@ def _output_config(value: Any) -> None:
         if "schema" not in fmt:
             raise _required("output_config.format", "schema")
         _dict(fmt["schema"], "output_config.format.schema")
+    return effort, obj.get("format") is not None
 
 
 def _metadata(value: Any) -> None:
@@ -606,11 +639,13 @@ def validate_request(
     choice_kind = None
     if body.get("tool_choice") is not None:
         choice_kind = _tool_choice(body["tool_choice"], tool_names)
-    thinking_kind, budget, display = "disabled", None, "summarized"
+    thinking: _ThinkingParam | None = None
     if body.get("thinking") is not None:
-        thinking_kind, budget, display = _thinking(body["thinking"])
+        thinking = _thinking(body["thinking"], beta)
+    effort: str | None = None
+    wants_format = False
     if body.get("output_config") is not None:
-        _output_config(body["output_config"])
+        effort, wants_format = _output_config(body["output_config"])
     if body.get("cache_control") is not None:
         _cache_control(body["cache_control"], "cache_control", ctx)
     if body.get("metadata") is not None:
@@ -639,10 +674,12 @@ def validate_request(
             f"Found {ctx.cache_breakpoints}."
         )
 
-    # Schema is fine: now the rules that depend on the model, as the API checks them.
+    # Schema is fine: now the rules that depend on the model, as the API checks them. Every rule
+    # reads the model table (ferrule/data/models.toml) through ModelInfo.caps.
     model = resolve(model_name)
-    if model is None:
+    if model is None or model.caps.retired:
         raise ApiError(404, f"model: {model_name}")
+    caps = model.caps
     if max_tokens is not None and max_tokens > model.max_tokens:
         raise invalid(
             f"max_tokens: {max_tokens} > {model.max_tokens}, which is the maximum allowed number "
@@ -663,21 +700,36 @@ def validate_request(
             raise invalid("messages: final assistant content cannot end with trailing whitespace")
     tool_ids = _check_tool_pairing(turns)
 
-    if temperature is not None and top_p is not None and model.sampling_exclusive:
-        raise invalid(
-            "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
-        )
-    thinking_on = thinking_kind in ("enabled", "adaptive")
-    if thinking_kind == "adaptive" and not model.adaptive_thinking:
-        raise invalid(
-            f'thinking.adaptive: adaptive thinking is not supported on {model.id}; use {{"type": "enabled", '
-            '"budget_tokens": N}'
-        )
+    _check_sampling(caps, {"temperature": temperature, "top_p": top_p, "top_k": body.get("top_k")})
+    kind = thinking.kind if thinking is not None else None
+    if kind is not None and not caps.thinking.accepts(kind):
+        raise invalid(_unsupported_thinking(kind, caps))
+    _check_effort(caps, kind, effort)
+    if wants_format and not caps.structured_outputs:
+        raise invalid("output_config.format: structured outputs are not supported for this model")
+    if not caps.strict_tools and any(
+        isinstance(t, dict) and t.get("strict") is True for t in body.get("tools") or []
+    ):
+        raise invalid("tools: strict tool use is not supported for this model")
+    if choice_kind in ("any", "tool"):
+        if not caps.forced_tool_choice:
+            # NOTE: the docs say forced tool use "returns an error" on these models; the exact
+            # wording is not published, so this message is the mock's own.
+            raise invalid(
+                f"tool_choice: forced tool use (`{choice_kind}`) is not supported for this model. "
+                "Use `auto` or `none`."
+            )
+        if kind == "enabled":
+            # Manual extended thinking only; adaptive thinking supports forced tool use
+            # (https://platform.claude.com/docs/en/build-with-claude/thinking-tool-workflows).
+            raise invalid("Thinking may not be enabled when tool_choice forces tool use.")
+    budget = thinking.budget if thinking is not None else None
     if budget is not None and max_tokens is not None and budget >= max_tokens:
         raise invalid(
             "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our documentation "
             f"at {_THINKING_DOCS}#max-tokens-and-context-window-size"
         )
+    thinking_on = caps.thinking.on(kind)
     if thinking_on:
         if temperature is not None and temperature != 1:
             raise invalid(
@@ -694,8 +746,152 @@ def validate_request(
                 "`top_k` must be unset when thinking is enabled. Please consult our documentation at "
                 f"{_THINKING_DOCS}#feature-compatibility"
             )
-        if choice_kind in ("any", "tool"):
-            raise invalid("Thinking may not be enabled when tool_choice forces tool use.")
+    on_mismatch = thinking.on_mismatch if thinking is not None else None
+    dropped = _check_thinking_blocks(body, turns, caps, on_mismatch)
+    if thinking_on:
+        _check_final_thinking(turns, dropped)
+    display = thinking.display if thinking is not None and thinking.display else None
     return Checked(
-        model=model, thinking_on=thinking_on, thinking_display=display, tool_ids=tool_ids
+        model=model,
+        thinking_on=thinking_on,
+        thinking_display=display or caps.thinking.display,
+        tool_ids=tool_ids,
+        thinking_mode=kind,
+        effort=effort or caps.effort_default,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# per-model rules (the model table)
+
+
+def _check_sampling(caps: ModelCaps, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        if caps.sampling.rejects(name, value):
+            # The API's words on Claude Opus 4.7 and later (Comfy-Org/ComfyUI#13923,
+            # braintrustdata/lingua#335): sampling parameters at non-default values are a 400.
+            raise invalid(f"`{name}` is deprecated for this model.")
+    if (
+        caps.sampling.exclusive
+        and values["temperature"] is not None
+        and values["top_p"] is not None
+    ):
+        raise invalid(
+            "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
+        )
+
+
+def _unsupported_thinking(kind: str, caps: ModelCaps) -> str:
+    """The 400 for a ``thinking.type`` the model refuses."""
+    if caps.thinking.accepts("adaptive"):
+        if kind == "disabled" and caps.thinking.accepts("between_tools"):
+            # Sonnet 5.5: "the message suggests between_tools" (whats-new-sonnet-5-5); the exact
+            # text is not published.
+            return (
+                '"thinking.type.disabled" is not supported for this model. Use '
+                '"thinking.type.between_tools" to turn off up-front thinking.'
+            )
+        # The API's words (whats-new-opus-5-5; NousResearch/hermes-agent#11137).
+        return (
+            f'"thinking.type.{kind}" is not supported for this model. Use "thinking.type.adaptive" '
+            'and "output_config.effort" to control thinking behavior.'
+        )
+    # Claude 4.5 and earlier: the same form, pointing at the mode they have (mock's wording).
+    return (
+        f'"thinking.type.{kind}" is not supported for this model. Use "thinking.type.enabled" '
+        'with "budget_tokens" to control thinking behavior.'
+    )
+
+
+def _check_effort(caps: ModelCaps, kind: str | None, effort: str | None) -> None:
+    if effort is not None and not caps.accepts_effort(effort):
+        if not caps.effort:
+            raise invalid(
+                f'output_config.effort: "{effort}" was provided, but {caps.id} does not '
+                "support the effort parameter"
+            )
+        levels = ", ".join(caps.effort)
+        raise invalid(
+            f'output_config.effort: "{effort}" is not supported by {caps.id}; supported values: '
+            f"[{levels}]"
+        )
+    level = effort or caps.effort_default
+    ceiling = caps.thinking.disabled_max_effort
+    if kind == "disabled" and ceiling and level and effort_rank(level) > effort_rank(ceiling):
+        # The API's words on Claude Opus 5 (logancyang/obsidian-copilot#2843).
+        raise invalid(
+            f"output_config.effort '{level}' is not supported when thinking is disabled on this "
+            f"model. Use effort '{ceiling}' or below, or enable thinking."
+        )
+    if kind == "between_tools" and level not in caps.thinking.between_tools_effort:
+        # whats-new-sonnet-5-5: between_tools at low, medium and high effort; xhigh or max is a 400.
+        raise invalid(
+            f"output_config.effort '{level}' is not supported with thinking type "
+            "'between_tools'. Use effort 'high' or below, or adaptive thinking."
+        )
+
+
+def _check_thinking_blocks(
+    body: dict[str, Any], turns: list[_Turn], caps: ModelCaps, on_mismatch: str | None
+) -> set[tuple[int, int]]:
+    """Every thinking / redacted_thinking block sent back must carry a signature the mock made
+    for exactly that block; on models with preserved thinking its prefix must be unchanged.
+    Returns the blocks dropped under ``prefix_mismatch_behavior: "drop_block"``."""
+    plain = signing.turns_of(body.get("messages"))
+    dropped: set[tuple[int, int]] = set()
+    invalid_from: int | None = None  # every thinking block after an invalid one is invalid too
+    for t, turn in enumerate(turns):
+        if turn.role != "assistant":
+            continue
+        for k, (i, j, block) in enumerate(turn.blocks):
+            kind = block.get("type")
+            if kind not in ("thinking", "redacted_thinking"):
+                continue
+            text = block.get("thinking") if kind == "thinking" else None
+            field_name = "signature" if kind == "thinking" else "data"
+            signed = signing.verify(block.get(field_name), text)
+            if signed is None:
+                raise invalid(
+                    f"messages.{i}.content.{j}: Invalid `{field_name}` in `{kind}` block."
+                )
+            if not caps.thinking.preserved:
+                continue
+            moved = signed.prefix != signing.prefix_digest(body, plain[: t + 1], "assistant", k)
+            if moved or invalid_from is not None:
+                invalid_from = t if invalid_from is None else invalid_from
+                if on_mismatch == "drop_block":
+                    dropped.add((i, j))
+                    continue
+                # The API's words (preserved-thinking/fix-bound-to-a-different-conversation).
+                raise invalid(
+                    f"messages.{i}.content.{j}: Invalid `signature` in `{kind}` block. The block "
+                    "is bound to a different conversation. Remove the block, or set "
+                    '`thinking.block_binding.prefix_mismatch_behavior` to "drop_block".'
+                )
+    return dropped
+
+
+def _check_final_thinking(turns: list[_Turn], dropped: set[tuple[int, int]]) -> None:
+    """With thinking on, the assistant turn whose tool calls the final user turn answers must
+    start with its thinking block(s) (the mock always thinks when thinking is on, so a turn
+    without one lost it on the way)."""
+    if len(turns) < 2 or turns[-1].role != "user" or turns[-2].role != "assistant":
+        return
+    final, answers = turns[-2], turns[-1]
+    if not any(b.get("type") == "tool_use" for _, _, b in final.blocks):
+        return
+    if not answers.blocks or answers.blocks[0][2].get("type") != "tool_result":
+        return
+    if any((i, j) in dropped for i, j, _ in final.blocks):
+        return  # the API dropped them itself ("drop_block"): the request goes on without them
+    i, j, block = final.blocks[0]
+    if block.get("type") in ("thinking", "redacted_thinking"):
+        return
+    # The API's words (e.g. n8n-io/n8n#22550, anomalyco/opencode#3077).
+    raise invalid(
+        f"messages.{i}.content.{j}.type: Expected `thinking` or `redacted_thinking`, but found "
+        f"`{block.get('type')}`. When `thinking` is enabled, a final `assistant` message must start "
+        "with a thinking block (preceeding the lastmost set of `tool_use` and `tool_result` "
+        "blocks). We recommend you include thinking blocks from previous turns. To avoid this "
+        f"requirement, disable `thinking`. Please consult our documentation at {_THINKING_DOCS}"
     )
