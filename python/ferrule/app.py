@@ -24,7 +24,7 @@ from .metrics import Metrics
 from .models import KNOWN_MODELS
 from .resilience import Resilience, RetryPolicy
 from .routes.chat import chat_completions
-from .routes.common import RequestContext, Route
+from .routes.common import Admission, RequestContext, Route
 from .routes.messages import count_tokens, messages
 from .stats_cli import stats_from_query
 from .upstream import Upstream
@@ -61,6 +61,7 @@ class App:
             in_flight=lambda: self.in_flight,
         )
         self.in_flight = 0  # proxied requests being served by this worker
+        self.admission = Admission(cfg)  # Host, Origin and content type of proxied requests
         self.draining = False
         self.metrics = Metrics(tenant_label=cfg.metrics_tenant_label)
         # The ledger writer (a thread) and the stores start in the lifespan, inside the worker.
@@ -145,6 +146,7 @@ class App:
             if route is not None:
                 if method != "POST":
                     raise ProxyError(405, f"{method} is not allowed on {path}; use POST")
+                self.admission.check(scope)  # before any work: a web page gets nothing done
                 if self.in_flight >= self.cfg.max_concurrent:
                     # Shed load at once rather than queue without bound.
                     raise ProxyError(

@@ -57,6 +57,8 @@ class Config:
     pool_timeout: float = 30.0
     max_body_bytes: int = 32 * 1024 * 1024
     max_event_bytes: int = 8 * 1024 * 1024
+    # A non-streamed upstream answer is read whole before it is answered: bounded like a body.
+    max_response_bytes: int = 32 * 1024 * 1024
     max_concurrent: int = 1024
     # retries before the first byte reaches the client (see ferrule.resilience)
     max_attempts: int = 3
@@ -74,6 +76,11 @@ class Config:
     access_key_sha256: str = ""
     # The operator's Anthropic key, used when callers authenticate with the access key.
     upstream_api_key: str = ""
+    # Comma lists. allowed_hosts: Host names besides the loopback ones accepted on the proxied
+    # routes when Ferrule holds upstream_api_key on a loopback bind (or whenever it is set; "*":
+    # any). allowed_origins: browser origins let through ("*": any); by default none.
+    allowed_hosts: str = ""
+    allowed_origins: str = ""
     log_level: str = "info"
     model_aliases: Mapping[str, str] = field(default_factory=dict)
     # Where the ledger (and the SQLite response cache) live; "" = ~/.local/share/ferrule.
@@ -141,6 +148,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "pool_timeout": ("FERRULE_POOL_TIMEOUT", _FLOAT),
     "max_body_bytes": ("FERRULE_MAX_BODY_BYTES", _INT),
     "max_event_bytes": ("FERRULE_MAX_EVENT_BYTES", _INT),
+    "max_response_bytes": ("FERRULE_MAX_RESPONSE_BYTES", _INT),
     "max_concurrent": ("FERRULE_MAX_CONCURRENT", _INT),
     "max_attempts": ("FERRULE_MAX_ATTEMPTS", _INT),
     "retry_base": ("FERRULE_RETRY_BASE", _FLOAT),
@@ -150,6 +158,8 @@ _ENV: dict[str, tuple[str, Any]] = {
     "breaker_threshold": ("FERRULE_BREAKER_THRESHOLD", _INT),
     "breaker_cooldown": ("FERRULE_BREAKER_COOLDOWN", _FLOAT),
     "upstream_api_key": ("FERRULE_UPSTREAM_API_KEY", _str),
+    "allowed_hosts": ("FERRULE_ALLOWED_HOSTS", _str),
+    "allowed_origins": ("FERRULE_ALLOWED_ORIGINS", _str),
     "log_level": ("FERRULE_LOG_LEVEL", _str),
     "data_dir": ("FERRULE_DATA_DIR", _str),
     "response_cache": ("FERRULE_RESPONSE_CACHE", _str),
@@ -286,6 +296,8 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("pool_size must be at least 1")
     if cfg.max_body_bytes < 1024:
         raise ConfigError("max_body_bytes must be at least 1024")
+    if cfg.max_response_bytes < 1024:
+        raise ConfigError("max_response_bytes must be at least 1024")
     if cfg.response_cache not in ("auto", "memory", "sqlite", "redis", "off"):
         raise ConfigError("response_cache must be auto, memory, sqlite, redis or off")
     if cfg.response_cache == "redis" and not cfg.redis_url:

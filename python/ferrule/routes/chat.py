@@ -20,8 +20,11 @@ from ..upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 from .common import (
     SSE_HEADERS,
     RequestContext,
+    held_secrets,
     parse_json,
     read_all,
+    redact,
+    redact_bytes,
     upstream_error,
     upstream_headers,
 )
@@ -90,9 +93,9 @@ async def _answer(
     try:
         ctx.extra_headers = await ex.compression_headers()
         if resp.status_code != 200:
-            raise await upstream_error(resp)
+            raise await upstream_error(resp, secrets=held_secrets(ctx, app.cfg.upstream_api_key))
         if not tr.stream:
-            raw = await read_all(resp)
+            raw = await read_all(resp, app.cfg.max_response_bytes)
             msg = parse_json(raw, "the upstream answer", status=502)
             if not isinstance(msg, dict):
                 raise ProxyError(502, "the upstream sent an answer that is not a JSON object")
@@ -121,6 +124,13 @@ def _error_event(message: str, etype: str) -> bytes:
     """A terminal OpenAI stream error (the openai SDK raises it); never followed by [DONE]."""
     err = ProxyError(502, message, type=etype)
     return b"data: " + openai_error_body(err) + b"\n\n"
+
+
+def _stream_error(error: tuple[str, str], ctx: RequestContext, ex: Exchange) -> ProxyError:
+    """An upstream error event that came before any byte went out, as an HTTP error."""
+    secrets = held_secrets(ctx, ex.app.cfg.upstream_api_key)
+    etype, message = (redact(part, secrets) for part in error)
+    return ProxyError(_STREAM_ERROR_STATUS.get(etype, 502), message, type=etype)
 
 
 async def _stream(
@@ -153,12 +163,13 @@ async def _stream(
             if accumulator is not None:
                 accumulator.feed(chunk)
             out = translator.feed(chunk)
+            if translator.done and translator.error is not None:  # it may quote a key we hold
+                out = redact_bytes(out, held_secrets(ctx, ex.app.cfg.upstream_api_key))
             if out:
                 if not started:
                     if not translator.started and translator.error is not None:
                         # An error event before any byte went out: answer with an HTTP error.
-                        etype, message = translator.error
-                        raise ProxyError(_STREAM_ERROR_STATUS.get(etype, 502), message, type=etype)
+                        raise _stream_error(translator.error, ctx, ex)
                     await start()
                 await send({"type": "http.response.body", "body": out, "more_body": True})
                 out = b""
@@ -188,7 +199,6 @@ async def _stream(
         ctx.outcome = _OUTCOMES.get(translator.outcome, "upstream_error")
     if not started:
         if translator.error is not None:
-            etype, message = translator.error
-            raise ProxyError(_STREAM_ERROR_STATUS.get(etype, 502), message, type=etype)
+            raise _stream_error(translator.error, ctx, ex)
         await start()
     await send({"type": "http.response.body", "body": out, "more_body": False})

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import re
 import uuid
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -16,12 +18,20 @@ from ..asgi import BodyTooLarge, Receive, Scope, header, read_body
 from ..errors import ProxyError
 from ..upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 
+if TYPE_CHECKING:
+    from ..config import Config
+
 __all__ = [
     "PASSED_BACK",
+    "REDACTED",
     "SSE_HEADERS",
+    "Admission",
     "RequestContext",
+    "held_secrets",
     "parse_json",
     "read_all",
+    "redact",
+    "redact_bytes",
     "upstream_error",
     "upstream_headers",
 ]
@@ -188,10 +198,30 @@ def upstream_headers(scope: Scope, api_key: str, version: str) -> list[tuple[str
     return headers
 
 
-async def read_all(resp: UpstreamResponse) -> bytes:
-    """A whole non-streamed upstream body; a failure while reading is a 502/504."""
+async def read_all(resp: UpstreamResponse, limit: int = 0) -> bytes:
+    """A whole non-streamed upstream body; a failure while reading is a 502/504, and so is a body
+    over ``limit`` bytes (0: no limit), refused from its content-length when it gives one."""
+
+    def too_large() -> ProxyError:
+        return ProxyError(
+            502,
+            f"the upstream answer is larger than Ferrule's limit of {limit} bytes "
+            "(max_response_bytes)",
+            type="api_error",
+        )
+
+    declared = resp.headers.get("content-length", "")
+    if limit and declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise too_large()
+    parts: list[bytes] = []
+    size = 0
     try:
-        return await resp.aread()
+        async for chunk in resp.aiter_raw():
+            size += len(chunk)
+            if limit and size > limit:
+                raise too_large()
+            parts.append(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
     except UpstreamTimeout:
         raise ProxyError(
             504, "the upstream (Anthropic) stopped answering", type="timeout_error"
@@ -200,10 +230,13 @@ async def read_all(resp: UpstreamResponse) -> bytes:
         raise ProxyError(502, f"the upstream answer was cut off ({type(exc).__name__})") from None
 
 
-async def upstream_error(resp: UpstreamResponse, *, openai: bool = True) -> ProxyError:
+async def upstream_error(
+    resp: UpstreamResponse, *, openai: bool = True, secrets: Iterable[str] = ()
+) -> ProxyError:
     """An upstream non-200 as a ProxyError keeping status (529 -> 503 for OpenAI clients),
     message and the headers the client needs to back off. A body that is not Anthropic's JSON
-    (an intermediary's HTML page) is never passed on."""
+    (an intermediary's HTML page) is never passed on, and no key in ``secrets`` (see
+    ``held_secrets``) is: an upstream that quotes the key it was given has it redacted."""
     raw = b""
     try:
         async for chunk in resp.aiter_raw():
@@ -224,10 +257,219 @@ async def upstream_error(resp: UpstreamResponse, *, openai: bool = True) -> Prox
             message = err["message"]
         if isinstance(err.get("type"), str):
             etype = err["type"]
+    secrets = tuple(secrets)
+    message = redact(message, secrets)
+    if etype is not None and redact(etype, secrets) != etype:
+        etype = None
     status = resp.status_code
     if status == 529 and openai:
         status = 503  # OpenAI clients know 503 as "overloaded, retry"
     elif status < 400 or status > 599:
         status = 502
-    passed = [(k.lower(), v) for k, v in resp.raw_headers if PASSED_BACK.match(k.lower())]
+    passed = [
+        (k.lower(), v)
+        for k, v in resp.raw_headers
+        if PASSED_BACK.match(k.lower()) and redact_bytes(v, secrets) == v
+    ]
     return ProxyError(status, message, type=etype, headers=passed)
+
+
+# -- keys never leave in an answer ------------------------------------------------------------
+
+REDACTED = "[redacted]"
+# Shorter "keys" are placeholders (a local test upstream's "k"), and replacing them everywhere
+# would garble messages without protecting anything.
+_MIN_SECRET = 8
+
+
+def held_secrets(ctx: RequestContext, operator_key: str = "") -> tuple[str, ...]:
+    """Every credential this request put in Ferrule's hands: the key sent upstream, what the
+    caller presented (Bearer token, ``x-api-key``, ``x-ferrule-access-key``) and the operator's
+    key; longest first, so that a key containing another is replaced whole. Only built on error
+    paths."""
+    found = {operator_key, ctx.api_key or "", _bearer(ctx.scope) or ""}
+    for name in (b"x-api-key", b"x-ferrule-access-key"):
+        value = header(ctx.scope, name)
+        if value is not None:
+            found.add(value.strip().decode("latin-1"))
+    return tuple(sorted((s for s in found if len(s) >= _MIN_SECRET), key=len, reverse=True))
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of a secret replaced by ``[redacted]``."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact_bytes(data: bytes, secrets: Iterable[str]) -> bytes:
+    """``redact`` on raw bytes (an SSE event as the upstream sent it). The replacement holds no
+    quote or backslash, so a JSON string stays valid."""
+    for secret in secrets:
+        raw = secret.encode("utf-8", "replace")
+        if raw in data:
+            data = data.replace(raw, REDACTED.encode())
+    return data
+
+
+# -- who may call the proxied routes -----------------------------------------------------------
+
+# application/json or any +json type, with or without parameters (charset=utf-8). The media
+# types a web page may POST without a CORS preflight (text/plain, form encodings) never match.
+_JSON_TYPE = re.compile(rb"^[ \t]*application/(?:[a-z0-9.!#$&^_-]+\+)?json[ \t]*(?:;|$)", re.I)
+_KNOWN_HOSTS_MAX = 64  # accepted Host values remembered per worker, so the check is one lookup
+
+
+def _split(value: str) -> set[str]:
+    return {part.strip().lower() for part in value.split(",") if part.strip()}
+
+
+def _host_name(value: str) -> str | None:
+    """The name in a Host value: port dropped, brackets of an IPv6 literal dropped, lower case,
+    one trailing dot dropped; None when it is malformed."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        rest = value[end + 1 :]
+        if end == -1 or (rest and not (rest[:1] == ":" and _is_port(rest[1:]))):
+            return None
+        return value[1:end] or None
+    if value.count(":") > 1:
+        return value  # a bare IPv6 literal: not valid in Host, but unambiguous
+    name, sep, port = value.partition(":")
+    if sep and not _is_port(port):
+        return None
+    name = name.removesuffix(".")
+    return name or None
+
+
+def _is_port(value: str) -> bool:
+    return value.isascii() and value.isdigit() and len(value) <= 5
+
+
+def _is_loopback_name(name: str) -> bool:
+    """localhost, its subdomains (RFC 6761: never resolved through DNS by browsers) and loopback
+    addresses (127/8, ::1, and ::ffff:127.x mapped)."""
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+class Admission:
+    """Which requests the proxied routes take, decided from their headers before anything else
+    (docs/reliability.md, D9-D11). A web page must never spend a key Ferrule holds:
+
+    - a body declared as anything but JSON is a 415 (the types a page may POST without a CORS
+      preflight are text/plain and the form encodings); with no content type at all the body is
+      read as JSON unless Ferrule holds the operator's key, which then insists on it;
+    - a request carrying an ``Origin`` (browsers send one on every POST) or ``sec-fetch-site:
+      cross-site``/``same-site`` is a 403 unless the origin is in ``allowed_origins``;
+    - when Ferrule holds the operator's key on a loopback bind (or ``allowed_hosts`` is set), a
+      Host that is not a loopback name, the bind address or an allowed name is a 421: that is
+      what a DNS-rebinding page sends. ``allowed_hosts = "*"`` turns the check off.
+
+    Server-to-server clients send neither Origin nor a foreign Host, so none of this touches them.
+    """
+
+    __slots__ = (
+        "_any_origin",
+        "_check_host",
+        "_domains",
+        "_hosts",
+        "_known",
+        "_origins",
+        "_require_type",
+    )
+
+    def __init__(self, cfg: Config) -> None:
+        hosts = _split(cfg.allowed_hosts)
+        holds_key = bool(cfg.upstream_api_key)
+        bind = _host_name(cfg.host) or ""
+        self._check_host = "*" not in hosts and (
+            bool(hosts) or (holds_key and _is_loopback_name(bind))
+        )
+        names = {_host_name(h.removeprefix("*")) for h in hosts if h != "*"}
+        if bind not in ("0.0.0.0", "::"):
+            names.add(bind)
+        # ".corp.example" (or "*.corp.example") allows the domain and its subdomains
+        self._domains = tuple(n for n in names if n and n.startswith("."))
+        self._hosts = frozenset(n for n in names if n and not n.startswith("."))
+        self._known: set[bytes] = set()
+        origins = _split(cfg.allowed_origins)
+        self._any_origin = "*" in origins
+        self._origins = frozenset(o.rstrip("/") for o in origins)
+        self._require_type = holds_key
+
+    def check(self, scope: Scope) -> None:
+        host = origin = ctype = site = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value
+            elif name == b"origin":
+                origin = value
+            elif name == b"content-type":
+                ctype = value
+            elif name == b"sec-fetch-site":
+                site = value
+        if self._check_host and host is not None and host not in self._known:
+            self._check_host_value(bytes(host))
+        if origin is not None or site in (b"cross-site", b"same-site"):
+            self._check_origin(origin)
+        if ctype is None:
+            if self._require_type:
+                raise _unsupported("none given")
+        elif not _JSON_TYPE.match(ctype):
+            raise _unsupported(f"got {_shown(ctype)!r}")
+
+    def _check_host_value(self, host: bytes) -> None:
+        name = _host_name(host.decode("latin-1"))
+        ok = name is not None and (
+            name in self._hosts
+            or _is_loopback_name(name)
+            or any(name == d[1:] or name.endswith(d) for d in self._domains)
+        )
+        if not ok:
+            raise ProxyError(
+                421,
+                f"Host {_shown(host)!r} is not a name this Ferrule answers to (a web page that "
+                "reached it through DNS rebinding sends such a Host); if your clients really "
+                "call it so, add the name to allowed_hosts (FERRULE_ALLOWED_HOSTS)",
+                code="host_not_allowed",
+            )
+        if len(self._known) < _KNOWN_HOSTS_MAX:
+            self._known.add(host)
+
+    def _check_origin(self, origin: bytes | None) -> None:
+        if self._any_origin:
+            return
+        if origin is not None and origin.decode("latin-1").strip().lower() in self._origins:
+            return
+        shown = f"origin {_shown(origin)!r}" if origin is not None else "a cross-site request"
+        raise ProxyError(
+            403,
+            f"requests from web pages are refused ({shown}): a page must never spend a key "
+            "Ferrule holds; to let one through, add its origin to allowed_origins "
+            "(FERRULE_ALLOWED_ORIGINS)",
+            type="permission_error",
+            code="origin_not_allowed",
+        )
+
+
+def _shown(value: bytes) -> str:
+    """A header value for an error message: decoded, and short."""
+    text = value.decode("latin-1")
+    return text if len(text) <= 100 else text[:100] + "..."
+
+
+def _unsupported(given: str) -> ProxyError:
+    return ProxyError(
+        415,
+        f"the request body must be sent as content-type: application/json ({given})",
+        code="unsupported_media_type",
+    )
