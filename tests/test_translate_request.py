@@ -139,7 +139,6 @@ def test_stop_user_and_dropped_openai_only_fields() -> None:
             logit_bias={"1": 2},
             store=True,
             metadata={"a": "b"},
-            service_tier="auto",
             logprobs=False,
         )
     )
@@ -192,6 +191,7 @@ def test_tools_and_every_tool_choice_form() -> None:
             "name": "f",
             "description": "d",
             "input_schema": {"type": "object", "properties": {"x": {"type": "integer"}}},
+            "strict": True,  # strict tool use: every model of the table has it
         }
     ]
     assert "tool_choice" not in out
@@ -262,27 +262,145 @@ def test_assistant_tool_calls_and_tool_results_grouped_first_in_one_user_turn() 
 
 
 def test_reasoning_effort_enables_thinking_below_max_tokens_without_temperature() -> None:
-    out = tr(base(reasoning_effort="low", max_tokens=1000, temperature=0.3))
+    # Claude 4.5 models have only manual thinking: a budget below max_tokens
+    t = to_anthropic(
+        {
+            **base(reasoning_effort="low", max_tokens=1000, temperature=0.3),
+            "model": "claude-sonnet-4-5",
+        },
+        aliases={},
+        version="2023-06-01",
+    )
+    out = t.body
     assert out["thinking"] == {"type": "enabled", "budget_tokens": 2048}
     assert out["max_tokens"] == 3048 and out["thinking"]["budget_tokens"] < out["max_tokens"]
-    assert "temperature" not in out
+    assert "temperature" not in out and t.thinking
+    assert any("temperature dropped" in w for w in t.warnings)
     assert "thinking" not in tr(base(reasoning_effort="none"))
 
 
-def test_response_format_becomes_a_forced_tool() -> None:
+def test_reasoning_effort_is_adaptive_with_effort_where_the_model_has_it() -> None:
+    # Sonnet 4.6: adaptive thinking with output_config.effort ("enabled" is deprecated there)
+    out = tr(base(reasoning_effort="medium", max_tokens=1000))
+    assert out["thinking"] == {"type": "adaptive"}
+    assert out["output_config"] == {"effort": "medium"}
+    assert out["max_tokens"] == 1000 + 8192  # the client's answer budget kept on top
+    # xhigh where the model has no xhigh: the highest level not above it; minimal is low
+    assert tr(base(reasoning_effort="xhigh"))["output_config"] == {"effort": "high"}
+    assert tr(base(reasoning_effort="minimal"))["output_config"] == {"effort": "low"}
+    opus47 = tr({**base(reasoning_effort="xhigh"), "model": "claude-opus-4-7"})
+    assert opus47["output_config"] == {"effort": "xhigh"}
+    # never above the model's output ceiling
+    big = tr(base(reasoning_effort="xhigh", max_tokens=127_000))
+    assert big["max_tokens"] == 128_000
+
+
+def test_reasoning_effort_none_turns_default_thinking_off_where_allowed() -> None:
+    sonnet5 = tr({**base(reasoning_effort="none"), "model": "claude-sonnet-5"})
+    assert sonnet5["thinking"] == {"type": "disabled"}
+    # Opus 5: disabled only up to effort high (its default is high: nothing more to send)
+    assert tr({**base(reasoning_effort="none"), "model": "claude-opus-5"})["thinking"] == {
+        "type": "disabled"
+    }
+    # Sonnet 5.5 has between_tools instead of disabled
+    t = to_anthropic(
+        {**base(reasoning_effort="none"), "model": "claude-sonnet-5-5"},
+        aliases={},
+        version="2023-06-01",
+    )
+    assert t.body["thinking"] == {"type": "between_tools"}
+    assert t.body["output_config"] == {"effort": "low"}
+    # Fable 5.2 always thinks: lowest effort, and the client is told
+    t = to_anthropic(
+        {**base(reasoning_effort="none"), "model": "claude-fable-5-2"},
+        aliases={},
+        version="2023-06-01",
+    )
+    assert "thinking" not in t.body and t.body["output_config"] == {"effort": "low"}
+    assert t.thinking and any("cannot turn thinking off" in w for w in t.warnings)
+
+
+def test_sampling_a_model_refuses_is_dropped_with_a_warning_or_400_in_strict_mode() -> None:
+    body = {**base(temperature=0.2), "model": "claude-opus-4-7"}
+    t = to_anthropic(body, aliases={}, version="2023-06-01")
+    assert "temperature" not in t.body
+    assert t.warnings == ("temperature dropped: is not accepted by claude-opus-4-7",)
+    with pytest.raises(ProxyError) as err:
+        to_anthropic(body, aliases={}, version="2023-06-01", strict=True)
+    assert err.value.status == 400 and err.value.param == "temperature"
+    # the default value is accepted
+    assert tr({**base(temperature=1), "model": "claude-opus-4-7"})["temperature"] == 1
+
+
+def test_identity_service_tier_web_search_verbosity() -> None:
+    t = to_anthropic(
+        base(
+            safety_identifier="sid-1",
+            user="u-1",
+            prompt_cache_key="pk",
+            service_tier="flex",
+            verbosity="low",
+            web_search_options={
+                "user_location": {"approximate": {"city": "Paris", "country": "FR"}}
+            },
+        ),
+        aliases={},
+        version="2023-06-01",
+    )
+    assert t.body["metadata"] == {"user_id": "sid-1"}
+    assert "prompt_cache_key" not in orjson.dumps(t.body).decode()
+    assert t.body["service_tier"] == "standard_only"
+    assert t.body["tools"] == [
+        {
+            "type": "web_search_20250305",
+            "name": "web_search",
+            "user_location": {"type": "approximate", "city": "Paris", "country": "FR"},
+        }
+    ]
+    assert any(w.startswith("verbosity ignored") for w in t.warnings)
+
+
+def test_tool_history_without_tools_declares_the_tools_used() -> None:
+    msgs = [
+        {"role": "user", "content": "hi"},
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "look", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "found"},
+        {"role": "user", "content": "summarize"},
+    ]
+    out = tr(base(messages=msgs))
+    assert [t["name"] for t in out["tools"]] == ["look"]
+    assert out["tool_choice"] == {"type": "none"}
+
+
+def test_response_format_becomes_structured_outputs_or_a_forced_tool() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    rf = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    # every model of the table has structured outputs: output_config.format
+    t = to_anthropic(base(response_format=rf), aliases={}, version="2023-06-01")
+    assert t.json_tool is None and "tools" not in t.body
+    assert t.body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    # json_object (any object) stays a forced tool where forcing is accepted
     t = to_anthropic(
         base(response_format={"type": "json_object"}), aliases={}, version="2023-06-01"
     )
     assert t.json_tool == JSON_TOOL_NAME
     assert t.body["tool_choice"] == {"type": "tool", "name": JSON_TOOL_NAME}
     assert t.body["tools"][0]["input_schema"] == {"type": "object"}
-    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    # ... and structured outputs where the model refuses a forced tool
     t = to_anthropic(
-        base(
-            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
-        ),
+        {**base(response_format={"type": "json_object"}), "model": "claude-fable-5-2"},
         aliases={},
         version="2023-06-01",
+    )
+    assert t.json_tool is None and t.body["output_config"]["format"]["schema"] == {"type": "object"}
+    # an unknown model: the forced tool (no capability is assumed)
+    t = to_anthropic(
+        {**base(response_format=rf), "model": "claude-unknown-9"}, aliases={}, version="2023-06-01"
     )
     assert t.body["tools"][0]["input_schema"] == schema
     assert "response_format" not in t.body

@@ -17,17 +17,25 @@ from typing import Any
 import orjson
 
 from ..errors import ProxyError
-from ..models import default_max_tokens, resolve_model
+from ..models import ModelCaps, capabilities, default_max_tokens, resolve_model
+from .model_rules import OPENAI_EFFORTS, Notes, apply_reasoning, apply_sampling
 
 __all__ = ["JSON_TOOL_NAME", "Translated", "to_anthropic"]
 
 # The forced tool that carries response_format JSON when it is emulated with tool use.
 JSON_TOOL_NAME = "json_response"
 
-# thinking budgets for reasoning_effort (Anthropic requires >= 1024 and < max_tokens)
-_EFFORT_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 32768}
-# 4.5+ models reject temperature and top_p together
-_NO_TEMP_AND_TOP_P = re.compile(r"^claude-(opus|sonnet|haiku)-4-([5-9]|\d\d)")
+# json_object: any JSON object (the forced tool's schema, or structured outputs' where needed)
+_ANY_OBJECT: dict[str, Any] = {"type": "object"}
+# OpenAI service tiers -> Anthropic's (auto: priority capacity when the account has it)
+_SERVICE_TIER = {
+    "auto": "auto",
+    "priority": "auto",
+    "default": "standard_only",
+    "flex": "standard_only",
+    "scale": "auto",
+}
+_WEB_SEARCH_TOOL = "web_search_20250305"
 _DATA_URL = re.compile(r"^data:(?P<mt>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$", re.S)
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
@@ -41,6 +49,8 @@ class Translated:
     stream: bool
     include_usage: bool
     json_tool: str | None  # response_format emulated with this forced tool
+    thinking: bool = False  # the model thinks up front on this request
+    warnings: tuple[str, ...] = ()  # what was dropped or changed, for x-ferrule-warning
 
 
 def _bad(message: str, param: str | None = None) -> ProxyError:
@@ -234,7 +244,9 @@ def _merge(into: list[dict[str, Any]], blocks: list[dict[str, Any]]) -> None:
             into.append(block)
 
 
-def _tools(body: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+def _tools(
+    body: Mapping[str, Any], caps: ModelCaps | None, notes: Notes
+) -> list[dict[str, Any]] | None:
     tools = body.get("tools")
     if tools is None:
         return None
@@ -263,6 +275,11 @@ def _tools(body: Mapping[str, Any]) -> list[dict[str, Any]] | None:
         if isinstance(desc, str) and desc:
             entry["description"] = desc
         entry["input_schema"] = params
+        if fn.get("strict") is True:
+            if caps is None or caps.strict_tools:
+                entry["strict"] = True
+            else:
+                notes.note(f"{p}.function.strict ignored: {caps.id} has no strict tool use")
         out.append(entry)
     return out or None
 
@@ -324,7 +341,7 @@ def _response_format(
     if kind == "text":
         return None
     if kind == "json_object":
-        return {"type": "object"}
+        return _ANY_OBJECT
     if kind == "json_schema":
         spec = rf.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None
@@ -337,11 +354,77 @@ def _response_format(
     raise _bad("'response_format.type' must be text, json_object or json_schema", "response_format")
 
 
+def _identity(body: Mapping[str, Any], out: dict[str, Any], notes: Notes) -> None:
+    """``safety_identifier`` (or the older ``user``) -> ``metadata.user_id``; ``prompt_cache_key``
+    is accepted and never forwarded (an identifier of the client's, not Anthropic's)."""
+    for key in ("safety_identifier", "user", "prompt_cache_key"):
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            raise _bad(f"'{key}' must be a string", key)
+    ident = body.get("safety_identifier") or body.get("user")
+    if ident:
+        out["metadata"] = {"user_id": ident}
+
+
+def _web_search(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``web_search_options`` -> Anthropic's server web search tool
+    (platform.claude.com/docs/en/agents-and-tools/tool-use/web-search-tool)."""
+    opts = body.get("web_search_options")
+    if opts is None:
+        return None
+    if not isinstance(opts, dict):
+        raise _bad("'web_search_options' must be an object", "web_search_options")
+    tool: dict[str, Any] = {"type": _WEB_SEARCH_TOOL, "name": "web_search"}
+    loc = opts.get("user_location")
+    approx = loc.get("approximate") if isinstance(loc, dict) else None
+    if isinstance(approx, dict):
+        where = {
+            k: v
+            for k, v in approx.items()
+            if k in ("city", "region", "country", "timezone") and isinstance(v, str) and v
+        }
+        if where:
+            tool["user_location"] = {"type": "approximate", **where}
+    return tool
+
+
+def _service_tier(body: Mapping[str, Any], out: dict[str, Any]) -> None:
+    tier = body.get("service_tier")
+    if tier is None:
+        return
+    if tier not in _SERVICE_TIER:
+        raise _bad(f"'service_tier' must be one of {', '.join(_SERVICE_TIER)}", "service_tier")
+    out["service_tier"] = _SERVICE_TIER[tier]
+
+
+def _has_tool_blocks(turns: list[dict[str, Any]]) -> bool:
+    return any(b["type"] in ("tool_use", "tool_result") for t in turns for b in t["content"])
+
+
+def _history_tools(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    names: dict[str, None] = {}
+    for turn in turns:
+        for block in turn["content"]:
+            if block["type"] == "tool_use":
+                names.setdefault(block["name"], None)
+    if not names:  # tool results only: the API still wants a tool defined
+        names["tool"] = None
+    return [
+        {
+            "name": name,
+            "description": "A tool used earlier in this conversation (not offered now).",
+            "input_schema": {"type": "object"},
+        }
+        for name in names
+    ]
+
+
 def to_anthropic(
     body: Any,
     *,
     aliases: Mapping[str, str],
     version: str,
+    strict: bool = False,
 ) -> Translated:
     """Translate a parsed OpenAI request body. Raises ProxyError(400) for what cannot be sent."""
     if not isinstance(body, dict):
@@ -397,6 +480,8 @@ def to_anthropic(
     out: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": turns}
     if system:
         out["system"] = system
+    caps = capabilities(model)
+    notes = Notes(strict=strict)
 
     temperature = _number(body, "temperature")
     top_p = _number(body, "top_p")
@@ -406,67 +491,84 @@ def to_anthropic(
         raise _bad("'top_p' must be between 0 and 1", "top_p")
 
     effort = body.get("reasoning_effort")
-    if effort is not None and effort != "none":
-        if effort not in _EFFORT_BUDGET:
+    thinking = False
+    if effort is not None:
+        if effort not in OPENAI_EFFORTS:
             raise _bad(
-                f"'reasoning_effort' must be one of none, {', '.join(_EFFORT_BUDGET)}",
+                f"'reasoning_effort' must be one of {', '.join(OPENAI_EFFORTS)}",
                 "reasoning_effort",
             )
-        budget = _EFFORT_BUDGET[effort]
-        # max_tokens counts thinking too: keep the client's answer budget on top of it.
-        out["max_tokens"] = max_tokens + budget if asked_max else max(max_tokens, budget * 2)
-        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
-        temperature = top_p = None  # thinking requires the default sampling
+        thinking = apply_reasoning(out, effort, caps, asked_max=asked_max, notes=notes)
+    elif caps is not None:
+        thinking = caps.thinking.on(None)  # models that think unless told otherwise
 
     if version == "2023-06-01":
-        if temperature is not None and top_p is not None and _NO_TEMP_AND_TOP_P.match(model):
-            top_p = None  # those models reject both: keep temperature
-        if temperature is not None:
-            out["temperature"] = temperature
-        if top_p is not None:
-            out["top_p"] = top_p
+        apply_sampling(out, temperature, top_p, caps, thinking=thinking, notes=notes)
     # NOTE: 2026-10-21 rejects temperature/top_p/top_k even at default values: dropped.
 
     stop = _stop(body)
     if stop:
         out["stop_sequences"] = stop
-    user = body.get("user")
-    if user is not None:
-        if not isinstance(user, str):
-            raise _bad("'user' must be a string", "user")
-        if user:
-            out["metadata"] = {"user_id": user}
+    _identity(body, out, notes)
 
-    tools = _tools(body)
+    tools = _tools(body, caps, notes)
+    web = _web_search(body)
+    if web is not None:
+        tools = [*(tools or []), web]
     choice = _tool_choice(body, tools is not None)
     json_schema = _response_format(body)
     json_tool = None
+    manual = isinstance(out.get("thinking"), dict) and out["thinking"].get("type") == "enabled"
+    forced_ok = not manual and (caps is None or caps.forced_tool_choice)
     if json_schema is not None:
-        json_tool = JSON_TOOL_NAME
-        tools = [
-            *(tools or []),
-            {
-                "name": JSON_TOOL_NAME,
-                "description": "Respond with the answer as JSON matching this schema.",
-                "input_schema": json_schema,
-            },
-        ]
-        if "thinking" in out or (choice is not None and choice["type"] != "auto"):
-            choice = {"type": "any"} if "thinking" not in out else {"type": "auto"}
-        elif len(tools) == 1:
-            choice = {"type": "tool", "name": JSON_TOOL_NAME}
+        native = caps is not None and caps.structured_outputs
+        if native and (json_schema is not _ANY_OBJECT or not forced_ok):
+            # structured outputs (output_config.format): the answer is the JSON text itself
+            cfg = out.setdefault("output_config", {})
+            cfg["format"] = {"type": "json_schema", "schema": json_schema}
         else:
-            choice = {"type": "any"}
-    if "thinking" in out and choice is not None and choice["type"] in ("any", "tool"):
-        # Thinking only allows auto/none; forcing a tool would be rejected upstream.
+            json_tool = JSON_TOOL_NAME
+            tools = [
+                *(tools or []),
+                {
+                    "name": JSON_TOOL_NAME,
+                    "description": "Respond with the answer as JSON matching this schema.",
+                    "input_schema": json_schema,
+                },
+            ]
+            if not forced_ok or (choice is not None and choice["type"] != "auto"):
+                choice = {"type": "any"} if forced_ok else {"type": "auto"}
+            elif len(tools) == 1:
+                choice = {"type": "tool", "name": JSON_TOOL_NAME}
+            else:
+                choice = {"type": "any"}
+    if not forced_ok and choice is not None and choice["type"] in ("any", "tool"):
+        # Manual thinking, and some models, only allow auto/none: forcing a tool is a 400.
+        if json_tool is None:
+            notes.note("tool_choice: a forced tool is not accepted here; sent as auto")
         choice = {k: v for k, v in choice.items() if k == "disable_parallel_tool_use"}
         choice["type"] = "auto"
+    if not tools and _has_tool_blocks(turns):
+        # The API wants every tool in the history defined, even when this request offers
+        # none (AutoGen reflection, a handoff to an agent without tools): declare the ones
+        # used, and forbid new calls.
+        tools = _history_tools(turns)
+        choice = {"type": "none"}
     if tools:
         out["tools"] = tools
     if choice is not None:
         out["tool_choice"] = choice
+    _service_tier(body, out)
+    if body.get("verbosity") is not None:
+        notes.note("verbosity ignored: Anthropic has no such setting (effort steers length)")
     if stream:
         out["stream"] = True
     return Translated(
-        body=out, model=model_asked, stream=stream, include_usage=include_usage, json_tool=json_tool
+        body=out,
+        model=model_asked,
+        stream=stream,
+        include_usage=include_usage,
+        json_tool=json_tool,
+        thinking=thinking,
+        warnings=tuple(notes.warnings),
     )
