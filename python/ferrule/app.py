@@ -26,7 +26,9 @@ from .resilience import Resilience, RetryPolicy
 from .routes.chat import chat_completions
 from .routes.common import Admission, RequestContext, Route
 from .routes.messages import count_tokens, messages
+from .seal import load_sealer
 from .stats_cli import stats_from_query
+from .thinking import THINKING_MAX_BYTES, THINKING_SQLITE_NAME, ThinkingMemory
 from .upstream import Upstream
 
 __all__ = ["App", "create_app"]
@@ -68,6 +70,9 @@ class App:
         self.ledger: LedgerWriter | None = None
         self.recorder = Recorder(None, self.metrics)
         self.store: ResponseStore | None = None
+        # Thinking blocks of tool turns, for OpenAI clients (ferrule.thinking): its own store of
+        # the same family, so it works whatever the response cache is set to.
+        self.thinking: ThinkingMemory | None = None
         self.data_dir = resolve_data_dir(cfg.data_dir or None)
 
     @property
@@ -96,6 +101,8 @@ class App:
                     await self._upstream.aclose()
                 if self.store is not None:
                     await self.store.close()
+                if self.thinking is not None:
+                    await self.thinking.close()
                 if self.ledger is not None:
                     await asyncio.to_thread(self.ledger.close)  # flushes what is queued
                 await send({"type": "lifespan.shutdown.complete"})
@@ -122,6 +129,18 @@ class App:
                 )
             except Exception as exc:  # the proxy serves without a cache rather than not at all
                 log.warning("response cache %s unavailable (%s): caching off", kind, exc)
+        try:
+            thinking_store = open_store(
+                default_store_kind(cfg.workers, redis_url=cfg.redis_url or None),
+                path=str(self.data_dir / THINKING_SQLITE_NAME),
+                redis_url=cfg.redis_url or None,
+                max_bytes=THINKING_MAX_BYTES,
+            )
+            self.thinking = ThinkingMemory(
+                thinking_store, load_sealer(cfg.secret_key, self.data_dir), cfg.thinking_ttl
+            )
+        except Exception as exc:  # tool loops with thinking then degrade (ferrule.thinking)
+            log.warning("thinking store unavailable (%s): tool turns lose their thinking", exc)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]

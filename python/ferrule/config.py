@@ -104,10 +104,17 @@ class Config:
     # seconds to receive a request's headers, also the keep-alive idle timeout; listen backlog.
     http: str = "1"
     max_connections: int = 8192
+    # Thinking blocks of tool turns kept for OpenAI clients (ferrule.thinking): how long, and
+    # the secrets that seal them at rest and in Responses items (comma list, the first seals;
+    # "" = one generated into data_dir/secret.key).
+    thinking_ttl: float = 86400.0
+    secret_key: str = ""
+    # A request field the model refuses: dropped with x-ferrule-warning, or a 400 when strict.
+    strict_params: bool = False
     header_read_timeout: float = 30.0
     backlog: int = 1024
 
-    def __repr__(self) -> str:  # never print the operator's key
+    def __repr__(self) -> str:  # never print the operator's key or the secret
         return f"Config(host={self.host!r}, port={self.port}, upstream_url={self.upstream_url!r})"
 
     def to_json(self) -> bytes:
@@ -175,6 +182,9 @@ _ENV: dict[str, tuple[str, Any]] = {
     "max_connections": ("FERRULE_MAX_CONNECTIONS", _INT),
     "header_read_timeout": ("FERRULE_HEADER_READ_TIMEOUT", _FLOAT),
     "backlog": ("FERRULE_BACKLOG", _INT),
+    "thinking_ttl": ("FERRULE_THINKING_TTL", _FLOAT),
+    "secret_key": ("FERRULE_SECRET_KEY", _str),
+    "strict_params": ("FERRULE_STRICT_PARAMS", _bool),
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 

@@ -33,11 +33,23 @@ import orjson
 from .cache.stores import ResponseStore, StoreUnavailable
 from .seal import Sealer, SealError
 
-__all__ = ["THINKING_TYPES", "Restored", "ThinkingMemory", "degrade", "loop_turn"]
+__all__ = [
+    "THINKING_MAX_BYTES",
+    "THINKING_SQLITE_NAME",
+    "THINKING_TYPES",
+    "Restored",
+    "ThinkingMemory",
+    "degrade",
+    "loop_turn",
+]
 
 log = logging.getLogger("ferrule.thinking")
 
 THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
+THINKING_SQLITE_NAME = "thinking.sqlite3"
+"""The SQLite store's file in the data folder (shared by the workers of a host)."""
+THINKING_MAX_BYTES = 64 * 1024 * 1024
+"""Budget of the memory and SQLite stores (oldest entries go first)."""
 _KEY_DOMAIN = b"ferrule-thinking-v1\x00"
 # A conversation replays at most this many assistant turns' lookups per request; older turns
 # keep whatever the client sent (only the turn the tool loop is in is required by the API).
@@ -98,6 +110,9 @@ class ThinkingMemory:
         self._store = store
         self._sealer = sealer
         self._ttl = ttl_s
+
+    async def close(self) -> None:
+        await self._store.close()
 
     async def remember(self, tenant: str, message: Any) -> int:
         """Keep the thinking blocks of an answer that ended in tool calls; how many ids."""

@@ -248,7 +248,16 @@ def plan_answer(
                 data = signing.sign(model, None, prefix())
                 blocks.append(Block(type="redacted_thinking", signature=data))
 
-    if directives.has("echo"):
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    structured = isinstance(fmt, dict) and fmt.get("type") == "json_schema"
+    if structured and not _custom_tools(body):
+        # Structured outputs: the answer is JSON text that matches the schema (a tool
+        # directive has no tool to call here, so it asks for this JSON too).
+        text = orjson.dumps(_value_for(fmt.get("schema"), "answer")).decode()
+        blocks.append(Block(type="text", pieces=_chunks(text, _ECHO_CHUNK)))
+        output_tokens += estimate(text)
+    elif directives.has("echo"):
         text = orjson.dumps(body).decode()
         blocks.append(Block(type="text", pieces=_chunks(text, _ECHO_CHUNK)))
         output_tokens += estimate(text)
@@ -273,7 +282,11 @@ def plan_answer(
             stop_reason = "max_tokens"
             output_tokens = max(output_tokens, max_tokens)
 
-    if stop_reason == "end_turn" and (directives.has("tool") or directives.has("tools2")):
+    if (
+        stop_reason == "end_turn"
+        and not (structured and not _custom_tools(body))
+        and (directives.has("tool") or directives.has("tools2"))
+    ):
         tools = _custom_tools(body)
         count = 2 if directives.has("tools2") else 1
         for n in range(count):

@@ -602,6 +602,15 @@ def _stop_sequences(value: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _uses_tools(messages: Any) -> bool:
+    return any(
+        isinstance(b, dict) and b.get("type") in ("tool_use", "tool_result")
+        for m in messages
+        if isinstance(m, dict) and isinstance(m.get("content"), list)
+        for b in m["content"]
+    )
+
+
 def validate_request(
     body: Any, *, version: str, beta: bool = False, count_tokens: bool = False
 ) -> Checked:
@@ -699,6 +708,11 @@ def validate_request(
         ):
             raise invalid("messages: final assistant content cannot end with trailing whitespace")
     tool_ids = _check_tool_pairing(turns)
+    if not tool_names and _uses_tools(body["messages"]):
+        # The API's own check: history with tool blocks needs the tools defined.
+        raise invalid(
+            "Requests which include `tool_use` or `tool_result` blocks must define tools."
+        )
 
     _check_sampling(caps, {"temperature": temperature, "top_p": top_p, "top_k": body.get("top_k")})
     kind = thinking.kind if thinking is not None else None

@@ -13,7 +13,9 @@ from ..asgi import Send, send_bytes
 from ..cache import MessageAccumulator, hit_usage, message_to_sse, storable_json
 from ..errors import ProxyError, openai_error_body
 from ..exchange import Exchange, usage_from_counts
+from ..models import capabilities, effort_rank
 from ..pricing import Usage
+from ..thinking import degrade
 from ..translate.request import Translated, to_anthropic
 from ..translate.response import to_openai
 from ..upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
@@ -53,9 +55,46 @@ _STREAM_ERROR_STATUS = {
 
 async def chat_completions(app: App, ctx: RequestContext, body: Any, send: Send) -> None:
     key = ctx.require_key()
-    tr = to_anthropic(body, aliases=app.cfg.model_aliases, version=app.cfg.anthropic_version)
+    tr = to_anthropic(
+        body,
+        aliases=app.cfg.model_aliases,
+        version=app.cfg.anthropic_version,
+        strict=app.cfg.strict_params,
+    )
+    ctx.warnings.extend(tr.warnings)
     with Exchange(app, ctx, "/v1/chat/completions", tr.body["model"], tr.stream) as ex:
+        await _restore_thinking(app, ctx, ex, tr)
         await _answer(app, ctx, ex, tr, key, send)
+
+
+async def _restore_thinking(app: App, ctx: RequestContext, ex: Exchange, tr: Translated) -> None:
+    """Put a tool turn's thinking blocks back (OpenAI clients cannot send them); when the open
+    tool loop's are gone, make the request one the API accepts and say so (ferrule.thinking)."""
+    tenant = ex.record.tenant
+    if (
+        app.thinking is None
+        or tenant is None
+        or not any(m["role"] == "assistant" for m in tr.body["messages"])
+    ):
+        return
+    restored = await app.thinking.restore(tenant, tr.body)
+    if restored.loop_missing and tr.thinking:
+        caps = capabilities(tr.body["model"])
+        can_disable = caps is None or caps.thinking.accepts("disabled")
+        warning = degrade(tr.body, can_disable=can_disable)
+        if caps is not None and can_disable:
+            cap = caps.thinking.disabled_max_effort
+            cfg = tr.body.get("output_config")
+            effort = cfg.get("effort") if isinstance(cfg, dict) else caps.effort_default
+            if cap is not None and effort is not None and effort_rank(effort) > effort_rank(cap):
+                tr.body.setdefault("output_config", {})["effort"] = cap
+        if warning:
+            ctx.warnings.append(warning)
+
+
+async def _remember_thinking(app: App, ex: Exchange, message: Any) -> None:
+    if app.thinking is not None and ex.record.tenant is not None:
+        await app.thinking.remember(ex.record.tenant, message)
 
 
 async def _answer(
@@ -74,6 +113,7 @@ async def _answer(
     if cached is not None:
         ctx.extra_headers = await ex.compression_headers()
         ex.set_usage(Usage.from_anthropic(hit_usage(cached)))
+        await _remember_thinking(app, ex, cached)
         if tr.stream:
             replay = translator.feed(message_to_sse(cached)) + translator.finish()
             ex.first_byte()
@@ -100,6 +140,7 @@ async def _answer(
             if not isinstance(msg, dict):
                 raise ProxyError(502, "the upstream sent an answer that is not a JSON object")
             ex.set_usage(Usage.from_anthropic(msg.get("usage")))
+            await _remember_thinking(app, ex, msg)
             out = to_openai(msg, model=tr.model, created=created, json_tool=tr.json_tool)
             # Stored before answering, so a client's immediate repeat already finds it.
             if ex.storing:
@@ -107,14 +148,19 @@ async def _answer(
             ex.first_byte()
             await send_bytes(send, 200, out, headers=ctx.response_headers())
             return
-        accumulator = MessageAccumulator() if ex.storing else None
+        # The whole answer is rebuilt only when it is stored, or when it may carry thinking
+        # blocks that a later tool turn needs back.
+        keep_thinking = tr.thinking and app.thinking is not None and "tools" in tr.body
+        accumulator = MessageAccumulator() if ex.storing or keep_thinking else None
         try:
             await _stream(translator, resp, ctx, ex, send, app.cfg.stream_deadline, accumulator)
         finally:
             ex.set_usage(
                 usage_from_counts(translator.usage), estimated=translator.outcome != "complete"
             )
-        if accumulator is not None and translator.outcome == "complete":
+        if accumulator is not None and translator.outcome == "complete" and accumulator.complete:
+            if keep_thinking:
+                await _remember_thinking(app, ex, accumulator.message())
             await ex.store(accumulator.storable())
     finally:
         await resp.aclose()

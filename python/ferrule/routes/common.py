@@ -75,6 +75,7 @@ class RequestContext:
         "route",
         "scope",
         "upstream_request_id",
+        "warnings",
         "x_cache",
     )
 
@@ -92,6 +93,7 @@ class RequestContext:
         self.upstream_request_id: str | None = None
         self.x_cache: str | None = None  # HIT, MISS or BYPASS once the cache policy ran
         self.extra_headers: list[tuple[bytes, bytes]] = []  # e.g. the compression figures
+        self.warnings: list[str] = []  # what Ferrule dropped or changed: x-ferrule-warning
         self.raw_body = b""
         self.api_key = _api_key(scope)
 
@@ -153,6 +155,10 @@ class RequestContext:
         if self.x_cache:
             headers.append((b"x-cache", self.x_cache.encode()))
         headers.extend(self.extra_headers)
+        if self.warnings:
+            # one header; ASCII only (values name fields and model ids)
+            text = "; ".join(self.warnings).encode("ascii", "replace")
+            headers.append((b"x-ferrule-warning", text))
         if self.upstream_request_id:
             headers.append((b"x-upstream-request-id", self.upstream_request_id.encode()))
         return headers
