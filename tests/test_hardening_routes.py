@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import re
 import sqlite3
 import time
 import uuid
@@ -108,6 +110,31 @@ class JsonCut(Scenario):
         await ex.write(body[: len(body) // 2])
         await ex.sleep(0.05)
         ex.close()
+
+
+@dataclass(frozen=True)
+class CrlfStream(Scenario):
+    """A complete stream with CRLF line ends, written in pieces that split events and line ends,
+    with a comment after ``message_stop``: what goes out must be these bytes, in this order."""
+
+    kind: ClassVar[str] = "hardening_crlf_stream"
+
+    async def run(self, ex: Exchange) -> None:
+        await ex.sse_head()
+        for piece in crlf_pieces(ex.body_json):
+            await ex.body(piece)
+            await ex.sleep(0.01)  # one network chunk per piece
+        await ex.end()
+
+
+def crlf_pieces(body: dict[str, Any]) -> list[bytes]:
+    raw = b"".join(wire.ok_events(body, 3)).replace(b"\n", b"\r\n") + b": bye\r\n\r\n"
+    raw = re.sub(rb'"msg_[A-Za-z0-9]+"', b'"msg_fixed"', raw)  # the same bytes every time
+    stop = raw.index(b"event: message_stop")
+    first_end = raw.index(b"\r\n\r\n") + 3  # a blank line split between its CR and LF
+    # mid-event; mid-CRLF; mid-event; message_stop with the start of the comment (held back)
+    cuts = [0, 40, first_end, stop + 5, raw.index(b": bye") + 3, len(raw)]
+    return [raw[a:b] for a, b in itertools.pairwise(cuts)]
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -327,6 +354,12 @@ def test_complete_and_upstream_error_streams_are_unchanged(fx: Rig) -> None:
     r = post_messages(fx.proxy, stream=True, request_id=request_id)
     assert last_error(r.content)["type"] == "overloaded_error"
     assert ledger_row(fx.data, request_id)["outcome"] == "upstream_error"
+
+
+def test_a_crlf_stream_split_anywhere_is_relayed_byte_for_byte(fx: Rig) -> None:
+    fx.fu.push(CrlfStream())
+    r = post_messages(fx.proxy, stream=True)
+    assert r.content == b"".join(crlf_pieces(json.loads(fx.fu.records[-1].body)))
 
 
 # -- item 8: one event, and one non-streamed answer, are bounded --------------------------------

@@ -169,8 +169,11 @@ async def _relay(
     try:
         async for chunk in resp.aiter_raw():
             if tap.done:
-                # message_stop went out: pass on whatever follows and read to the end, so the
-                # upstream connection goes back to the pool
+                # message_stop went out: pass on whatever follows (after what was held back) and
+                # read to the end, so the upstream connection goes back to the pool
+                if held.parts:
+                    chunk = b"".join((*held.parts, chunk))
+                    held.parts, held.size = [], 0
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if time.monotonic() > deadline:
                     break
