@@ -423,8 +423,8 @@ class Admission:
                 ctype = value
             elif name == b"sec-fetch-site":
                 site = value
-        if self._check_host and host is not None and host not in self._known:
-            self._check_host_value(bytes(host))
+        if self._check_host and host is not None and (host := bytes(host)) not in self._known:
+            self._check_host_value(host)
         if origin is not None or site in (b"cross-site", b"same-site"):
             self._check_origin(origin)
         if ctype is None:
