@@ -118,9 +118,20 @@ def wait_for(predicate: Any, timeout: float = 5.0, what: str = "condition") -> N
         time.sleep(0.05)
 
 
-def requests_per_worker(metrics_dir: Path) -> dict[int, float]:
-    """``ferrule_requests_total`` by worker pid, from prometheus_client's multiprocess files
-    (one ``counter_<pid>.db`` per Granian worker): proof of which workers served requests."""
+def requests_per_worker(metrics_dir: Path, total: int) -> dict[int, float]:
+    """``ferrule_requests_total`` by worker pid, from the workers' snapshot files (one
+    ``counter_<pid>.db`` per Granian worker, prometheus_client's multiprocess format): proof of
+    which workers served requests. A worker writes its snapshot about once a second: waits (up
+    to 10 s) until the files count ``total`` requests."""
+    deadline = time.monotonic() + 10
+    while True:
+        out = _requests_per_worker(metrics_dir)
+        if sum(out.values()) >= total or time.monotonic() > deadline:
+            return out
+        time.sleep(0.05)
+
+
+def _requests_per_worker(metrics_dir: Path) -> dict[int, float]:
     out: dict[int, float] = {}
     for path in metrics_dir.glob("counter_*.db"):
         pid = int(path.stem.split("_")[-1])
@@ -435,7 +446,7 @@ def test_workers_share_the_default_store(
     assert {r.headers["x-cache"] for r in results} == {"HIT"}
     assert len({content(r) for r in results}) == 1
     assert len(upstream_calls(mock)) == 1
-    served = requests_per_worker(metrics_dir)
+    served = requests_per_worker(metrics_dir, 31)
     assert len(served) == 2 and all(n > 0 for n in served.values()), served  # both took part
 
 
@@ -482,7 +493,7 @@ def test_redis_shared_by_workers_and_killed_mid_run(
         results = repeat(p.v1, body, 30)
         assert {r.headers["x-cache"] for r in results} == {"HIT"}
         assert len(upstream_calls(mock)) == 1
-        served = requests_per_worker(metrics_dir)
+        served = requests_per_worker(metrics_dir, 31)
         assert len(served) == 2 and all(n > 0 for n in served.values()), served
 
         redis_server.kill()

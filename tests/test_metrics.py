@@ -9,8 +9,10 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,6 +23,7 @@ from ferrule.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+T = TypeVar("T")
 
 
 def parse(text: bytes) -> Samples:
@@ -39,6 +42,18 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     """Sum over the samples of ``name`` whose labels include ``labels``."""
     want = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+
+
+def wait_for(probe: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
+    """The first non-None result of ``probe``, polled until ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if got is not None:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
 def rec(**kw: Any) -> RequestRecord:
@@ -219,12 +234,19 @@ def test_two_workers_add_up(tmp_path: Path) -> None:
     try:
         gone = _worker(env, 5, 1, stay=False)  # a worker that exited with a stream "open"
         assert gone.wait(timeout=30) == 0
-        s = parse(metrics.render_dir(str(tmp_path)))
         labels = {
             "route": "/v1/chat/completions",
             "model": "claude-haiku-4-5",
             "status_class": "2xx",
         }
+
+        def both() -> Samples | None:
+            s = parse(metrics.render_dir(str(tmp_path)))
+            return s if value(s, "ferrule_requests_total", **labels) == 8 else None
+
+        # The exited worker wrote its values at exit; the live one writes a snapshot about
+        # once a second.
+        s = wait_for(both, "both workers' snapshots")
         # counters and histograms of both workers, the exited one included
         assert value(s, "ferrule_requests_total", **labels) == 8
         assert value(s, "ferrule_tokens_total", model="claude-haiku-4-5", kind="input") == 800
@@ -252,8 +274,63 @@ def test_two_workers_add_up(tmp_path: Path) -> None:
     assert value(parse(out.encode()), "ferrule_open_streams") == 0  # nobody alive
 
 
+_KILLED = textwrap.dedent(
+    """
+    import sys
+    from ferrule.ledger import RequestRecord
+    from ferrule.metrics import Metrics
+    m = Metrics(flush_interval=0.05)
+    for i in range(int(sys.argv[1])):
+        m.observe_request(RequestRecord(request_id=str(i), route="/v1/messages",
+                                        model="claude-haiku-4-5", input_tokens=7))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def test_a_killed_worker_keeps_its_last_snapshot(tmp_path: Path) -> None:
+    """Granian respawns a worker that crashed: the counts it had written stay in the totals
+    (no exit hook ran), and a worker that gets the dead one's pid counts on from them."""
+    env = {**os.environ, metrics.ENV: str(tmp_path)}
+    labels = {"route": "/v1/messages", "model": "claude-haiku-4-5", "status_class": "2xx"}
+
+    def requests() -> float:
+        return value(parse(metrics.render_dir(str(tmp_path))), "ferrule_requests_total", **labels)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED, "6"], env=env, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        wait_for(lambda: requests() == 6 or None, "the snapshot of the worker")
+    finally:
+        proc.kill()  # SIGKILL: no atexit, no lifespan shutdown
+        proc.wait(timeout=30)
+    assert requests() == 6
+    assert not list(tmp_path.glob(f"gauge_livesum_{proc.pid}.db"))  # pruned: it is dead
+    assert list(tmp_path.glob(f"counter_{proc.pid}.db"))  # kept
+
+    # this process plays the respawned worker that got the same pid
+    for path in tmp_path.glob(f"*_{proc.pid}.db"):
+        path.rename(path.with_name(path.name.replace(str(proc.pid), str(os.getpid()))))
+    m = Metrics(multiprocess_dir=str(tmp_path), flush_interval=3600)
+    try:
+        m.observe_request(rec(route="/v1/messages", model="claude-haiku-4-5"))
+        m.flush()
+        assert requests() == 7  # 6 of the dead worker + 1, not 1
+        s = parse(metrics.render_dir(str(tmp_path)))
+        assert value(s, "ferrule_tokens_total", model="claude-haiku-4-5", kind="input") == 42
+    finally:
+        m.close()
+
+
 def test_prepare_multiprocess_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(metrics.ENV, raising=False)
+    # set, then removed: the fixture restores the variable's absence even though the calls
+    # below export it (a delenv of an absent variable records nothing to undo)
+    monkeypatch.setenv(metrics.ENV, "")
+    monkeypatch.delenv(metrics.ENV)
     fresh = metrics.prepare_multiprocess_dir()
     try:
         assert os.environ[metrics.ENV] == fresh and os.path.isdir(fresh)

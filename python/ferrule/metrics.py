@@ -1,11 +1,19 @@
-"""Prometheus metrics, correct with several Granian workers.
+"""Prometheus metrics, correct with several Granian workers, with no file write per request.
 
-Multi-process design (prometheus_client's multiprocess mode): every worker writes its samples
-to memory-mapped files in one shared folder, ``PROMETHEUS_MULTIPROC_DIR``, and whichever worker
-answers ``GET /metrics`` merges all the files. Counters and histograms of a worker that exited
-stay in the sum (totals never go backwards when Granian respawns a worker); the gauges
-(open streams, upstream pool) are ``livesum``: only live processes count, and files of dead
-workers are pruned at scrape time because Granian has no child-exit hook to do it.
+Each worker counts in plain Python objects (a dict per metric, a list of bucket counts per
+histogram series). A background thread writes a snapshot of this worker's values to its own
+files in one shared folder, ``PROMETHEUS_MULTIPROC_DIR``, about once a second (and at exit), and
+whichever worker answers ``GET /metrics`` writes its own snapshot first, then merges every
+worker's files. The files use prometheus_client's multiprocess format (``counter_<pid>.db``,
+``histogram_<pid>.db``, ``gauge_livesum_<pid>.db``), so its ``MultiProcessCollector`` does the
+merge and the exposition is the same as with prometheus_client's own multiprocess mode, which
+Ferrule used before: that mode writes a memory-mapped file on every increment, ~8% of a request's
+CPU. The price: another worker's values reach a scrape up to ~1 s late.
+
+Counters and histograms of a worker that exited stay in the sum (its last snapshot file is
+kept, so totals never go backwards when Granian respawns a worker); the gauges (open streams,
+upstream pool) are ``livesum``: only live processes count, and files of dead workers are pruned
+at scrape time because Granian has no child-exit hook to do it.
 
 How ``ferrule serve`` must set it up (in the parent, before Granian starts the workers)::
 
@@ -16,9 +24,10 @@ How ``ferrule serve`` must set it up (in the parent, before Granian starts the w
     finally:
         metrics.cleanup_multiprocess_dir(path)
 
-Then each worker builds one ``Metrics()`` (it sees the variable and uses the shared folder).
-Without the variable (tests, an app run without ``ferrule serve``) it keeps an in-process
-registry, which is correct for one process.
+Then each worker builds one ``Metrics()`` once it runs (it sees the variable, writes to the
+shared folder and starts its snapshot thread; a thread does not survive a fork), and calls
+``close()`` at shutdown. Without the variable (tests, an app run without ``ferrule serve``) the
+values stay in the process, which is correct for one process.
 
 Labels stay low-cardinality: route and outcome come from fixed sets, the model label is the
 undated model id and at most ``MAX_MODELS`` distinct ids per process (then ``other``), and the
@@ -28,24 +37,24 @@ tenant label is off unless asked for (then a 12-character prefix of the key hash
 
 from __future__ import annotations
 
+import atexit
+import bisect
 import contextlib
 import glob
+import logging
 import os
 import re
 import shutil
 import tempfile
 import threading
-from typing import Final
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Final, Literal
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    multiprocess,
-    values,
-)
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.metrics_core import Metric
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from prometheus_client.utils import floatToGoString
 
 from . import pricing
 from .ledger.record import RequestRecord
@@ -60,6 +69,8 @@ __all__ = [
     "render_dir",
 ]
 
+log = logging.getLogger("ferrule.metrics")
+
 ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 # The classic text format, which every Prometheus version reads. NOTE: newer prometheus_client
 # calls its output version 1.0.0 (the same bytes for names like ours), which Prometheus 2.x
@@ -70,6 +81,7 @@ MAX_ROUTES: Final = 16
 MAX_ERROR_TYPES: Final = 32
 MAX_TENANTS: Final = 200
 OTHER: Final = "other"
+FLUSH_INTERVAL: Final = 1.0  # seconds between a worker's snapshots
 
 # Seconds. LLM requests span from tens of milliseconds (a cache hit) to many minutes (a long
 # stream), so the buckets go further than prometheus_client's defaults.
@@ -82,6 +94,12 @@ TTFB_BUCKETS: Final = (
 TOKEN_KINDS: Final = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
 _LABEL_OK = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _DEAD_FILE = re.compile(r"^gauge_live\w*?_(\d+)\.db$")
+_FAILED: Final = frozenset(("upstream_error", "truncated", "error"))
+_CACHE_RESULTS: Final = frozenset(("hit", "miss", "bypass"))
+_LABEL_CACHE_MAX: Final = 4096  # raw value -> label memo; past it, labels are computed each time
+
+Kind = Literal["counter", "histogram", "gauge"]
+LabelValues = tuple[str, ...]
 
 
 def prepare_multiprocess_dir(path: str | None = None) -> str:
@@ -121,7 +139,7 @@ def prune_dead_processes(path: str) -> int:
 
 def render_dir(path: str) -> bytes:
     """The merged exposition of every process's files in ``path`` (any process may call it;
-    it creates no metric of its own)."""
+    it writes nothing of its own)."""
     prune_dead_processes(path)
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
@@ -138,133 +156,241 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class Metrics:
-    """One per process. Thread-safe (prometheus_client locks every value)."""
+class _Family:
+    """One metric: its series by label values. A counter or gauge series is a float; a
+    histogram series is a list of per-bucket counts (not cumulative, as in prometheus_client's
+    files) followed by the sum."""
 
-    def __init__(self, *, tenant_label: bool = False, multiprocess_dir: str | None = None) -> None:
+    __slots__ = ("bounds", "help", "kind", "labelnames", "les", "name", "series")
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        kind: Kind,
+        labelnames: Sequence[str] = (),
+        bounds: Sequence[float] = (),
+    ) -> None:
+        self.name = name
+        self.help = help
+        self.kind: Kind = kind
+        self.labelnames = tuple(labelnames)
+        self.bounds = tuple(float(b) for b in bounds)
+        # the ``le`` label of each bucket, spelled as prometheus_client spells it
+        self.les: tuple[str, ...] = tuple(floatToGoString(b) for b in self.bounds)  # type: ignore[no-untyped-call]
+        self.series: dict[LabelValues, float] = {}
+
+    def file_kind(self) -> str:
+        """The prefix of prometheus_client's file for this type (``gauge`` adds its mode)."""
+        return "gauge_livesum" if self.kind == "gauge" else self.kind
+
+    def keys(self, labels: LabelValues) -> list[str]:
+        """prometheus_client's file keys of one series, in the order of its values."""
+        names, values = list(self.labelnames), list(labels)
+        if self.kind == "counter":
+            return [mmap_key(self.name, self.name + "_total", names, values, self.help)]
+        if self.kind == "gauge":
+            return [mmap_key(self.name, self.name, names, values, self.help)]
+        bucket = self.name + "_bucket"
+        out = [
+            mmap_key(self.name, bucket, [*names, "le"], [*values, le], self.help) for le in self.les
+        ]
+        out.append(mmap_key(self.name, self.name + "_sum", names, values, self.help))
+        return out
+
+
+class _Histograms:
+    """The histogram series of one family: label values -> [bucket counts..., sum]."""
+
+    __slots__ = ("family", "series")
+
+    def __init__(self, family: _Family) -> None:
+        self.family = family
+        self.series: dict[LabelValues, list[float]] = {}
+
+    def observe(self, labels: LabelValues, value: float) -> None:
+        counts = self.series.get(labels)
+        if counts is None:
+            counts = self.series[labels] = [0.0] * (len(self.family.bounds) + 1)
+        # the first bucket whose upper bound is >= value, as prometheus_client's observe()
+        counts[bisect.bisect_left(self.family.bounds, value)] += 1.0
+        counts[-1] += value
+
+
+_LIVE: weakref.WeakSet[Metrics] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    # A worker that exits keeps its counts in the sum: its last values reach its files.
+    for m in list(_LIVE):
+        with contextlib.suppress(Exception):
+            m.close()
+
+
+class Metrics:
+    """One per process. Thread-safe: the counts change under one lock, taken once per
+    observed batch (the ledger writer's thread) or request; the gauges are plain attributes
+    the event loop sets."""
+
+    def __init__(
+        self,
+        *,
+        tenant_label: bool = False,
+        multiprocess_dir: str | None = None,
+        flush_interval: float = FLUSH_INTERVAL,
+    ) -> None:
         """``multiprocess_dir``: defaults to ``$PROMETHEUS_MULTIPROC_DIR``; when neither is set,
-        a private in-process registry is used."""
+        the values stay in this process. ``flush_interval``: seconds between snapshots written
+        to that folder."""
         self.multiprocess_dir = multiprocess_dir or os.environ.get(ENV) or None
         self.tenant_label = tenant_label
+        self._lock = threading.Lock()
         self._models: set[str] = set()
         self._routes: set[str] = set()
         self._error_types: set[str] = set()
         self._tenants: set[str] = set()
-        self._lock = threading.Lock()
-        registry: CollectorRegistry | None
-        if self.multiprocess_dir:
-            _ensure_multiprocess_values(self.multiprocess_dir)
-            registry = None  # samples live in the files; render() collects them
-        else:
-            registry = CollectorRegistry(auto_describe=True)
-        self._registry = registry
+        # raw value -> label, for the bounded labels (the sets above only grow, so a label
+        # once given stays right)
+        self._model_labels: dict[str, str] = {}
+        self._route_labels: dict[str, str] = {}
+        self._version = 0  # bumped on every change of a counter or histogram
 
         tenant = ("tenant",) if tenant_label else ()
-        self.requests = Counter(
+        fam = _Family
+        self.requests = fam(
             "ferrule_requests",
             "Client requests by route, model and HTTP status class",
+            "counter",
             ("route", "model", "status_class", *tenant),
-            registry=registry,
         )
-        self.outcomes = Counter(
+        self.outcomes = fam(
             "ferrule_request_outcomes",
             "How requests ended: complete, client_cancelled, upstream_error, truncated, error",
+            "counter",
             ("route", "outcome"),
-            registry=registry,
         )
-        self.errors = Counter(
-            "ferrule_errors",
-            "Failed requests by error type",
-            ("route", "type"),
-            registry=registry,
+        self.errors = fam(
+            "ferrule_errors", "Failed requests by error type", "counter", ("route", "type")
         )
-        self.latency = Histogram(
-            "ferrule_request_duration_seconds",
-            "Time from request start to the last byte sent",
-            ("route", "stream"),
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+        self.latency = _Histograms(
+            fam(
+                "ferrule_request_duration_seconds",
+                "Time from request start to the last byte sent",
+                "histogram",
+                ("route", "stream"),
+                LATENCY_BUCKETS,
+            )
         )
-        self.ttfb = Histogram(
-            "ferrule_time_to_first_byte_seconds",
-            "Time from request start to the first response byte sent",
-            ("route", "stream"),
-            buckets=TTFB_BUCKETS,
-            registry=registry,
+        self.ttfb = _Histograms(
+            fam(
+                "ferrule_time_to_first_byte_seconds",
+                "Time from request start to the first response byte sent",
+                "histogram",
+                ("route", "stream"),
+                TTFB_BUCKETS,
+            )
         )
-        self.tokens = Counter(
+        self.tokens = fam(
             "ferrule_tokens",
             "Billed tokens by kind (response-cache hits are not billed)",
+            "counter",
             ("model", "kind", *tenant),
-            registry=registry,
         )
-        self.cost = Counter(
+        self.cost = fam(
             "ferrule_cost_usd",
             "Billed cost in USD at list prices (priced models only)",
+            "counter",
             ("model", *tenant),
-            registry=registry,
         )
-        self.unpriced = Counter(
+        self.unpriced = fam(
             "ferrule_unpriced_requests",
             "Requests to a model with no price entry (cost unknown)",
+            "counter",
             ("model",),
-            registry=registry,
         )
-        self.saved_tokens = Counter(
+        self.saved_tokens = fam(
             "ferrule_saved_tokens",
             "Tokens saved by source: caching (read from the prompt cache), compression, "
             "response_cache",
+            "counter",
             ("source",),
-            registry=registry,
         )
-        self.saved_usd = Counter(
+        self.saved_usd = fam(
             "ferrule_saved_usd",
             "USD saved by source (caching is gross; see ferrule_cache_write_premium_usd)",
+            "counter",
             ("source",),
-            registry=registry,
         )
-        self.write_premium = Counter(
+        self.write_premium = fam(
             "ferrule_cache_write_premium_usd",
             "USD paid above the input price for prompt-cache writes",
-            (),
-            registry=registry,
+            "counter",
         )
-        self.response_cache = Counter(
+        self.write_premium.series[()] = 0.0  # unlabelled: exposed from the start, as before
+        self.response_cache = fam(
             "ferrule_response_cache",
             "Response cache lookups by result: hit, miss, bypass",
+            "counter",
             ("result",),
-            registry=registry,
         )
-        self.retries = Counter(
-            "ferrule_retries",
-            "Upstream attempts beyond the first",
-            ("route",),
-            registry=registry,
+        self.retries = fam(
+            "ferrule_retries", "Upstream attempts beyond the first", "counter", ("route",)
         )
-        self.open_streams = Gauge(
-            "ferrule_open_streams",
-            "Streaming responses in progress",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.pool_in_use = Gauge(
-            "ferrule_upstream_pool_in_use",
-            "Upstream connections in use",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.pool_size = Gauge(
-            "ferrule_upstream_pool_size",
-            "Upstream connection pool capacity",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.ledger_drops = Counter(
+        self.ledger_drops = fam(
             "ferrule_ledger_dropped",
             "Ledger rows dropped: queue_full (disk slow), write_error (disk full, read-only)",
+            "counter",
             ("reason",),
-            registry=registry,
         )
+        self._open_streams_family = fam(
+            "ferrule_open_streams", "Streaming responses in progress", "gauge"
+        )
+        self._pool_in_use_family = fam(
+            "ferrule_upstream_pool_in_use", "Upstream connections in use", "gauge"
+        )
+        self._pool_size_family = fam(
+            "ferrule_upstream_pool_size", "Upstream connection pool capacity", "gauge"
+        )
+        # Gauges: set by the event loop only, read by the snapshot (no lock needed).
+        self.open_streams = 0
+        self.pool_in_use = 0
+        self.pool_size = 0
+        self._counters = (
+            self.requests,
+            self.outcomes,
+            self.errors,
+            self.tokens,
+            self.cost,
+            self.unpriced,
+            self.saved_tokens,
+            self.saved_usd,
+            self.write_premium,
+            self.response_cache,
+            self.retries,
+            self.ledger_drops,
+        )
+        self._histograms = (self.latency, self.ttfb)
+
+        # -- the snapshot files (multiprocess mode) --
+        self._flush_lock = threading.Lock()  # one writer of the files at a time
+        self._files: dict[str, MmapedDict] = {}
+        self._keys: dict[tuple[str, LabelValues], list[str]] = {}
+        self._base: dict[str, float] = {}  # values left by a dead process with our pid
+        self._written: dict[str, float] = {}
+        self._flushed_version = -1
+        self._pid = os.getpid()
+        self._closed = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self.multiprocess_dir:
+            os.makedirs(self.multiprocess_dir, exist_ok=True)
+            _LIVE.add(self)
+            self._thread = threading.Thread(
+                target=self._flush_loop, args=(flush_interval,), name="ferrule-metrics",
+                daemon=True,
+            )  # fmt: skip
+            self._thread.start()
 
     # -- recording ----------------------------------------------------------------------------
 
@@ -272,38 +398,57 @@ class Metrics:
         self, record: RequestRecord, acct: pricing.Accounting | None = None
     ) -> None:
         """Count one finished request (called once, after its last byte or its cancellation)."""
+        if acct is None:
+            acct = _account(record)
+        with self._lock:
+            self._observe(record, acct)
+            self._version += 1
+
+    def observe_batch(
+        self, items: Iterable[tuple[RequestRecord, pricing.Accounting | None]]
+    ) -> None:
+        """Count finished requests, e.g. a batch of the ledger writer (one lock for all). A
+        record that cannot be counted does not keep the others from being counted; the first
+        error is raised at the end."""
+        error: Exception | None = None
+        with self._lock:
+            for record, acct in items:
+                try:
+                    self._observe(record, acct if acct is not None else _account(record))
+                except Exception as exc:
+                    error = error or exc
+            self._version += 1
+        if error is not None:
+            raise error
+
+    def _observe(self, record: RequestRecord, acct: pricing.Accounting) -> None:
+        """The counting itself; the caller holds the lock."""
         route = self._route(record.route)
         model = self._model(record.model)
         tenant = (self._tenant(record.tenant),) if self.tenant_label else ()
-        self.requests.labels(route, model, _status_class(record.status), *tenant).inc()
-        self.outcomes.labels(route, _label(record.outcome)).inc()
-        if record.status >= 400 or record.outcome in ("upstream_error", "truncated", "error"):
-            kind = record.error_type or (
-                record.outcome if record.outcome != "complete" else f"http_{record.status}"
-            )
+        outcome = record.outcome
+        status = record.status
+        status_class = f"{status // 100}xx" if 100 <= status <= 599 else OTHER
+        _inc(self.requests.series, (route, model, status_class, *tenant), 1.0)
+        _inc(self.outcomes.series, (route, _label(outcome)), 1.0)
+        if status >= 400 or outcome in _FAILED:
+            kind = record.error_type or (outcome if outcome != "complete" else f"http_{status}")
             # error_type comes from the upstream's error body: bounded like the model label
             label = _label(kind)
             if label != OTHER:
-                label = _bounded(self._lock, self._error_types, label, MAX_ERROR_TYPES)
-            self.errors.labels(route, label).inc()
+                label = _bounded(self._error_types, label, MAX_ERROR_TYPES)
+            _inc(self.errors.series, (route, label), 1.0)
         stream = "true" if record.stream else "false"
-        self.latency.labels(route, stream).observe(max(record.latency_ms, 0.0) / 1000)
+        self.latency.observe((route, stream), max(record.latency_ms, 0.0) / 1000)
         if record.ttfb_ms is not None:
-            self.ttfb.labels(route, stream).observe(max(record.ttfb_ms, 0.0) / 1000)
+            self.ttfb.observe((route, stream), max(record.ttfb_ms, 0.0) / 1000)
         if record.attempts > 1:
-            self.retries.labels(route).inc(record.attempts - 1)
-        if record.cache_status in ("hit", "miss", "bypass"):
-            self.response_cache.labels(record.cache_status).inc()
+            _inc(self.retries.series, (route,), float(record.attempts - 1))
+        if record.cache_status in _CACHE_RESULTS:
+            _inc(self.response_cache.series, (record.cache_status,), 1.0)
 
-        if acct is None:
-            acct = pricing.account(
-                record.model,
-                record,
-                compression_removed_tokens=record.compression_removed_tokens,
-                response_cache_hit=record.response_cache_hit,
-                when=record.ts,
-            )
         if not record.response_cache_hit:
+            tokens = self.tokens.series
             counts = (
                 record.input_tokens,
                 record.cache_write_5m_tokens,
@@ -313,75 +458,235 @@ class Metrics:
             )
             for kind, n in zip(TOKEN_KINDS, counts, strict=True):
                 if n > 0:
-                    self.tokens.labels(model, kind, *tenant).inc(n)
+                    _inc(tokens, (model, kind, *tenant), float(n))
         if acct.cost is None:
-            self.unpriced.labels(model).inc()
+            _inc(self.unpriced.series, (model,), 1.0)
         elif acct.cost.total_usd > 0:
-            self.cost.labels(model, *tenant).inc(acct.cost.total_usd)
+            _inc(self.cost.series, (model, *tenant), acct.cost.total_usd)
         s = acct.savings
-        for source, tokens, usd in (
+        for source, n, usd in (
             ("caching", s.caching_tokens, s.caching_usd),
             ("compression", s.compression_tokens, s.compression_usd),
             ("response_cache", s.response_cache_tokens, s.response_cache_usd),
         ):
-            if tokens > 0:
-                self.saved_tokens.labels(source).inc(tokens)
-            if usd:
-                self.saved_usd.labels(source).inc(usd)
-        if s.cache_write_premium_usd:
-            self.write_premium.inc(s.cache_write_premium_usd)
+            if n > 0:
+                _inc(self.saved_tokens.series, (source,), float(n))
+            if usd is not None and usd > 0:  # a counter never goes down
+                _inc(self.saved_usd.series, (source,), usd)
+        if s.cache_write_premium_usd is not None and s.cache_write_premium_usd > 0:
+            _inc(self.write_premium.series, (), s.cache_write_premium_usd)
 
     def stream_opened(self) -> None:
-        self.open_streams.inc()
+        self.open_streams += 1
 
     def stream_closed(self) -> None:
-        self.open_streams.dec()
+        self.open_streams -= 1
 
     def set_upstream_pool(self, in_use: int, size: int) -> None:
         """This worker's upstream connections in use and its pool capacity."""
-        self.pool_in_use.set(in_use)
-        self.pool_size.set(size)
+        self.pool_in_use = in_use
+        self.pool_size = size
 
     def ledger_dropped(self, reason: str, n: int = 1) -> None:
-        """``LedgerWriter(on_drop=metrics.ledger_dropped)``."""
-        self.ledger_drops.labels(_label(reason)).inc(n)
+        """``LedgerWriter(on_drop=metrics.ledger_dropped)``; any thread."""
+        with self._lock:
+            _inc(self.ledger_drops.series, (_label(reason),), float(n))
+            self._version += 1
 
     # -- exposition ---------------------------------------------------------------------------
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of every worker (or of this process), and its
-        content type."""
-        if self._registry is not None:
-            return generate_latest(self._registry), CONTENT_TYPE
-        assert self.multiprocess_dir is not None
+        content type. In multiprocess mode this worker's values are written first, so they
+        are current; other workers' are at most one snapshot interval old."""
+        if self.multiprocess_dir is None:
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(_Local(self))
+            return generate_latest(registry), CONTENT_TYPE
+        self.flush()
         return render_dir(self.multiprocess_dir), CONTENT_TYPE
 
-    # -- label hygiene ------------------------------------------------------------------------
+    def families(self) -> list[Metric]:
+        """This process's values as prometheus_client metric families (cumulative buckets)."""
+        out: list[Metric] = []
+        for family, series in self._snapshot():
+            metric = Metric(family.name, family.help, family.kind)
+            names = family.labelnames
+            for labels, values in series.items():
+                named = dict(zip(names, labels, strict=True))
+                if family.kind == "counter":
+                    metric.add_sample(family.name + "_total", named, values[0])
+                elif family.kind == "gauge":
+                    metric.add_sample(family.name, named, values[0])
+                else:
+                    acc = 0.0
+                    for le, n in zip(family.les, values, strict=False):
+                        acc += n
+                        metric.add_sample(family.name + "_bucket", {**named, "le": le}, acc)
+                    metric.add_sample(family.name + "_count", named, acc)
+                    metric.add_sample(family.name + "_sum", named, values[-1])
+            if metric.samples:
+                out.append(metric)
+        return out
+
+    def _snapshot(self) -> list[tuple[_Family, dict[LabelValues, list[float]]]]:
+        """A consistent copy of every value: (family, label values -> values)."""
+        with self._lock:
+            out: list[tuple[_Family, dict[LabelValues, list[float]]]] = [
+                (f, {k: [v] for k, v in f.series.items()}) for f in self._counters
+            ]
+            out += [(h.family, {k: list(v) for k, v in h.series.items()}) for h in self._histograms]
+        out += [
+            (self._open_streams_family, {(): [float(self.open_streams)]}),
+            (self._pool_in_use_family, {(): [float(self.pool_in_use)]}),
+            (self._pool_size_family, {(): [float(self.pool_size)]}),
+        ]
+        return out
+
+    # -- the snapshot files -------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write this worker's values to its files in the shared folder (only what changed
+        since the last write). No-op without a folder or after ``close``."""
+        if self.multiprocess_dir is None:
+            return
+        with self._flush_lock:
+            if self._closed or os.getpid() != self._pid:
+                return  # a forked child must not write its parent's files
+            for family, series in self._snapshot():
+                kind = family.file_kind()
+                file = self._file(kind)  # opened first: it may hold the base values
+                for labels, values in series.items():
+                    keys = self._keys.get((family.name, labels))
+                    if keys is None:
+                        keys = self._keys[(family.name, labels)] = family.keys(labels)
+                    for key, value in zip(keys, values, strict=True):
+                        if kind != "gauge_livesum":
+                            value += self._base.get(key, 0.0)
+                        if self._written.get(key) != value:
+                            file.write_value(key, value, 0.0)  # type: ignore[no-untyped-call]
+                            self._written[key] = value
+
+    def _file(self, kind: str) -> MmapedDict:
+        f = self._files.get(kind)
+        if f is None:
+            assert self.multiprocess_dir is not None
+            path = os.path.join(self.multiprocess_dir, f"{kind}_{self._pid}.db")
+            if kind.startswith("gauge_live"):
+                # a dead process with our pid left its live gauges: they are not ours to add
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+            f = self._files[kind] = MmapedDict(path)  # type: ignore[no-untyped-call]
+            if not kind.startswith("gauge"):
+                # The same: its counters stay in the totals, ours count on from them.
+                for key, value, _ in f.read_all_values():  # type: ignore[no-untyped-call]
+                    self._base[key] = value
+                    self._written[key] = value
+        return f
+
+    def _flush_loop(self, interval: float) -> None:
+        failed = False
+        while not self._stop.wait(interval):
+            if self._version == self._flushed_version and not self._gauges_changed():
+                continue
+            version = self._version
+            try:
+                self.flush()
+                self._flushed_version = version
+                failed = False
+            except Exception:  # a full disk must not end the thread: retried next interval
+                if not failed:
+                    log.exception(
+                        "writing the metrics snapshot to %s failed", self.multiprocess_dir
+                    )
+                failed = True
+
+    def _gauges_changed(self) -> bool:
+        w = self._written
+        for family, value in (
+            (self._open_streams_family, self.open_streams),
+            (self._pool_in_use_family, self.pool_in_use),
+            (self._pool_size_family, self.pool_size),
+        ):
+            keys = self._keys.get((family.name, ()))
+            if keys is None or w.get(keys[0]) != float(value):
+                return True
+        return False
+
+    def close(self) -> None:
+        """Write the last snapshot and stop the thread (idempotent). The files stay: a worker
+        that exited keeps its counts in the totals."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        try:
+            self.flush()
+        finally:
+            with self._flush_lock:
+                self._closed = True
+                for f in self._files.values():
+                    f.close()  # type: ignore[no-untyped-call]
+                self._files.clear()
+            _LIVE.discard(self)
+
+    # -- label hygiene (the caller holds the lock) --------------------------------------------
 
     def _model(self, model: str) -> str:
-        name = pricing.canonical_model(model)
-        if not _LABEL_OK.match(name):
-            return OTHER
-        return _bounded(self._lock, self._models, name, MAX_MODELS)
+        label = self._model_labels.get(model)
+        if label is None:
+            name = pricing.canonical_model(model)
+            label = _bounded(self._models, name, MAX_MODELS) if _LABEL_OK.match(name) else OTHER
+            if len(self._model_labels) < _LABEL_CACHE_MAX:
+                self._model_labels[model] = label
+        return label
 
     def _route(self, route: str) -> str:
         # The app passes fixed route names; bounded anyway, in case a raw path slips in.
-        label = _label(route)
-        return label if label == OTHER else _bounded(self._lock, self._routes, label, MAX_ROUTES)
+        label = self._route_labels.get(route)
+        if label is None:
+            label = _label(route)
+            if label != OTHER:
+                label = _bounded(self._routes, label, MAX_ROUTES)
+            if len(self._route_labels) < _LABEL_CACHE_MAX:
+                self._route_labels[route] = label
+        return label
 
     def _tenant(self, tenant: str | None) -> str:
         if not tenant:
             return "none"
-        return _bounded(self._lock, self._tenants, tenant[:12].lower(), MAX_TENANTS)
+        return _bounded(self._tenants, tenant[:12].lower(), MAX_TENANTS)
 
 
-def _bounded(lock: threading.Lock, seen: set[str], value: str, limit: int) -> str:
+class _Local:
+    """A prometheus_client collector of one ``Metrics`` (in-process mode)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._metrics.families()
+
+
+def _account(record: RequestRecord) -> pricing.Accounting:
+    return pricing.account(
+        record.model,
+        record,
+        compression_removed_tokens=record.compression_removed_tokens,
+        response_cache_hit=record.response_cache_hit,
+        when=record.ts,
+    )
+
+
+def _inc(series: dict[LabelValues, float], labels: LabelValues, n: float) -> None:
+    series[labels] = series.get(labels, 0.0) + n
+
+
+def _bounded(seen: set[str], value: str, limit: int) -> str:
     if value in seen:
         return value
-    with lock:
-        if len(seen) >= limit:
-            return OTHER
-        seen.add(value)
+    if len(seen) >= limit:
+        return OTHER
+    seen.add(value)
     return value
 
 
@@ -389,16 +694,3 @@ def _label(value: str) -> str:
     """A value from a fixed set in practice; anything odd collapses to ``other``."""
     v = value.lower()
     return v if _LABEL_OK.match(v) or (v.startswith("/") and len(v) <= 64) else OTHER
-
-
-def _status_class(status: int) -> str:
-    return f"{status // 100}xx" if 100 <= status <= 599 else OTHER
-
-
-def _ensure_multiprocess_values(path: str) -> None:
-    """prometheus_client picks its value class when it is first imported: if that happened
-    before ``PROMETHEUS_MULTIPROC_DIR`` was set, switch it now, before our metrics exist.
-    NOTE: ``values.ValueClass`` is looked up at metric creation, so this is enough."""
-    os.environ[ENV] = path  # the value class reads the folder from the environment
-    if not getattr(values.ValueClass, "_multiprocess", False):
-        values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]

@@ -172,8 +172,9 @@ def serve(cli: Mapping[str, Any], config_path: str | None) -> int:
         respawn_failed_workers=True,
         **granian_options(cfg, max_connections),
     )
-    # Prometheus multiprocess mode: every worker writes its samples to this folder and
-    # /metrics on any worker sums them; a fresh folder per run.
+    # Every worker writes a snapshot of its counts to this folder about once a second (in
+    # prometheus_client's multiprocess file format) and /metrics on any worker sums them; a
+    # fresh folder per run.
     from .metrics import cleanup_multiprocess_dir, prepare_multiprocess_dir
 
     metrics_dir = prepare_multiprocess_dir()
