@@ -105,6 +105,7 @@ class App:
                     await self.thinking.close()
                 if self.ledger is not None:
                     await asyncio.to_thread(self.ledger.close)  # flushes what is queued
+                await asyncio.to_thread(self.metrics.close)  # this worker's last snapshot
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -115,7 +116,9 @@ class App:
         except OSError as exc:
             log.warning("data folder %s is not usable (%s): ledger disabled", self.data_dir, exc)
         self.ledger = LedgerWriter(ledger_path(self.data_dir), on_drop=self.metrics.ledger_dropped)
-        self.recorder = Recorder(self.ledger, self.metrics)
+        # The request path only queues each record: pricing, metrics and the access log run in
+        # the writer's thread, in batches.
+        self.recorder = Recorder(self.ledger, self.metrics, defer=True)
         kind = cfg.response_cache
         if kind == "auto":
             kind = default_store_kind(cfg.workers, redis_url=cfg.redis_url or None)
@@ -200,7 +203,7 @@ class App:
                 if not self.cfg.metrics_public:  # a scraper may send the key as a Bearer token
                     ctx.authorize(self.cfg.access_key_sha256, "", bearer_ok=True)
                 self.metrics.set_upstream_pool(self.upstream.in_use, self.cfg.pool_size)
-                body_bytes, ctype = await asyncio.to_thread(self.metrics.render)
+                body_bytes, ctype = await asyncio.to_thread(self._render_metrics)
                 await send_bytes(tracked_send, 200, body_bytes, ctype.encode())
             elif method == "GET" and path == "/stats":
                 ctx.authorize(self.cfg.access_key_sha256, "")
@@ -264,6 +267,10 @@ class App:
             log.info("request %s: client went away, upstream call cancelled", ctx.request_id)
             return
         task.result()
+
+    def _render_metrics(self) -> tuple[bytes, str]:
+        self.recorder.sync()  # this worker's records still queued for the writer count first
+        return self.metrics.render()
 
     async def _models(self, scope: Scope, send: Send) -> None:
         anthropic_shape = any(k == b"anthropic-version" for k, _ in scope["headers"])

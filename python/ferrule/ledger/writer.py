@@ -1,22 +1,24 @@
 """The batched ledger writer: ``submit()`` from the request path, rows written by a thread.
 
-``submit`` only puts on a bounded queue (never blocks, never raises); a background thread takes
-up to ``batch_size`` records or whatever arrived within ``flush_interval`` and inserts them in
-one transaction. When the queue is full (the disk is slow) or a write fails (read-only, full,
-locked for longer than the busy timeout), records are dropped and counted: the ledger is an
-account of requests, never a reason to slow or fail one. After a failure the writer drops
-batches for ``retry_interval`` seconds before it tries the database again, so a broken disk
-costs one failed attempt per interval, not one per batch.
+``submit`` only appends to a bounded queue (never blocks, never raises, and does not wake the
+thread for each record); a background thread wakes every ``flush_interval`` (or as soon as
+``batch_size`` records wait, or on ``flush``/``close``), prices the records it takes, hands
+them to an optional observer (``Recorder``: metrics and the access log, in batches) and inserts
+them, up to ``batch_size`` per transaction. When the queue is full (the disk is slow) or a
+write fails (read-only, full, locked for longer than the busy timeout), records are dropped and
+counted: the ledger is an account of requests, never a reason to slow or fail one. After a
+failure the writer drops batches for ``retry_interval`` seconds before it tries the database
+again, so a broken disk costs one failed attempt per interval, not one per batch.
 
 One writer per process (each Granian worker has its own, all on the same file). Create it after
 the worker started (the ASGI lifespan), not at import: a thread does not survive a fork."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
-import queue
 import sqlite3
 import threading
 import time
@@ -26,9 +28,10 @@ from typing import Any, Final
 
 from .. import pricing
 from .record import RequestRecord
+from .recorder import account
 from .schema import COLUMNS, open_db
 
-__all__ = ["DropReason", "LedgerWriter", "WriterStats", "row"]
+__all__ = ["DropReason", "Item", "LedgerWriter", "Observer", "WriterStats", "row"]
 
 log = logging.getLogger("ferrule.ledger")
 
@@ -37,9 +40,10 @@ _INSERT: Final = (
     f"INSERT INTO requests ({', '.join(c for c, _ in COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in COLUMNS)})"
 )
-_WAKE: Final = object()  # queued by flush()/close() to end the thread's wait early
 
 Item = tuple[RequestRecord, "pricing.Accounting | None"]
+# Called in the writer thread with each batch, every record priced (None where pricing failed).
+Observer = Callable[[list[Item]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +63,7 @@ class WriterStats:
 def row(record: RequestRecord, acct: pricing.Accounting | None = None) -> tuple[Any, ...]:
     """The INSERT parameters for one record, in ``COLUMNS`` order."""
     if acct is None:
-        acct = pricing.account(
-            record.model,
-            record,
-            compression_removed_tokens=record.compression_removed_tokens,
-            response_cache_hit=record.response_cache_hit,
-            when=record.ts,
-        )
+        acct = account(record)
     s = acct.savings
     return (
         record.ts,
@@ -116,23 +114,30 @@ class LedgerWriter:
         """``on_drop(reason, n)`` is called (from any thread) when records are dropped, e.g.
         ``Metrics.ledger_dropped``; it must not block."""
         self.path = os.fspath(path)
-        self._batch_size = batch_size
+        self._batch_size = max(1, batch_size)
         self._interval = flush_interval
         self._retry_interval = retry_interval
         self._on_drop = on_drop
-        self._queue: queue.Queue[Item | object] = queue.Queue(maxsize=max_queue)
+        self._max_queue = max_queue
+        # A deque, not a queue.Queue: an append does not notify (and so wake) the thread, which
+        # cost a thread switch per request; the thread wakes by the clock or by _wakeup.
+        self._queue: collections.deque[Item] = collections.deque()
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         self._accepted = 0  # records put on the queue
+        self._observed = 0  # records the thread priced and handed to the observer
         self._finished = 0  # records the thread wrote or dropped
         self._written = 0
         self._dropped_full = 0
         self._dropped_error = 0
         self._healthy = True
         self._last_error: str | None = None
+        self._observer: Observer | None = None
+        self._failed_once: set[str] = set()
         self._closed = False
         self._stop = threading.Event()
         self._flush_now = threading.Event()
+        self._wakeup = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ferrule-ledger", daemon=True)
         self._thread.start()
 
@@ -143,28 +148,48 @@ class LedgerWriter:
         if self._closed:
             self._drop("closed", 1)
             return False
-        try:
-            self._queue.put_nowait((record, acct))
-        except queue.Full:
-            with self._lock:
+        with self._lock:
+            full = len(self._queue) >= self._max_queue
+            if full:
                 self._dropped_full += 1
+            else:
+                self._accepted += 1
+                self._queue.append((record, acct))
+                if len(self._queue) >= self._batch_size and not self._wakeup.is_set():
+                    self._wakeup.set()  # a full batch waits: write it now
+        if full:
             self._drop("queue_full", 1)
             return False
-        with self._lock:
-            self._accepted += 1
         return True
+
+    def observe(self, observer: Observer | None) -> None:
+        """Have ``observer(batch)`` called in the writer thread with every batch it takes,
+        each record priced, before its rows are written (a batch's counts and log lines do
+        not wait for the disk, nor are they lost with its rows). Exceptions are logged once,
+        not raised."""
+        self._observer = observer
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every record accepted so far is written (or dropped). True if it was."""
+        return self._wait_for("_finished", timeout)
+
+    def sync(self, timeout: float = 2.0) -> bool:
+        """Wait until every record accepted so far was handed to the observer (priced,
+        counted, logged), without waiting for the disk. True if it was."""
+        return self._wait_for("_observed", timeout)
+
+    def _wait_for(self, counter: str, timeout: float) -> bool:
         with self._lock:
             target = self._accepted
+            if getattr(self, counter) >= target:
+                return True
         self._flush_now.set()
-        self._wake()
+        self._wakeup.set()
         deadline = time.monotonic() + timeout
         with self._done:
-            while self._finished < target:
+            while getattr(self, counter) < target:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._thread.is_alive():
                     return False
@@ -177,7 +202,7 @@ class LedgerWriter:
             return
         self._closed = True
         self._stop.set()
-        self._wake()
+        self._wakeup.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning(
@@ -203,11 +228,6 @@ class LedgerWriter:
 
     # -- the thread ---------------------------------------------------------------------------
 
-    def _wake(self) -> None:
-        # A full queue means the thread has plenty to do and will see the events soon.
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(_WAKE)
-
     def _drop(self, reason: DropReason, n: int) -> None:
         if self._on_drop is not None and n:
             try:
@@ -219,40 +239,66 @@ class LedgerWriter:
         conn: sqlite3.Connection | None = None
         retry_at = 0.0
         while True:
-            batch = self._collect()
-            if batch:
-                conn, retry_at = self._write(conn, batch, retry_at)
-            if self._stop.is_set() and self._queue.empty():
+            woken = self._wakeup.wait(self._interval)
+            self._wakeup.clear()  # before taking: a later wake-up is seen by the next wait
+            hurry = self._flush_now.is_set() or self._stop.is_set()
+            if hurry:
+                self._flush_now.clear()  # before taking: records accepted later get a new one
+            # Woken because a full batch waits: take full batches only (the rest waits for the
+            # clock, so batches stay full under load). By the clock or asked to: take all.
+            whole = hurry or not woken
+            while True:
+                batch = self._take(whole)
+                if not batch:
+                    break
+                priced = self._price(batch)
+                self._observe(priced)
+                conn, retry_at = self._write(conn, priced, retry_at)
+            if self._stop.is_set() and not self._queue:
                 break
         if conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
 
-    def _collect(self) -> list[Item]:
-        """Up to batch_size records: waits at most flush_interval for the first one, then at
-        most flush_interval more for the rest (less when asked to flush or stop)."""
+    def _take(self, whole: bool) -> list[Item]:
+        """Up to batch_size records off the queue; none when ``whole`` is false and fewer than
+        batch_size wait."""
+        q, n = self._queue, self._batch_size
+        if not whole and len(q) < n:
+            return []
         batch: list[Item] = []
-        deadline: float | None = None
-        while len(batch) < self._batch_size:
-            hurry = self._stop.is_set() or self._flush_now.is_set()
-            if hurry:
-                wait = 0.0
-            elif deadline is None:
-                wait = self._interval
-            else:
-                wait = deadline - time.monotonic()
-            try:
-                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _WAKE:
-                continue
-            batch.append(item)  # type: ignore[arg-type]
-            if deadline is None:
-                deadline = time.monotonic() + self._interval
-        if not batch or self._queue.empty():
-            self._flush_now.clear()
+        with contextlib.suppress(IndexError):  # producers only append: the length only grows
+            for _ in range(min(n, len(q))):
+                batch.append(q.popleft())
         return batch
+
+    def _price(self, batch: list[Item]) -> list[Item]:
+        """Every record with its accounting (computed here, off the request path)."""
+        out: list[Item] = []
+        for record, acct in batch:
+            if acct is None:
+                try:
+                    acct = account(record)
+                except Exception:  # row() tries again and the batch fails as a write error
+                    self._once("pricing")
+            out.append((record, acct))
+        return out
+
+    def _observe(self, batch: list[Item]) -> None:
+        observer = self._observer
+        if observer is not None:
+            try:
+                observer(batch)
+            except Exception:
+                self._once("observer")
+        with self._done:
+            self._observed += len(batch)
+            self._done.notify_all()
+
+    def _once(self, what: str) -> None:
+        if what not in self._failed_once:
+            self._failed_once.add(what)
+            log.exception("ledger writer: %s failed (logged once)", what)
 
     def _write(
         self, conn: sqlite3.Connection | None, batch: list[Item], retry_at: float
