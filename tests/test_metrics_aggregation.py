@@ -161,6 +161,29 @@ def test_snapshot_thread_and_scrape_make_values_visible(tmp_path: Path) -> None:
         slow.close()
 
 
+def test_a_failed_snapshot_write_still_renders_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    earlier = Metrics(multiprocess_dir=str(tmp_path), flush_interval=3600)
+    earlier.observe_request(rec())
+    earlier.close()  # its snapshot is in the folder
+    m = Metrics(multiprocess_dir=str(tmp_path), flush_interval=3600)
+    try:
+        m.observe_request(rec())
+
+        def full(self: Any, *a: Any) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(mmap_dict.MmapedDict, "write_value", full)
+        with caplog.at_level(logging.ERROR, logger="ferrule.metrics"):
+            body = m.render()[0]  # no exception: the scrape still answers
+        assert b'status_class="2xx"} 1.0' in body  # what the folder holds
+        assert any("No space left" in r.getMessage() or r.exc_info for r in caplog.records)
+    finally:
+        monkeypatch.undo()
+        m.close()
+
+
 def test_file_and_in_process_expositions_agree(tmp_path: Path) -> None:
     records = mixed(77)
     local = Metrics(tenant_label=True)

@@ -503,7 +503,10 @@ class Metrics:
             registry = CollectorRegistry(auto_describe=False)
             registry.register(_Local(self))
             return generate_latest(registry), CONTENT_TYPE
-        self.flush()
+        try:
+            self.flush()
+        except Exception:  # e.g. a full disk: the other workers' figures are still worth a scrape
+            log.exception("writing this worker's metrics to %s failed", self.multiprocess_dir)
         return render_dir(self.multiprocess_dir), CONTENT_TYPE
 
     def families(self) -> list[Metric]:
