@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -16,6 +17,7 @@ import orjson
 from . import __version__, accesslog, backend
 from .asgi import ClientGone, Message, Receive, Scope, Send, header, send_bytes
 from .cache import ResponseStore, default_store_kind, open_store
+from .cache.sealed import SealedStore
 from .cache.stores import DEFAULT_SQLITE_NAME
 from .config import Config, from_environment
 from .errors import ProxyError, anthropic_error_body, openai_error_body
@@ -26,7 +28,7 @@ from .resilience import Resilience, RetryPolicy
 from .routes.chat import chat_completions
 from .routes.common import Admission, RequestContext, Route
 from .routes.messages import count_tokens, messages
-from .seal import load_sealer
+from .seal import Sealer, load_sealer
 from .stats_cli import stats_from_query
 from .thinking import THINKING_MAX_BYTES, THINKING_SQLITE_NAME, ThinkingMemory
 from .upstream import Upstream
@@ -119,16 +121,27 @@ class App:
         # The request path only queues each record: pricing, metrics and the access log run in
         # the writer's thread, in batches.
         self.recorder = Recorder(self.ledger, self.metrics, defer=True)
+        try:
+            # seals cached answers and kept thinking blocks at rest (ferrule.seal)
+            sealer = load_sealer(cfg.secret_key, self.data_dir)
+        except OSError as exc:
+            # No data folder to keep a generated secret in: one for this process only (its
+            # memory stores work; nothing sealed with it outlives the process anyway).
+            log.warning("secret key not kept (%s): a per-process one seals cached data", exc)
+            sealer = Sealer([secrets.token_hex(32)])
         kind = cfg.response_cache
         if kind == "auto":
             kind = default_store_kind(cfg.workers, redis_url=cfg.redis_url or None)
         if kind != "off":
             try:
-                self.store = open_store(
-                    kind,
-                    path=str(self.data_dir / DEFAULT_SQLITE_NAME),
-                    redis_url=cfg.redis_url or None,
-                    max_bytes=cfg.response_cache_max_bytes,
+                self.store = SealedStore(
+                    open_store(
+                        kind,
+                        path=str(self.data_dir / DEFAULT_SQLITE_NAME),
+                        redis_url=cfg.redis_url or None,
+                        max_bytes=cfg.response_cache_max_bytes,
+                    ),
+                    sealer,
                 )
             except Exception as exc:  # the proxy serves without a cache rather than not at all
                 log.warning("response cache %s unavailable (%s): caching off", kind, exc)
@@ -139,9 +152,7 @@ class App:
                 redis_url=cfg.redis_url or None,
                 max_bytes=THINKING_MAX_BYTES,
             )
-            self.thinking = ThinkingMemory(
-                thinking_store, load_sealer(cfg.secret_key, self.data_dir), cfg.thinking_ttl
-            )
+            self.thinking = ThinkingMemory(thinking_store, sealer, cfg.thinking_ttl)
         except Exception as exc:  # tool loops with thinking then degrade (ferrule.thinking)
             log.warning("thinking store unavailable (%s): tool turns lose their thinking", exc)
 
