@@ -1,0 +1,1052 @@
+"""Responses API translation (issue 14): request rules, the answer object, the stream re-encoder.
+
+Pure functions only (no server): every input / tool / format rule of
+ferrule.translate.responses_request, ferrule.translate.responses_response, and the event grammar of
+ferrule._pure.responses_stream, validated against the openai SDK's own models.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from openai import omit
+from openai.lib.streaming.responses._responses import ResponseStreamState
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
+
+from ferrule._pure.responses_stream import ResponsesStreamEncoder
+from ferrule.errors import ProxyError
+from ferrule.seal import Sealer
+from ferrule.translate.request import JSON_TOOL_NAME
+from ferrule.translate.responses_request import (
+    ResponsesTranslated,
+    reasoning_context,
+    to_anthropic,
+)
+from ferrule.translate.responses_response import to_responses
+
+SEALER = Sealer(["test-secret"])
+TENANT = "tenant-a"
+MODEL = "claude-sonnet-4-6"  # adaptive thinking, structured outputs, strict tools, shown thinking
+HIDDEN = "claude-opus-4-7"  # thinking display omitted by default
+EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
+
+
+def tr(body: dict[str, Any], **kw: Any) -> ResponsesTranslated:
+    return to_anthropic(
+        {"model": MODEL, **body},
+        aliases={},
+        version=kw.pop("version", "2023-06-01"),
+        sealer=kw.pop("sealer", SEALER),
+        tenant=kw.pop("tenant", TENANT),
+        **kw,
+    )
+
+
+def out(body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    return tr(body, **kw).body
+
+
+def bad(body: dict[str, Any], **kw: Any) -> ProxyError:
+    with pytest.raises(ProxyError) as info:
+        tr(body, **kw)
+    assert info.value.status == 400
+    return info.value
+
+
+def user(text: str) -> dict[str, Any]:
+    return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+
+
+# -- input ---------------------------------------------------------------------------------------
+
+
+def test_string_input_is_one_user_turn_and_instructions_the_system() -> None:
+    body = out({"input": "hi", "instructions": "be brief"})
+    assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+    assert body["system"] == [{"type": "text", "text": "be brief"}]
+    assert list(body)[:4] == ["model", "max_tokens", "messages", "system"]
+
+
+def test_leading_developer_is_system_later_ones_stay_in_place_as_user_text() -> None:
+    body = out(
+        {
+            "instructions": "I",
+            "input": [
+                {"role": "developer", "content": [{"type": "input_text", "text": "D"}]},
+                {"role": "system", "content": "S"},
+                user("U"),
+                {"role": "assistant", "content": [{"type": "output_text", "text": "A"}]},
+                {"role": "developer", "content": "later"},
+                {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]},
+            ],
+        }
+    )
+    assert [b["text"] for b in body["system"]] == ["I", "D", "S"]
+    assert body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "U"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "A"}]},
+        {"role": "user", "content": [{"type": "text", "text": "later"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "no"}]},
+    ]
+
+
+def test_images_and_files_become_image_and_document_blocks() -> None:
+    pdf = "data:application/pdf;base64," + base64.b64encode(b"%PDF-1.4").decode()
+    txt = "data:text/plain;base64," + base64.b64encode("héllo".encode()).decode()
+    content = [
+        {"type": "input_text", "text": "look"},
+        {"type": "input_image", "image_url": "https://x.test/a.png", "detail": "auto"},
+        {"type": "input_image", "image_url": "data:image/png;base64,AAAA"},
+        {"type": "input_file", "filename": "a.pdf", "file_data": pdf},
+        {"type": "input_file", "file_data": txt},
+        {"type": "input_file", "file_url": "https://x.test/b.pdf"},
+    ]
+    blocks = out({"input": [{"role": "user", "content": content}]})["messages"][0]["content"]
+    assert blocks[1] == {"type": "image", "source": {"type": "url", "url": "https://x.test/a.png"}}
+    assert blocks[2]["source"] == {"type": "base64", "media_type": "image/png", "data": "AAAA"}
+    assert blocks[3] == {
+        "type": "document",
+        "title": "a.pdf",
+        "source": {
+            "type": "base64",
+            "media_type": "application/pdf",
+            "data": base64.b64encode(b"%PDF-1.4").decode(),
+        },
+    }
+    assert blocks[4]["source"] == {"type": "text", "media_type": "text/plain", "data": "héllo"}
+    assert blocks[5]["source"] == {"type": "url", "url": "https://x.test/b.pdf"}
+
+
+@pytest.mark.parametrize(
+    ("part", "param"),
+    [
+        ({"type": "input_file", "file_id": "file-1"}, "input[0].content[0]"),
+        ({"type": "input_image", "file_id": "file-1"}, "input[0].content[0]"),
+        ({"type": "input_file", "file_data": "data:image/bmp;base64,AA"}, "input[0].content[0]"),
+        ({"type": "input_audio", "input_audio": {}}, "input[0].content[0]"),
+        ({"type": "output_text", "text": "x"}, "input[0].content[0]"),
+    ],
+)
+def test_unsupported_content_parts_are_400s_naming_the_part(
+    part: dict[str, Any], param: str
+) -> None:
+    assert bad({"input": [{"role": "user", "content": [part]}]}).param == param
+
+
+def test_function_and_custom_calls_and_outputs_become_tool_use_and_tool_result() -> None:
+    body = out(
+        {
+            "input": [
+                user("go"),
+                {
+                    "type": "function_call",
+                    "call_id": "c1",
+                    "name": "exec_command",
+                    "arguments": '{"cmd": "ls"}',
+                },
+                {"type": "custom_tool_call", "call_id": "c2", "name": "apply_patch", "input": "P"},
+                {"type": "function_call_output", "call_id": "c1", "output": "a\nb"},
+                {
+                    "type": "custom_tool_call_output",
+                    "call_id": "c2",
+                    "output": [{"type": "input_text", "text": "ok"}],
+                },
+                user("next"),
+            ],
+            "tools": [
+                {"type": "function", "name": "exec_command", "parameters": {"type": "object"}},
+                {"type": "custom", "name": "apply_patch"},
+            ],
+        }
+    )
+    assert body["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "c1", "name": "exec_command", "input": {"cmd": "ls"}},
+                {"type": "tool_use", "id": "c2", "name": "apply_patch", "input": {"input": "P"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "c1", "content": "a\nb"},
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "c2",
+                    "content": [{"type": "text", "text": "ok"}],
+                },
+                {"type": "text", "text": "next"},
+            ],
+        },
+    ]
+
+
+def test_tool_history_without_tools_declares_the_tools_and_forbids_calls() -> None:
+    body = out(
+        {
+            "input": [
+                user("go"),
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "r"},
+            ]
+        }
+    )
+    assert [t["name"] for t in body["tools"]] == ["f"]
+    assert body["tool_choice"] == {"type": "none"}
+
+
+@pytest.mark.parametrize(
+    ("item", "param"),
+    [
+        ({"type": "computer_call", "call_id": "x"}, "input[1].type"),
+        ({"type": "item_reference", "id": "msg_1"}, "input[1].type"),
+        ({"type": "mcp_call", "id": "x"}, "input[1].type"),
+        ({"type": "function_call", "call_id": "c", "name": "f", "arguments": "{"}, "input[1]"),
+        ({"type": "function_call", "call_id": "c", "name": "f", "arguments": "[1]"}, "input[1]"),
+        ({"type": "function_call_output", "output": "x"}, "input[1].call_id"),
+        ({"role": "tool", "content": "x"}, "input[1]"),
+        ("text", "input[1]"),
+    ],
+)
+def test_bad_or_unsupported_input_items_are_400s_naming_the_item(item: Any, param: str) -> None:
+    assert bad({"input": [user("hi"), item]}).param == param
+
+
+def test_web_search_calls_in_input_are_dropped() -> None:
+    ws = {"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {}}
+    body = out({"input": [user("q"), ws, {"role": "assistant", "content": "A"}]})
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant"]
+
+
+def test_empty_input_is_a_400() -> None:
+    assert bad({"input": []}).param == "input"
+    assert bad({"input": 3}).param == "input"
+
+
+# -- tools ---------------------------------------------------------------------------------------
+
+
+def test_function_tools_take_input_schema_and_strict_where_the_model_has_it() -> None:
+    params = {"type": "object", "properties": {"x": {"type": "string"}}}
+    tool = {"type": "function", "name": "f", "description": "d", "parameters": params}
+    body = out({"input": "hi", "tools": [{**tool, "strict": True}]})
+    assert body["tools"] == [
+        {"name": "f", "description": "d", "input_schema": params, "strict": True}
+    ]
+    # a model that refuses forced tool choice: required is sent as auto, with a warning
+    t = tr({"model": "claude-fable-5-2", "input": "hi", "tools": [tool], "tool_choice": "required"})
+    assert t.body["tool_choice"] == {"type": "auto"}
+    assert any("forced tool" in w for w in t.warnings)
+
+
+def test_custom_tools_take_one_string_and_describe_their_grammar() -> None:
+    grammar = 'start: "*** Begin Patch" /(.|\\n)*/ "*** End Patch"'
+    t = tr(
+        {
+            "input": "hi",
+            "tools": [
+                {
+                    "type": "custom",
+                    "name": "apply_patch",
+                    "description": "Apply a patch.",
+                    "format": {"type": "grammar", "syntax": "lark", "definition": grammar},
+                },
+                {"type": "custom", "name": "note", "format": {"type": "text"}},
+            ],
+        }
+    )
+    patch, note = t.body["tools"]
+    assert patch["input_schema"] == {
+        "type": "object",
+        "properties": {"input": {"type": "string"}},
+        "required": ["input"],
+        "additionalProperties": False,
+    }
+    assert patch["description"].startswith("Apply a patch.\n\n")
+    assert grammar in patch["description"] and "Lark grammar" in patch["description"]
+    assert "description" not in note
+    assert t.custom_tools == {"apply_patch", "note"}
+
+
+def test_namespace_tools_are_offered_by_qualified_name_and_mapped_back() -> None:
+    t = tr(
+        {
+            "input": [
+                user("hi"),
+                {
+                    "type": "function_call",
+                    "call_id": "c",
+                    "name": "spawn",
+                    "namespace": "multi_agent_v1",
+                    "arguments": "{}",
+                },
+                {"type": "function_call_output", "call_id": "c", "output": "ok"},
+            ],
+            "tools": [
+                {
+                    "type": "namespace",
+                    "name": "multi_agent_v1",
+                    "description": "Agents.",
+                    "tools": [{"type": "function", "name": "spawn", "description": "Spawn."}],
+                }
+            ],
+        }
+    )
+    assert t.body["tools"][0]["name"] == "multi_agent_v1__spawn"
+    assert t.body["tools"][0]["description"] == "Agents.\n\nSpawn."
+    assert t.body["messages"][1]["content"][0]["name"] == "multi_agent_v1__spawn"
+    assert t.tools["multi_agent_v1__spawn"] == ("function", "spawn", "multi_agent_v1")
+
+
+@pytest.mark.parametrize("kind", ["web_search", "web_search_preview", "web_search_2025_08_26"])
+def test_web_search_becomes_the_anthropic_server_tool(kind: str) -> None:
+    t = tr(
+        {
+            "input": "news?",
+            "tools": [
+                {
+                    "type": kind,
+                    "filters": {"allowed_domains": ["a.test"]},
+                    "user_location": {"type": "approximate", "city": "Paris", "country": "FR"},
+                    "external_web_access": False,
+                }
+            ],
+            "tool_choice": {"type": kind},
+            "max_tool_calls": 3,
+        }
+    )
+    assert t.body["tools"] == [
+        {
+            "type": "web_search_20250305",
+            "name": "web_search",
+            "allowed_domains": ["a.test"],
+            "user_location": {"type": "approximate", "city": "Paris", "country": "FR"},
+            "max_uses": 3,
+        }
+    ]
+    assert t.body["tool_choice"] == {"type": "tool", "name": "web_search"}
+    assert any("external_web_access" in w for w in t.warnings)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "file_search",
+        "computer_use_preview",
+        "code_interpreter",
+        "image_generation",
+        "mcp",
+        "local_shell",
+        "something_new",
+    ],
+)
+def test_hosted_tools_are_400s_naming_the_tool(kind: str) -> None:
+    err = bad({"input": "hi", "tools": [{"type": "function", "name": "f"}, {"type": kind}]})
+    assert err.param == "tools[1].type"
+    assert kind in err.message
+
+
+@pytest.mark.parametrize(
+    ("choice", "sent"),
+    [
+        ("auto", {"type": "auto"}),
+        ("none", {"type": "none"}),
+        ("required", {"type": "any"}),
+        ({"type": "function", "name": "f"}, {"type": "tool", "name": "f"}),
+        ({"type": "custom", "name": "apply_patch"}, {"type": "tool", "name": "apply_patch"}),
+    ],
+)
+def test_tool_choice(choice: Any, sent: dict[str, Any]) -> None:
+    tools = [{"type": "function", "name": "f"}, {"type": "custom", "name": "apply_patch"}]
+    assert out({"input": "hi", "tools": tools, "tool_choice": choice})["tool_choice"] == sent
+
+
+def test_parallel_tool_calls_false_disables_parallel_use() -> None:
+    body = out(
+        {"input": "hi", "tools": [{"type": "function", "name": "f"}], "parallel_tool_calls": False}
+    )
+    assert body["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [{"type": "function", "name": "nope"}, {"type": "file_search"}, {"type": "allowed_tools"}],
+)
+def test_bad_tool_choice_is_a_400(choice: Any) -> None:
+    err = bad({"input": "hi", "tools": [{"type": "function", "name": "f"}], "tool_choice": choice})
+    assert err.param == "tool_choice"
+
+
+# -- knobs ---------------------------------------------------------------------------------------
+
+
+def test_max_output_tokens_is_max_tokens_and_errors_name_it() -> None:
+    assert out({"input": "hi", "max_output_tokens": 300})["max_tokens"] == 300
+    assert bad({"input": "hi", "max_output_tokens": 0}).param == "max_output_tokens"
+
+
+def test_reasoning_effort_goes_through_the_model_table() -> None:
+    body = out({"input": "hi", "reasoning": {"effort": "high"}, "max_output_tokens": 1000})
+    assert body["thinking"] == {"type": "adaptive"}
+    assert body["output_config"] == {"effort": "high"}
+    assert body["max_tokens"] > 1000  # thinking headroom on top of the answer budget
+    assert bad({"input": "hi", "reasoning": {"effort": "huge"}}).param == "reasoning.effort"
+    assert bad({"input": "hi", "reasoning": {"summary": "long"}}).param == "reasoning.summary"
+
+
+def test_reasoning_summary_asks_for_summarized_thinking_where_it_is_hidden() -> None:
+    hidden = tr({"model": HIDDEN, "input": "hi", "reasoning": {"effort": "low", "summary": "auto"}})
+    assert hidden.body["thinking"] == {"type": "adaptive", "display": "summarized"}
+    assert hidden.summary
+    shown = out({"input": "hi", "reasoning": {"effort": "low", "summary": "detailed"}})
+    assert shown["thinking"] == {"type": "adaptive"}  # summarized already
+    plain = tr({"model": HIDDEN, "input": "hi", "reasoning": {"effort": "low"}})
+    assert plain.body["thinking"] == {"type": "adaptive"} and not plain.summary
+    # a model that thinks unless told otherwise: the summary alone asks for the display
+    always = out({"model": "claude-fable-5-2", "input": "hi", "reasoning": {"summary": "auto"}})
+    assert always["thinking"] == {"type": "adaptive", "display": "summarized"}
+
+
+def test_sampling_follows_the_model_rules_and_strict_mode_names_the_field() -> None:
+    t = tr({"input": "hi", "temperature": 0.2, "reasoning": {"effort": "low"}})
+    assert "temperature" not in t.body and any("temperature" in w for w in t.warnings)
+    assert out({"input": "hi", "temperature": 0.2, "top_p": 0.9})["temperature"] == 0.2
+    err = bad({"input": "hi", "temperature": 0.2, "reasoning": {"effort": "low"}}, strict=True)
+    assert err.param == "temperature"
+
+
+def test_text_format_json_schema_uses_structured_outputs() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    fmt = {"type": "json_schema", "name": "x", "schema": schema, "strict": True}
+    t = tr({"input": "hi", "text": {"format": fmt}})
+    assert t.body["output_config"]["format"] == {"type": "json_schema", "schema": schema}
+    assert t.json_tool is None
+
+
+def test_text_format_json_object_uses_the_forced_tool() -> None:
+    t = tr({"input": "hi", "text": {"format": {"type": "json_object"}}})
+    assert t.json_tool == JSON_TOOL_NAME
+    assert t.body["tool_choice"] == {"type": "tool", "name": JSON_TOOL_NAME}
+    assert "tools" not in out({"input": "hi", "text": {"format": {"type": "text"}}})
+    err = bad({"input": "hi", "text": {"format": {"type": "json_schema", "schema": []}}})
+    assert err.param == "text.format.schema"
+    assert bad({"input": "hi", "text": {"format": {"type": "yaml"}}}).param == "text.format"
+
+
+def test_identity_metadata_cache_key_truncation() -> None:
+    body = out(
+        {
+            "input": "hi",
+            "metadata": {"k": "v"},
+            "safety_identifier": "u-1",
+            "prompt_cache_key": "pck",
+            "truncation": "auto",
+        }
+    )
+    assert body["metadata"] == {"user_id": "u-1"}
+    assert "pck" not in orjson.dumps(body).decode()
+    assert out({"input": "hi", "user": "u-2"})["metadata"] == {"user_id": "u-2"}
+    assert bad({"input": "hi", "truncation": "middle"}).param == "truncation"
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"background": True}, "background"),
+        ({"conversation": "conv_1"}, "conversation"),
+        ({"prompt": {"id": "p"}}, "prompt"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"include": ["message.output_text.logprobs"]}, "include"),
+        ({"include": ["nope"]}, "include"),
+        ({"store": "yes"}, "store"),
+        ({"stream": 1}, "stream"),
+    ],
+)
+def test_unsupported_fields_are_400s_naming_them(extra: dict[str, Any], param: str) -> None:
+    assert bad({"input": "hi", **extra}).param == param
+
+
+def test_store_stream_include_previous_response_id_and_unknown_fields() -> None:
+    t = tr({"input": "hi", "client_metadata": {"thread": "t"}})
+    assert t.store and not t.stream and t.previous_response_id is None and t.include == ()
+    t = tr(
+        {
+            "input": "hi",
+            "store": False,
+            "stream": True,
+            "previous_response_id": "resp_1",
+            "include": ["reasoning.encrypted_content"],
+        }
+    )
+    assert not t.store and t.stream and t.previous_response_id == "resp_1"
+    assert t.include == ("reasoning.encrypted_content",)
+    assert t.body["stream"] is True
+
+
+# -- the answer ----------------------------------------------------------------------------------
+
+
+def _open_tokens(obj: Any) -> Any:
+    """``obj`` with every encrypted_content replaced by its plaintext (nonces differ per seal)."""
+    if isinstance(obj, dict):
+        return {
+            k: (
+                json.loads(SEALER.open(v, reasoning_context(TENANT)))
+                if k == "encrypted_content"
+                else _open_tokens(v)
+            )
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list):
+        return [_open_tokens(v) for v in obj]
+    return obj
+
+
+THOUGHT = {"type": "thinking", "thinking": "Let me think.", "signature": "sig-1"}
+REDACTED = {"type": "redacted_thinking", "data": "opaque-2"}
+TOOLS = [
+    {"type": "function", "name": "exec_command", "parameters": {"type": "object"}},
+    {"type": "custom", "name": "apply_patch"},
+    {"type": "web_search"},
+]
+
+
+def message(content: list[dict[str, Any]], stop: str = "end_turn") -> dict[str, Any]:
+    return {
+        "id": "msg_01",
+        "type": "message",
+        "role": "assistant",
+        "model": MODEL,
+        "content": content,
+        "stop_reason": stop,
+        "usage": {
+            "input_tokens": 10,
+            "cache_creation_input_tokens": 20,
+            "cache_read_input_tokens": 30,
+            "output_tokens": 5,
+        },
+    }
+
+
+def answer(msg: dict[str, Any], t: ResponsesTranslated, tenant: str = TENANT) -> dict[str, Any]:
+    return to_responses(
+        msg, tr=t, response_id="resp_x", created_at=1_700_000_000, sealer=SEALER, tenant=tenant
+    )
+
+
+def test_to_responses_items_usage_and_echo_validate_with_the_sdk() -> None:
+    t = tr({"input": "hi", "tools": TOOLS, "reasoning": {"effort": "low", "summary": "auto"}})
+    msg = message(
+        [
+            THOUGHT,
+            REDACTED,
+            {
+                "type": "text",
+                "text": "See ",
+                "citations": [
+                    {"type": "web_search_result_location", "url": "https://a.test", "title": "A"}
+                ],
+            },
+            {"type": "text", "text": "this."},
+            {
+                "type": "server_tool_use",
+                "id": "srv_1",
+                "name": "web_search",
+                "input": {"query": "q"},
+            },
+            {"type": "web_search_tool_result", "tool_use_id": "srv_1", "content": []},
+            {"type": "tool_use", "id": "toolu_1", "name": "exec_command", "input": {"cmd": "ls"}},
+            {"type": "tool_use", "id": "toolu_2", "name": "apply_patch", "input": {"input": "P\n"}},
+        ],
+        stop="tool_use",
+    )
+    r = answer(msg, t)
+    parsed = Response.model_validate(r)
+    assert parsed.output_text == "See this."
+    assert [o["type"] for o in r["output"]] == [
+        "reasoning",
+        "message",
+        "web_search_call",
+        "function_call",
+        "custom_tool_call",
+    ]
+    reasoning, text, ws, fc, ctc = r["output"]
+    assert reasoning["summary"] == [{"type": "summary_text", "text": "Let me think."}]
+    assert json.loads(SEALER.open(reasoning["encrypted_content"], reasoning_context(TENANT))) == [
+        THOUGHT,
+        REDACTED,
+    ]
+    assert [p["text"] for p in text["content"]] == ["See ", "this."]
+    assert text["content"][0]["annotations"][0]["url"] == "https://a.test"
+    assert ws["action"] == {"type": "search", "query": "q"}
+    assert fc | {"id": None} == {
+        "id": None,
+        "type": "function_call",
+        "call_id": "toolu_1",
+        "name": "exec_command",
+        "arguments": '{"cmd":"ls"}',
+        "status": "completed",
+    }
+    assert (ctc["call_id"], ctc["name"], ctc["input"]) == ("toolu_2", "apply_patch", "P\n")
+    assert r["status"] == "completed" and r["incomplete_details"] is None
+    assert r["usage"] == {
+        "input_tokens": 60,
+        "input_tokens_details": {"cached_tokens": 30, "cache_write_tokens": 20},
+        "output_tokens": 5,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 65,
+    }
+    assert r["model"] == MODEL and r["tools"] == TOOLS and r["object"] == "response"
+    assert len({o["id"] for o in r["output"]}) == 5
+
+
+def test_no_summary_unless_asked_and_namespace_calls_carry_their_namespace() -> None:
+    tools = [{"type": "namespace", "name": "ns", "description": "", "tools": [TOOLS[0]]}]
+    t = tr({"input": "hi", "tools": tools})
+    r = answer(
+        message(
+            [THOUGHT, {"type": "tool_use", "id": "t", "name": "ns__exec_command", "input": {}}]
+        ),
+        t,
+    )
+    assert r["output"][0]["summary"] == []
+    assert r["output"][1]["name"] == "exec_command" and r["output"][1]["namespace"] == "ns"
+    Response.model_validate(r)
+
+
+@pytest.mark.parametrize(
+    ("stop", "status", "reason"),
+    [
+        ("end_turn", "completed", None),
+        ("max_tokens", "incomplete", "max_output_tokens"),
+        ("model_context_window_exceeded", "incomplete", "max_output_tokens"),
+        ("refusal", "incomplete", "content_filter"),
+    ],
+)
+def test_status_from_stop_reason(stop: str, status: str, reason: str | None) -> None:
+    r = answer(message([{"type": "text", "text": "x"}], stop=stop), tr({"input": "hi"}))
+    assert r["status"] == status
+    assert r["incomplete_details"] == (reason and {"reason": reason})
+    assert r["output"][0]["status"] == ("incomplete" if reason else "completed")
+    Response.model_validate(r)
+
+
+def test_json_mode_tool_input_is_the_answer_text() -> None:
+    t = tr({"input": "hi", "text": {"format": {"type": "json_object"}}})
+    r = answer(
+        message([{"type": "tool_use", "id": "t", "name": JSON_TOOL_NAME, "input": {"a": 1}}]), t
+    )
+    assert Response.model_validate(r).output_text == '{"a":1}'
+
+
+# -- reasoning round trip ------------------------------------------------------------------------
+
+
+def _next_request(first: dict[str, Any], tenant: str = TENANT) -> ResponsesTranslated:
+    items = first["output"]
+    call = next(i for i in items if i["type"] == "function_call")
+    return tr(
+        {
+            "input": [
+                user("go"),
+                *items,
+                {"type": "function_call_output", "call_id": call["call_id"], "output": "done"},
+            ],
+            "tools": TOOLS,
+            "reasoning": {"effort": "low"},
+        },
+        tenant=tenant,
+    )
+
+
+def test_reasoning_round_trip_restores_the_exact_blocks() -> None:
+    t = tr({"input": "go", "tools": TOOLS, "reasoning": {"effort": "low"}})
+    tool = {"type": "tool_use", "id": "toolu_1", "name": "exec_command", "input": {"cmd": "ls"}}
+    first = answer(message([THOUGHT, REDACTED, tool], stop="tool_use"), t)
+    again = _next_request(first)
+    assert again.body["messages"][1] == {"role": "assistant", "content": [THOUGHT, REDACTED, tool]}
+    assert again.body["messages"][2]["content"][0]["tool_use_id"] == "toolu_1"
+
+
+def test_forged_or_foreign_reasoning_items_are_400s_naming_the_item() -> None:
+    t = tr({"input": "go", "tools": TOOLS, "reasoning": {"effort": "low"}})
+    tool = {"type": "tool_use", "id": "toolu_1", "name": "exec_command", "input": {}}
+    first = answer(message([THOUGHT, tool], stop="tool_use"), t)
+    with pytest.raises(ProxyError) as foreign:
+        _next_request(first, tenant="tenant-b")
+    assert foreign.value.status == 400 and foreign.value.param == "input[1]"
+    token = first["output"][0]["encrypted_content"]
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    for bad_token in (
+        forged,
+        "fs1.AAAA",
+        "plain",
+        SEALER.seal(b'{"a":1}', reasoning_context(TENANT)),
+    ):
+        item = {**first["output"][0], "encrypted_content": bad_token}
+        with pytest.raises(ProxyError) as info:
+            _next_request({"output": [item, *first["output"][1:]]})
+        assert info.value.param == "input[1]"
+    # a token sealed for another purpose (the thinking memory's context) does not open either
+    other = SEALER.seal(orjson.dumps([THOUGHT]), TENANT.encode())
+    with pytest.raises(ProxyError):
+        _next_request(
+            {"output": [{**first["output"][0], "encrypted_content": other}, first["output"][1]]}
+        )
+
+
+def test_reasoning_item_without_encrypted_content_is_dropped() -> None:
+    item = {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "x"}]}
+    body = out({"input": [user("hi"), item, {"role": "assistant", "content": "A"}]})
+    assert body["messages"][1] == {"role": "assistant", "content": [{"type": "text", "text": "A"}]}
+
+
+# -- streaming -----------------------------------------------------------------------------------
+
+
+class FixedSealer:
+    """Deterministic stand-in for Sealer (its nonces are random) where bytes are compared."""
+
+    def seal(self, plaintext: bytes, context: bytes) -> str:
+        return "sealed:" + hashlib.sha256(context + plaintext).hexdigest()[:16]
+
+
+def _pieces(text: str, n: int) -> list[str]:
+    size = max(1, -(-len(text) // n))
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def anthropic_sse(msg: dict[str, Any], n: int = 3) -> bytes:
+    """The Anthropic stream of ``msg``, each block's content in ``n`` deltas."""
+
+    def ev(name: str, data: dict[str, Any]) -> bytes:
+        return (
+            b"event: "
+            + name.encode()
+            + b"\ndata: "
+            + orjson.dumps({"type": name, **data})
+            + b"\n\n"
+        )
+
+    usage = dict(msg["usage"])
+    start = {**msg, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    chunks = [ev("message_start", {"message": start})]
+    for i, block in enumerate(msg["content"]):
+        kind = block["type"]
+        deltas: list[dict[str, Any]] = []
+        if kind == "text":
+            stub: dict[str, Any] = {"type": "text", "text": ""}
+            deltas = [{"type": "text_delta", "text": p} for p in _pieces(block["text"], n)]
+            deltas += [
+                {"type": "citations_delta", "citation": c} for c in block.get("citations", [])
+            ]
+        elif kind == "thinking":
+            stub = {"type": "thinking", "thinking": "", "signature": ""}
+            deltas = [
+                {"type": "thinking_delta", "thinking": p} for p in _pieces(block["thinking"], n)
+            ]
+            deltas.append({"type": "signature_delta", "signature": block["signature"]})
+        elif kind in ("tool_use", "server_tool_use"):
+            stub = {**block, "input": {}}
+            raw = json.dumps(block["input"])  # spaced, as Anthropic streams it
+            deltas = [{"type": "input_json_delta", "partial_json": p} for p in _pieces(raw, n)]
+        else:
+            stub = block
+        chunks.append(ev("content_block_start", {"index": i, "content_block": stub}))
+        if i == 0:
+            chunks.append(b'event: ping\ndata: {"type": "ping"}\n\n')
+        chunks += [ev("content_block_delta", {"index": i, "delta": d}) for d in deltas]
+        chunks.append(ev("content_block_stop", {"index": i}))
+    chunks.append(
+        ev(
+            "message_delta",
+            {
+                "delta": {"stop_reason": msg["stop_reason"]},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        )
+    )
+    chunks.append(ev("message_stop", {}))
+    return b"".join(chunks)
+
+
+def encoder(t: ResponsesTranslated, sealer: Any = SEALER) -> ResponsesStreamEncoder:
+    return ResponsesStreamEncoder(
+        t, response_id="resp_x", created_at=1_700_000_000, sealer=sealer, tenant=TENANT
+    )
+
+
+def parse(raw: bytes) -> list[dict[str, Any]]:
+    """The events of a Responses stream; checks the frame format and validates each with the SDK."""
+    assert raw.endswith(b"\n\n") and b"[DONE]" not in raw
+    events = []
+    for frame in raw.decode().split("\n\n")[:-1]:
+        head, data = frame.split("\n")
+        assert head.startswith("event: ") and data.startswith("data: ")
+        obj = json.loads(data[6:])
+        assert obj["type"] == head[7:]
+        EVENTS.validate_python(obj)
+        events.append(obj)
+    seqs = [e["sequence_number"] for e in events]
+    assert seqs == list(range(len(events)))
+    return events
+
+
+def run(t: ResponsesTranslated, msg: dict[str, Any], sealer: Any = SEALER) -> list[dict[str, Any]]:
+    enc = encoder(t, sealer)
+    raw = enc.feed(anthropic_sse(msg)) + enc.finish()
+    assert enc.done and enc.outcome == "complete" and enc.started
+    return parse(raw)
+
+
+def kinds(events: list[dict[str, Any]]) -> list[str]:
+    return [e["type"].removeprefix("response.") for e in events]
+
+
+def test_stream_text_event_order() -> None:
+    events = run(tr({"input": "hi"}), message([{"type": "text", "text": "Hello there"}]))
+    assert kinds(events) == [
+        "created",
+        "in_progress",
+        "output_item.added",
+        "content_part.added",
+        "output_text.delta",
+        "output_text.delta",
+        "output_text.delta",
+        "output_text.done",
+        "content_part.done",
+        "output_item.done",
+        "completed",
+    ]
+    assert "".join(e["delta"] for e in events if e["type"].endswith("text.delta")) == "Hello there"
+    assert events[0]["response"]["status"] == "in_progress"
+    assert events[-1]["response"]["usage"]["total_tokens"] == 65
+
+
+def test_stream_function_call_and_custom_tool_call() -> None:
+    patch = '*** Begin Patch\n"quoted" \\ tab\t é 😀\n*** End Patch'
+    msg = message(
+        [
+            {
+                "type": "tool_use",
+                "id": "toolu_1",
+                "name": "exec_command",
+                "input": {"cmd": "ls -l"},
+            },
+            {"type": "tool_use", "id": "toolu_2", "name": "apply_patch", "input": {"input": patch}},
+        ],
+        stop="tool_use",
+    )
+    t = tr({"input": "hi", "tools": TOOLS})
+    enc = encoder(t)
+    raw = anthropic_sse(msg, n=1)
+    # one byte at a time: escapes and the surrogate pair arrive split across deltas
+    sse = b"".join(enc.feed(raw[i : i + 1]) for i in range(len(raw)))
+    events = parse(sse)
+    body = kinds(events)[2:]
+    assert body[:4] == [
+        "output_item.added",
+        "function_call_arguments.delta",
+        "function_call_arguments.done",
+        "output_item.done",
+    ]
+    assert body[4] == "output_item.added" and body[-2:] == ["output_item.done", "completed"]
+    assert set(body[5:-3]) == {"custom_tool_call_input.delta"} and body[-3] == (
+        "custom_tool_call_input.done"
+    )
+    fc_done = events[4]
+    assert fc_done["arguments"] == '{"cmd":"ls -l"}' and fc_done["name"] == "exec_command"
+    deltas = [e["delta"] for e in events if e["type"] == "response.custom_tool_call_input.delta"]
+    assert "".join(deltas) == patch
+    assert events[-3]["input"] == patch
+    assert events[6]["item"]["input"] == "" and events[6]["item"]["type"] == "custom_tool_call"
+
+
+def test_stream_custom_tool_input_many_deltas() -> None:
+    patch = 'line "1"\nline \\2 \u00e9\U0001f600 end'
+    msg = message(
+        [{"type": "tool_use", "id": "t", "name": "apply_patch", "input": {"input": patch}}],
+        stop="tool_use",
+    )
+    events = run(tr({"input": "hi", "tools": TOOLS}), msg)
+    deltas = [e["delta"] for e in events if e["type"] == "response.custom_tool_call_input.delta"]
+    assert "".join(deltas) == patch
+
+
+def test_stream_reasoning_events_and_summary() -> None:
+    t = tr({"input": "hi", "reasoning": {"effort": "low", "summary": "auto"}})
+    events = run(t, message([THOUGHT, REDACTED, {"type": "text", "text": "ok"}]))
+    assert kinds(events)[2:9] == [
+        "output_item.added",
+        "reasoning_summary_part.added",
+        "reasoning_summary_text.delta",
+        "reasoning_summary_text.delta",
+        "reasoning_summary_text.delta",
+        "reasoning_summary_text.done",
+        "reasoning_summary_part.done",
+    ]
+    assert kinds(events)[9:11] == ["output_item.done", "output_item.added"]
+    done = events[9]["item"]
+    assert done["summary"] == [{"type": "summary_text", "text": "Let me think."}]
+    assert json.loads(SEALER.open(done["encrypted_content"], reasoning_context(TENANT))) == [
+        THOUGHT,
+        REDACTED,
+    ]
+    # without a summary asked for: the item and its sealed blocks, no summary events
+    quiet = run(tr({"input": "hi", "reasoning": {"effort": "low"}}), message([THOUGHT]))
+    assert kinds(quiet)[2:5] == ["output_item.added", "output_item.done", "completed"]
+
+
+def test_stream_web_search_events() -> None:
+    msg = message(
+        [
+            {"type": "server_tool_use", "id": "srv", "name": "web_search", "input": {"query": "q"}},
+            {"type": "web_search_tool_result", "tool_use_id": "srv", "content": []},
+            {"type": "text", "text": "found"},
+        ]
+    )
+    events = run(tr({"input": "hi", "tools": TOOLS}), msg)
+    assert kinds(events)[2:7] == [
+        "output_item.added",
+        "web_search_call.in_progress",
+        "web_search_call.searching",
+        "web_search_call.completed",
+        "output_item.done",
+    ]
+    assert events[6]["item"]["action"] == {"type": "search", "query": "q"}
+
+
+MESSAGES = [
+    message([{"type": "text", "text": "Hello there, world."}]),
+    message(
+        [
+            THOUGHT,
+            REDACTED,
+            {"type": "text", "text": "Calling."},
+            {"type": "tool_use", "id": "toolu_1", "name": "exec_command", "input": {"cmd": "ls"}},
+            {
+                "type": "tool_use",
+                "id": "toolu_2",
+                "name": "apply_patch",
+                "input": {"input": "a\nb"},
+            },
+        ],
+        stop="tool_use",
+    ),
+    message([THOUGHT, {"type": "text", "text": "cut sh"}], stop="max_tokens"),
+    message(
+        [
+            {"type": "server_tool_use", "id": "srv", "name": "web_search", "input": {"query": "q"}},
+            {"type": "web_search_tool_result", "tool_use_id": "srv", "content": []},
+            {
+                "type": "text",
+                "text": "cited",
+                "citations": [
+                    {"type": "web_search_result_location", "url": "https://a.test", "title": "A"}
+                ],
+            },
+        ]
+    ),
+]
+STREAM_TR = tr({"input": "hi", "tools": TOOLS, "reasoning": {"effort": "low", "summary": "auto"}})
+
+
+@pytest.mark.parametrize("msg", MESSAGES)
+def test_stream_final_object_equals_to_responses_and_the_done_items(msg: dict[str, Any]) -> None:
+    events = run(STREAM_TR, msg)
+    final = events[-1]
+    want = answer(msg, STREAM_TR)
+    assert final["type"] == (
+        "response.incomplete" if want["status"] == "incomplete" else "response.completed"
+    )
+    assert _open_tokens(final["response"]) == _open_tokens(want)
+    done = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert done == final["response"]["output"]  # the same tokens: sealed once
+    assert [e["output_index"] for e in events if e["type"] == "response.output_item.done"] == list(
+        range(len(done))
+    )
+    # the SDK's own stream accumulator (responses.stream) accepts it and ends with the same object
+    state: ResponseStreamState[Any] = ResponseStreamState(input_tools=[], text_format=omit)
+    for e in events:
+        state.handle_event(EVENTS.validate_python(e))
+    assert state._completed_response is not None or final["type"] == "response.incomplete"
+
+
+def test_json_mode_stream_streams_the_tool_input_as_text() -> None:
+    t = tr({"input": "hi", "text": {"format": {"type": "json_object"}}})
+    msg = message([{"type": "tool_use", "id": "t", "name": JSON_TOOL_NAME, "input": {"a": [1, 2]}}])
+    events = run(t, msg)
+    assert "output_text.delta" in kinds(events)
+    assert events[-1]["response"] == answer(msg, t)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_random_chunk_splits_give_identical_output(data: st.DataObject) -> None:
+    msg = data.draw(st.sampled_from(MESSAGES))
+    raw = anthropic_sse(msg)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=40)))
+    whole_enc = encoder(STREAM_TR, FixedSealer())
+    whole = whole_enc.feed(raw) + whole_enc.finish()
+    enc = encoder(STREAM_TR, FixedSealer())
+    pieces = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
+    split = b"".join(enc.feed(p) for p in pieces) + enc.finish()
+    assert split == whole
+    assert enc.usage == whole_enc.usage and enc.stop_reason == msg["stop_reason"]
+
+
+def test_upstream_error_mid_stream_is_response_failed() -> None:
+    raw = anthropic_sse(MESSAGES[1])
+    cut = raw.index(b"event: content_block_start", raw.index(b'"toolu_1"') - 200)
+    err = b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+    enc = encoder(STREAM_TR)
+    events = parse(enc.feed(raw[:cut] + err + raw[cut:]))
+    assert events[-1]["type"] == "response.failed"
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed"
+    assert failed["error"] == {"code": "server_error", "message": "Overloaded"}
+    assert [o["type"] for o in failed["output"]] == ["reasoning"]  # the items finished
+    assert failed["usage"]["input_tokens"] == 60
+    assert enc.done and enc.outcome == "upstream_error"
+    assert enc.error == ("overloaded_error", "Overloaded")
+    assert enc.feed(raw) == b"" and enc.finish() == b""  # nothing after the terminal event
+    assert (
+        sum(
+            e["type"].startswith("response.")
+            and e["type"] in ("response.completed", "response.failed", "response.incomplete")
+            for e in events
+        )
+        == 1
+    )
+
+
+def test_error_before_start_is_an_error_event_and_a_cut_stream_fails() -> None:
+    enc = encoder(STREAM_TR)
+    err = b'event: error\ndata: {"type":"error","error":{"type":"rate_limit_error","message":"slow"}}\n\n'
+    events = parse(enc.feed(err))
+    assert events == [
+        {
+            "type": "error",
+            "sequence_number": 0,
+            "code": "rate_limit_exceeded",
+            "message": "slow",
+            "param": None,
+        }
+    ]
+    assert not enc.started and enc.outcome == "upstream_error"
+    raw = anthropic_sse(MESSAGES[0])
+    enc = encoder(STREAM_TR)
+    events = parse(enc.feed(raw[: raw.index(b"event: message_delta")]) + enc.finish())
+    assert events[-1]["type"] == "response.failed" and enc.outcome == "truncated"
+    enc = encoder(STREAM_TR)
+    events = parse(enc.feed(b"event: message_start\ndata: {not json}\n\n"))
+    assert enc.outcome == "protocol_error" and events[-1]["type"] == "error"
