@@ -26,7 +26,10 @@ from ferrule.errors import ProxyError
 from ferrule.seal import Sealer
 from ferrule.translate.request import JSON_TOOL_NAME
 from ferrule.translate.responses_request import (
+    COMPACTION_PREFIX,
+    COMPACTION_PROMPT,
     ResponsesTranslated,
+    compaction_context,
     reasoning_context,
     to_anthropic,
 )
@@ -1050,3 +1053,76 @@ def test_error_before_start_is_an_error_event_and_a_cut_stream_fails() -> None:
     enc = encoder(STREAM_TR)
     events = parse(enc.feed(b"event: message_start\ndata: {not json}\n\n"))
     assert enc.outcome == "protocol_error" and events[-1]["type"] == "error"
+
+
+# -- Codex remote compaction (v2) ----------------------------------------------------------------
+
+
+def _compaction_request(tenant: str = TENANT) -> ResponsesTranslated:
+    history = [
+        user("fix the bug"),
+        {"type": "function_call", "call_id": "c1", "name": "exec_command", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+    ]
+    return tr(
+        {"input": [*history, {"type": "compaction_trigger"}], "tools": TOOLS, "store": False},
+        tenant=tenant,
+    )
+
+
+def test_compaction_trigger_asks_for_a_summary_with_the_same_tools() -> None:
+    t = _compaction_request()
+    assert t.compact
+    last = t.body["messages"][-1]["content"]
+    assert last[0]["type"] == "tool_result" and last[-1]["text"] == COMPACTION_PROMPT
+    assert [x.get("name") for x in t.body["tools"]] == [
+        x.get("name") for x in tr({"input": "hi", "tools": TOOLS}).body["tools"]
+    ]
+    assert t.body["tool_choice"] == {"type": "none"}
+    assert not tr({"input": "hi"}).compact
+
+
+def test_compaction_answer_is_one_item_that_comes_back_as_the_summary() -> None:
+    t = _compaction_request()
+    r = answer(message([THOUGHT, {"type": "text", "text": "Goal: fix the bug."}]), t)
+    assert [o["type"] for o in r["output"]] == ["compaction"]
+    Response.model_validate(r)
+    item = r["output"][0]
+    later = out({"input": [item, user("continue")]})
+    assert later["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": COMPACTION_PREFIX + "Goal: fix the bug."},
+                {"type": "text", "text": "continue"},
+            ],
+        }
+    ]
+    # another tenant's, a changed one, or a reasoning token passed as a compaction: 400s
+    with pytest.raises(ProxyError) as foreign:
+        tr({"input": [item, user("continue")]}, tenant="tenant-b")
+    assert foreign.value.param == "input[0]"
+    rs = answer(message([THOUGHT]), tr({"input": "hi"}))["output"][0]["encrypted_content"]
+    for token in (item["encrypted_content"][:-2] + "xx", rs):
+        err = bad({"input": [user("a"), {**item, "encrypted_content": token}]})
+        assert err.param == "input[1]"
+
+
+def test_compaction_stream_sends_exactly_one_compaction_item() -> None:
+    t = _compaction_request()
+    msg = message([THOUGHT, {"type": "text", "text": "Goal: fix the bug."}])
+    events = run(t, msg)
+    assert kinds(events) == [
+        "created",
+        "in_progress",
+        "output_item.added",
+        "output_item.done",
+        "completed",
+    ]
+    assert _open_compaction(events[3]["item"]) == {"summary": "Goal: fix the bug."}
+    assert events[-1]["response"]["output"] == [events[3]["item"]]
+    assert _open_compaction(answer(msg, t)["output"][0]) == {"summary": "Goal: fix the bug."}
+
+
+def _open_compaction(item: dict[str, Any]) -> Any:
+    return json.loads(SEALER.open(item["encrypted_content"], compaction_context(TENANT)))

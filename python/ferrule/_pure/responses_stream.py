@@ -19,6 +19,8 @@
      the streamed ``{"input": "..."}`` JSON as it comes) -> ``.done``;
    - web search: ``response.web_search_call.in_progress`` / ``.searching`` / ``.completed``;
    then ``response.output_item.done`` with the whole item.
+   A compaction request (Codex's ``compaction_trigger``) streams no content: its one
+   ``compaction`` item is added and done at the end.
 3. Exactly one of ``response.completed`` / ``response.incomplete`` (max tokens, refusal) /
    ``response.failed`` (an upstream ``error`` event, invalid data, or a body that ends early),
    carrying the final response object with usage. The completed / incomplete object is
@@ -45,6 +47,7 @@ from ..translate.responses_request import ResponsesTranslated
 from ..translate.responses_response import (
     Seals,
     citation_annotations,
+    compaction_item,
     item_id,
     reasoning_item,
     response_object,
@@ -374,6 +377,9 @@ class ResponsesStreamEncoder:
                 out, "protocol_error", "api_error", f"upstream sent {event} before message_start"
             )
             return
+        if self._tr.compact and event.startswith("content_block_"):
+            self._compact_block(event, obj)
+            return
         if event == "content_block_start":
             index = _count(obj.get("index"))
             block = obj.get("content_block")
@@ -397,6 +403,17 @@ class ResponsesStreamEncoder:
             self._take_usage(obj.get("usage"))
         elif event == "message_stop":
             self._close(out, last=True)
+            if self._tr.compact:
+                item = compaction_item(
+                    self._response_id,
+                    self.message()["content"],
+                    sealer=self._sealer,
+                    tenant=self._tenant,
+                )
+                index = self._items
+                self._items += 1
+                self._emit(out, "response.output_item.added", {"output_index": index, "item": item})
+                self._item_done(out, index, item)
             final = to_responses(
                 self.message(),
                 tr=self._tr,
@@ -409,6 +426,26 @@ class ResponsesStreamEncoder:
             self._emit(out, kind, {"response": final})
             self.done = True
             self.outcome = "complete"
+
+    def _compact_block(self, event: str, obj: dict[str, Any]) -> None:
+        """A compaction request: the summary is gathered silently and sent as one item."""
+        index = _count(obj.get("index"))
+        if index is None:
+            return
+        if event == "content_block_start":
+            block = obj.get("content_block")
+            if isinstance(block, dict) and block.get("type") == "text" and index not in self._state:
+                self._state[index] = {"type": "text", "text": []}
+        elif event == "content_block_delta":
+            state, delta = self._state.get(index), obj.get("delta")
+            if state is not None and isinstance(delta, dict):
+                text = delta.get("text")
+                if delta.get("type") == "text_delta" and isinstance(text, str):
+                    state["text"].append(text)
+        elif event == "content_block_stop":
+            state = self._state.pop(index, None)
+            if state is not None:
+                self._blocks[index] = {"type": "text", "text": "".join(state["text"])}
 
     def _block_start(self, index: int, block: dict[str, Any], out: bytearray) -> None:
         kind = block.get("type")

@@ -25,6 +25,12 @@ Rules beyond the Chat ones:
   string property ``input``; their format (a Lark or regex grammar) is described to the model in the
   tool's description. ``namespace`` tools (Codex's ``multi_agent_v1``) offer their inner tools as
   ``<namespace>__<name>``. :attr:`ResponsesTranslated.tools` maps every name back.
+- Codex's remote compaction (v2, ../shared/reference/responses-api.md): ``input`` ending with a
+  ``compaction_trigger`` item asks Claude, with the same request and tools (``tool_choice: none``),
+  for a handoff summary (:data:`COMPACTION_PROMPT`); the answer is exactly one ``compaction``
+  item whose ``encrypted_content`` seals that summary. A ``compaction`` item in ``input`` opens
+  to user text (:data:`COMPACTION_PREFIX` + the summary) in its place; one that does not open is a
+  400 naming it. A ``text.format`` asking for JSON does not apply to the summary.
 - ``web_search`` / ``web_search_preview`` -> Anthropic's ``web_search_20250305`` server tool
   (``filters.allowed_domains`` and ``user_location`` kept; ``external_web_access: false`` cannot be
   honoured: Anthropic's search is live; a warning says so). ``web_search_call`` items in ``input``
@@ -72,11 +78,14 @@ from .request import (
 )
 
 __all__ = [
+    "COMPACTION_PREFIX",
+    "COMPACTION_PROMPT",
     "CUSTOM_INPUT",
     "NAMESPACE_SEP",
     "REASONING_CONTEXT",
     "ResponsesTranslated",
     "ToolRef",
+    "compaction_context",
     "reasoning_context",
     "to_anthropic",
 ]
@@ -88,6 +97,18 @@ NAMESPACE_SEP = "__"
 # Associated data of a sealed reasoning item, before the tenant: a token sealed for another purpose
 # (a thinking-memory entry, a compaction item) never opens as a reasoning item.
 REASONING_CONTEXT = b"ferrule.responses.reasoning\x00"
+
+COMPACTION_CONTEXT = b"ferrule.responses.compaction\x00"
+# What Claude is asked when Codex compacts remotely (a ``compaction_trigger`` item): a summary that
+# replaces the history; sealed into the ``compaction`` item, it comes back as the text below.
+COMPACTION_PROMPT = (
+    "Context checkpoint: this conversation is about to be replaced by your summary of it. Write a "
+    "handoff summary for whoever continues the task, with no preamble: the goal and the user's "
+    "requests and preferences; what has been done so far and the key decisions; files, commands, "
+    "identifiers, errors and other facts needed to continue; what remains to be done, as clear "
+    "next steps. Do not call any tool."
+)
+COMPACTION_PREFIX = "Summary of the earlier conversation, written when it was compacted:\n\n"
 
 _SUMMARIES = ("auto", "concise", "detailed")
 _INCLUDABLE = frozenset(
@@ -156,6 +177,7 @@ class ResponsesTranslated:
     json_tool: str | None = None  # text.format emulated with this forced tool
     summary: bool = False  # reasoning.summary asked: thinking text goes into the summary
     include: tuple[str, ...] = ()
+    compact: bool = False  # a compaction_trigger: the answer is one compaction item
     # The request fields a Response object echoes (instructions, tools, tool_choice, ...)
     echo: Mapping[str, Any] = field(default_factory=dict)
 
@@ -168,6 +190,11 @@ class ResponsesTranslated:
 def reasoning_context(tenant: str) -> bytes:
     """The associated data a reasoning item is sealed with for ``tenant``."""
     return REASONING_CONTEXT + tenant.encode()
+
+
+def compaction_context(tenant: str) -> bytes:
+    """The associated data a compaction item is sealed with for ``tenant``."""
+    return COMPACTION_CONTEXT + tenant.encode()
 
 
 def _bad(message: str, param: str | None = None) -> ProxyError:
@@ -300,6 +327,26 @@ def _reasoning_blocks(
     return blocks
 
 
+def _compaction_blocks(
+    item: Mapping[str, Any], p: str, sealer: Sealer, tenant: str
+) -> list[dict[str, Any]]:
+    token = item.get("encrypted_content")
+    if not isinstance(token, str):
+        raise _bad(f"'{p}.encrypted_content' must be a string", p)
+    try:
+        value = orjson.loads(sealer.open(token, compaction_context(tenant)))
+    except (SealError, orjson.JSONDecodeError):
+        raise _bad(
+            f"'{p}.encrypted_content' does not open: it was changed, belongs to another caller, "
+            "or was not made by this server",
+            p,
+        ) from None
+    summary = value.get("summary") if isinstance(value, dict) else None
+    if not isinstance(summary, str):
+        raise _bad(f"'{p}.encrypted_content' is not a compaction item of this server", p)
+    return [{"type": "text", "text": COMPACTION_PREFIX + summary}]
+
+
 def _turns(
     items: list[Any], sealer: Sealer, tenant: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -367,6 +414,8 @@ def _turns(
             role, blocks = "user", [_tool_result(item, p)]
         elif kind == "reasoning":
             role, blocks = "assistant", _reasoning_blocks(item, p, sealer, tenant)
+        elif kind == "compaction":
+            role, blocks = "user", _compaction_blocks(item, p, sealer, tenant)
         elif kind == "web_search_call":
             continue  # the answer that used it is in the conversation (module docstring)
         else:
@@ -672,6 +721,10 @@ def to_anthropic(
         raise _bad("'input' must be a string or a list of items", "input")
     if len(items) > MAX_MESSAGES:
         raise _bad(f"'input' holds more than {MAX_MESSAGES:,} items", "input")
+    compact = bool(items) and isinstance(items[-1], dict)
+    compact = compact and items[-1].get("type") == "compaction_trigger"
+    if compact:
+        items = items[:-1]
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise _bad("'instructions' must be a string", "instructions")
@@ -753,6 +806,19 @@ def to_anthropic(
         # As on chat: every tool in the history must be defined; no new calls.
         out["tools"] = _history_tools(turns)
         out["tool_choice"] = {"type": "none"}
+    if compact:
+        # The same request (tools and all, so the cached prefix still matches), asked for a
+        # summary instead of an answer.
+        ask = [{"type": "text", "text": COMPACTION_PROMPT}]
+        if turns[-1]["role"] == "user":
+            _merge(turns[-1]["content"], ask)
+        else:
+            turns.append({"role": "user", "content": ask})
+        if out.get("tools"):
+            out["tool_choice"] = {"type": "none"}
+        out.get("output_config", {}).pop("format", None)
+        if not out.get("output_config", True):
+            del out["output_config"]
     if summary:
         _summarized(out)
     model_asked = str(body.get("model"))
@@ -768,6 +834,7 @@ def to_anthropic(
         json_tool=tr.json_tool,
         summary=summary,
         include=include,
+        compact=compact,
         echo=_echo(body, instructions, max_out, metadata, truncation),
     )
 

@@ -22,6 +22,8 @@ Output items, in the order of the content blocks:
   ``custom_tool_call`` (``input`` the freeform text); a namespace tool's call carries its
   ``namespace``. With ``text.format`` emulated by a forced tool, that tool's input is the answer
   text instead.
+- a compaction request (``tr.compact``, Codex's remote compaction): exactly one ``compaction``
+  item whose ``encrypted_content`` seals ``{"summary": <the text>}`` for the tenant.
 - ``server_tool_use`` of ``web_search`` -> a ``web_search_call`` item (``action.query``); the
   result blocks are not items (the Responses API has none for them).
 
@@ -39,11 +41,17 @@ from typing import Any, Protocol
 
 import orjson
 
-from .responses_request import CUSTOM_INPUT, ResponsesTranslated, reasoning_context
+from .responses_request import (
+    CUSTOM_INPUT,
+    ResponsesTranslated,
+    compaction_context,
+    reasoning_context,
+)
 
 __all__ = [
     "Seals",
     "citation_annotations",
+    "compaction_item",
     "item_id",
     "output_items",
     "response_object",
@@ -68,6 +76,7 @@ _PREFIX = {
     "function_call": "fc",
     "custom_tool_call": "ctc",
     "web_search_call": "ws",
+    "compaction": "cmp",
 }
 
 
@@ -184,6 +193,24 @@ def web_search_item(iid: str, block: Mapping[str, Any]) -> dict[str, Any]:
     return {"id": iid, "type": "web_search_call", "status": "completed", "action": action}
 
 
+def compaction_item(
+    response_id: str, content: Any, *, sealer: Seals, tenant: str
+) -> dict[str, Any]:
+    """The one output item of a compaction request: the summary (the text blocks), sealed."""
+    blocks = content if isinstance(content, list) else []
+    summary = "".join(
+        b["text"]
+        for b in blocks
+        if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+    )
+    plaintext = orjson.dumps({"summary": summary})
+    return {
+        "id": item_id(response_id, "compaction", 0),
+        "type": "compaction",
+        "encrypted_content": sealer.seal(plaintext, compaction_context(tenant)),
+    }
+
+
 def output_items(
     content: Any,
     *,
@@ -194,6 +221,8 @@ def output_items(
     incomplete: bool,
 ) -> list[dict[str, Any]]:
     """The output items for an Anthropic message's content blocks (module docstring)."""
+    if tr.compact:
+        return [compaction_item(response_id, content, sealer=sealer, tenant=tenant)]
     items: list[dict[str, Any]] = []
     thoughts: list[dict[str, Any]] = []
     message: dict[str, Any] | None = None
