@@ -23,6 +23,13 @@ from pydantic import TypeAdapter
 
 from ferrule._pure.responses_stream import ResponsesStreamEncoder
 from ferrule.errors import ProxyError
+from ferrule.mock.answers import plan_answer
+from ferrule.mock.directives import from_request
+from ferrule.mock.errors import ApiError
+from ferrule.mock.options import MockOptions
+from ferrule.mock.sse import events as mock_events
+from ferrule.mock.usage import forced, segments
+from ferrule.mock.validate import validate_request
 from ferrule.seal import Sealer
 from ferrule.translate.request import JSON_TOOL_NAME
 from ferrule.translate.responses_request import (
@@ -1126,3 +1133,77 @@ def test_compaction_stream_sends_exactly_one_compaction_item() -> None:
 
 def _open_compaction(item: dict[str, Any]) -> Any:
     return json.loads(SEALER.open(item["encrypted_content"], compaction_context(TENANT)))
+
+
+# -- through the simulated upstream (in process): thinking with tools across turns ----------------
+
+
+def mock_upstream(body: dict[str, Any]) -> bytes | dict[str, Any]:
+    """What the simulated Anthropic upstream answers (it checks thinking signatures and their
+    prefix as the API does, and that a tool turn keeps its thinking)."""
+    checked = validate_request(body, version="2023-06-01")
+    plan = plan_answer(
+        body,
+        model=checked.model.id,
+        directives=from_request(body),
+        options=MockOptions(),
+        cache=forced(sum(s.tokens for s in segments(body))),
+        thinking_on=checked.thinking_on,
+        thinking_display=checked.thinking_display,
+    )
+    if body.get("stream"):
+        return b"".join(event for event, _ in mock_events(plan))
+    return plan.to_json()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", ["claude-sonnet-5-5", "claude-haiku-5-5", "claude-sonnet-4-6"])
+def test_reasoning_with_tools_across_turns_through_the_simulated_upstream(
+    model: str, stream: bool
+) -> None:
+    tools = TOOLS[:2]
+    # NOTE: redacted blocks only where the prefix is not checked: the simulated upstream signs a
+    # redacted block that follows a thinking block with the wrong prefix (reported, not ours).
+    script = "[mock:thinking] [mock:tools2]" + (" [mock:redacted]" if model.endswith("4-6") else "")
+    items: list[dict[str, Any]] = [user(f"{script} start")]
+    bodies = []
+    for turn in range(3):
+        t = tr(
+            {
+                "model": model,
+                "input": items,
+                "tools": tools,
+                "reasoning": {"effort": "medium", "summary": "auto"},
+                "store": False,
+                "stream": stream,
+                "include": ["reasoning.encrypted_content"],
+            }
+        )
+        bodies.append(t.body)
+        answered = mock_upstream(t.body)  # raises the API's 400 if a thinking block came back wrong
+        if isinstance(answered, bytes):
+            enc = encoder(t)
+            events = parse(enc.feed(answered) + enc.finish())
+            r = events[-1]["response"]
+        else:
+            r = answer(answered, t)
+        Response.model_validate(r)
+        kinds_out = [o["type"] for o in r["output"]]
+        assert kinds_out[0] == "reasoning" and r["output"][0]["encrypted_content"]
+        assert {"function_call", "custom_tool_call"} <= set(kinds_out), kinds_out
+        items += r["output"]
+        for o in r["output"]:
+            if o["type"] in ("function_call", "custom_tool_call"):
+                kind = o["type"] + "_output"
+                text = f"{script} result {turn}"
+                items.append({"type": kind, "call_id": o["call_id"], "output": text})
+    # the first turn's thinking came back in every later request, byte for byte
+    first = bodies[1]["messages"][1]["content"]
+    assert bodies[2]["messages"][1]["content"] == first
+    assert first[0]["type"] == "thinking" and first[0]["signature"]
+    assert (first[1]["type"] == "redacted_thinking") == model.endswith("4-6")
+    # and the check is real: a changed thinking text is refused by the upstream
+    changed = orjson.loads(orjson.dumps(bodies[2]))
+    changed["messages"][1]["content"][0]["thinking"] += " (edited)"
+    with pytest.raises(ApiError):
+        validate_request(changed, version="2023-06-01")
