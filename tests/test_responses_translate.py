@@ -426,6 +426,19 @@ def test_reasoning_summary_asks_for_summarized_thinking_where_it_is_hidden() -> 
     assert always["thinking"] == {"type": "adaptive", "display": "summarized"}
 
 
+def test_warnings_name_the_responses_fields() -> None:
+    t = tr(
+        {
+            "model": "claude-fable-5-2",
+            "input": "hi",
+            "reasoning": {"effort": "none"},
+            "text": {"verbosity": "low"},
+        }
+    )
+    assert any(w.startswith("reasoning.effort none:") for w in t.warnings), t.warnings
+    assert any(w.startswith("text.verbosity ignored") for w in t.warnings), t.warnings
+
+
 def test_sampling_follows_the_model_rules_and_strict_mode_names_the_field() -> None:
     t = tr({"input": "hi", "temperature": 0.2, "reasoning": {"effort": "low"}})
     assert "temperature" not in t.body and any("temperature" in w for w in t.warnings)

@@ -690,6 +690,19 @@ def _renamed(err: ProxyError) -> ProxyError:
     return err
 
 
+def _renamed_note(text: str) -> str:
+    """A Chat translator warning in the Responses request's own field names."""
+    if text.startswith("verbosity "):
+        return "text." + text
+    for chat, responses in (
+        ("reasoning_effort", "reasoning.effort"),
+        ("response_format", "text.format"),
+    ):
+        if text.startswith(chat):
+            return responses + text[len(chat) :]
+    return text
+
+
 def to_anthropic(
     body: Any,
     *,
@@ -829,7 +842,7 @@ def to_anthropic(
         store=store,
         previous_response_id=prev,
         thinking=tr.thinking,
-        warnings=(*tr.warnings, *notes),
+        warnings=(*(_renamed_note(w) for w in tr.warnings), *notes),
         tools=refs,
         json_tool=tr.json_tool,
         summary=summary,
