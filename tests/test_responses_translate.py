@@ -1365,3 +1365,91 @@ def test_blocks_left_open_are_ended_by_the_next_start_or_message_stop(compact: b
     state: ResponseStreamState[Any] = ResponseStreamState(input_tools=[], text_format=omit)
     for e in cut:
         state.handle_event(EVENTS.validate_python(e))
+
+
+VALID_BODIES = {
+    "codex first turn": {
+        "input": [
+            {"role": "developer", "content": [{"type": "input_text", "text": "You are Codex."}]},
+            user("fix it"),
+        ],
+        "tools": [
+            {
+                "type": "function",
+                "name": "exec_command",
+                "strict": False,
+                "parameters": {
+                    "type": "object",
+                    "properties": {"cmd": {"type": "string"}},
+                    "required": ["cmd"],
+                    "additionalProperties": False,
+                },
+            },
+            {
+                "type": "custom",
+                "name": "apply_patch",
+                "description": "Patch files.",
+                "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"},
+            },
+            {
+                "type": "namespace",
+                "name": "multi_agent_v1",
+                "description": "Agents.",
+                "tools": [
+                    {"type": "function", "name": "spawn_agent", "parameters": {"type": "object"}}
+                ],
+            },
+            {"type": "web_search", "external_web_access": False},
+        ],
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
+        "reasoning": {"summary": "auto", "effort": "medium"},
+        "store": False,
+        "stream": True,
+        "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": "thread-1",
+        "client_metadata": {"turn": "1"},
+    },
+    "files, images and structured output": {
+        "instructions": "Read.",
+        "input": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "what is in these?"},
+                    {"type": "input_image", "image_url": "data:image/png;base64,AAAA"},
+                    {
+                        "type": "input_file",
+                        "filename": "a.pdf",
+                        "file_data": "data:application/pdf;base64,JVBERg==",
+                    },
+                ],
+            }
+        ],
+        "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}},
+        "max_output_tokens": 500,
+        "temperature": 0.5,
+        "safety_identifier": "user-1",
+    },
+    "json object with web search forced": {
+        "input": "news",
+        "tools": [{"type": "web_search_preview", "filters": {"allowed_domains": ["a.test"]}}],
+        "tool_choice": {"type": "web_search_preview"},
+        "max_tool_calls": 2,
+        "text": {"format": {"type": "json_object"}},
+        "parallel_tool_calls": False,
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "model", [MODEL, "claude-sonnet-5-5", "claude-fable-5-2", "claude-haiku-4-5"]
+)
+@pytest.mark.parametrize("name", list(VALID_BODIES))
+def test_translated_requests_pass_the_simulated_upstreams_checks(name: str, model: str) -> None:
+    body = out({**VALID_BODIES[name], "model": model})
+    validate_request(body, version="2023-06-01")
+    compact = out(
+        {**VALID_BODIES[name], "model": model, "input": [user("a"), {"type": "compaction_trigger"}]}
+    )
+    validate_request(compact, version="2023-06-01")
