@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai import omit
 from openai.lib.streaming.responses._responses import ResponseStreamState
-from openai.types.responses import Response, ResponseStreamEvent
+from openai.types.responses import CompactedResponse, Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from ferrule._pure.responses_stream import ResponsesStreamEncoder
@@ -40,7 +40,7 @@ from ferrule.translate.responses_request import (
     reasoning_context,
     to_anthropic,
 )
-from ferrule.translate.responses_response import to_responses
+from ferrule.translate.responses_response import to_compacted, to_responses
 
 SEALER = Sealer(["test-secret"])
 TENANT = "tenant-a"
@@ -1143,6 +1143,16 @@ def test_compaction_stream_sends_exactly_one_compaction_item() -> None:
     assert _open_compaction(events[3]["item"]) == {"summary": "Goal: fix the bug."}
     assert events[-1]["response"]["output"] == [events[3]["item"]]
     assert _open_compaction(answer(msg, t)["output"][0]) == {"summary": "Goal: fix the bug."}
+
+
+def test_compact_endpoint_answer_is_one_compaction_item() -> None:
+    t = _compaction_request()
+    msg = message([{"type": "text", "text": "Goal: fix the bug."}])
+    r = to_compacted(msg, tr=t, response_id="resp_c", created_at=5, sealer=SEALER, tenant=TENANT)
+    parsed = CompactedResponse.model_validate(r)
+    assert [o.type for o in parsed.output] == ["compaction"]
+    assert _open_compaction(r["output"][0]) == {"summary": "Goal: fix the bug."}
+    assert r["usage"]["input_tokens"] == 60
 
 
 def _open_compaction(item: dict[str, Any]) -> Any:
