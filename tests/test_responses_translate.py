@@ -1463,3 +1463,104 @@ def test_translated_requests_pass_the_simulated_upstreams_checks(name: str, mode
         {**VALID_BODIES[name], "model": model, "input": [user("a"), {"type": "compaction_trigger"}]}
     )
     validate_request(compact, version="2023-06-01")
+
+
+# -- hostile requests: a 400 naming something, never another exception ---------------------------
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+_PART = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(
+            ["input_text", "output_text", "refusal", "input_image", "input_file", "x"]
+        )
+    },
+    optional={
+        "text": _JSON,
+        "refusal": _JSON,
+        "image_url": _JSON | st.just("data:image/png;base64,AA"),
+        "file_data": _JSON | st.just("data:text/plain;base64,@@"),
+        "file_url": _JSON,
+        "file_id": _JSON,
+    },
+)
+_ITEM = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(
+            [
+                "message",
+                "function_call",
+                "function_call_output",
+                "custom_tool_call",
+                "custom_tool_call_output",
+                "reasoning",
+                "compaction",
+                "compaction_trigger",
+                "web_search_call",
+                "item_reference",
+            ]
+        ),
+        "role": st.sampled_from(["user", "assistant", "system", "developer", "tool"]) | _JSON,
+        "content": _JSON | st.lists(_PART, max_size=3),
+        "call_id": _JSON,
+        "name": _JSON,
+        "namespace": _JSON,
+        "arguments": _JSON | st.just('{"a": 1}'),
+        "input": _JSON,
+        "output": _JSON | st.lists(_PART, max_size=2),
+        "encrypted_content": _JSON | st.just("fs1.AAAA"),
+    },
+)
+_TOOL = st.fixed_dictionaries(
+    {"type": st.sampled_from(["function", "custom", "namespace", "web_search", "mcp"]) | _JSON},
+    optional={
+        "name": _JSON | st.just("f"),
+        "parameters": _JSON,
+        "format": _JSON
+        | st.fixed_dictionaries({"type": st.just("grammar")}, optional={"syntax": _JSON}),
+        "tools": _JSON,
+        "filters": _JSON,
+        "user_location": _JSON,
+    },
+)
+_BODY = st.fixed_dictionaries(
+    {"model": st.just(MODEL) | _JSON},
+    optional={
+        "input": _JSON | st.lists(_ITEM, max_size=4),
+        "instructions": _JSON,
+        "tools": _JSON | st.lists(_TOOL, max_size=3),
+        "tool_choice": _JSON,
+        "reasoning": _JSON,
+        "text": _JSON,
+        "include": _JSON,
+        "max_output_tokens": _JSON,
+        "temperature": _JSON,
+        "store": _JSON,
+        "stream": _JSON,
+        "truncation": _JSON,
+        "previous_response_id": _JSON,
+        "metadata": _JSON,
+        "background": _JSON,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=_BODY)
+def test_hostile_requests_are_400s(body: dict[str, Any]) -> None:
+    try:
+        t = tr(body)
+    except ProxyError as err:
+        assert err.status == 400 and err.message
+        return
+    orjson.dumps(t.body)  # what goes upstream serializes
