@@ -1555,7 +1555,7 @@ _BODY = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(body=_BODY)
 def test_hostile_requests_are_400s(body: dict[str, Any]) -> None:
     try:
