@@ -5,14 +5,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from .. import backend
 from .._pure.stream import StreamTranslator as StreamTranslatorT
 from ..asgi import Send, send_bytes
 from ..cache import MessageAccumulator, hit_usage, message_to_sse, storable_json
 from ..errors import ProxyError, openai_error_body
 from ..exchange import Exchange, usage_from_counts
+from ..largebody import prepare
 from ..models import capabilities, effort_rank
 from ..pricing import Usage
 from ..thinking import degrade
@@ -55,13 +54,16 @@ _STREAM_ERROR_STATUS = {
 
 async def chat_completions(app: App, ctx: RequestContext, body: Any, send: Send) -> None:
     key = ctx.require_key()
-    tr = to_anthropic(
+    tr = await prepare(
+        ctx.large,
+        to_anthropic,
         body,
         aliases=app.cfg.model_aliases,
         version=app.cfg.anthropic_version,
         strict=app.cfg.strict_params,
     )
     ctx.warnings.extend(tr.warnings)
+    ctx.keep(tr.body)
     with Exchange(app, ctx, "/v1/chat/completions", tr.body["model"], tr.stream) as ex:
         await _restore_thinking(app, ctx, ex, tr)
         await _answer(app, ctx, ex, tr, key, send)
@@ -108,7 +110,7 @@ async def _answer(
         json_tool=tr.json_tool,
         max_event_bytes=app.cfg.max_event_bytes,
     )
-    ex.compress(tr.body)
+    await ex.compress(tr.body)
     cached = await ex.lookup(tr.body)
     if cached is not None:
         ctx.extra_headers = await ex.compression_headers()
@@ -125,7 +127,7 @@ async def _answer(
             ex.first_byte()
             await send_bytes(send, 200, out, headers=ctx.response_headers())
         return
-    payload = orjson.dumps(ex.with_breakpoints(tr.body))
+    payload = await ex.payload(tr.body)
     headers = upstream_headers(ctx.scope, key, app.cfg.anthropic_version)
     # ctx.attempts is kept by send (right even when every attempt failed)
     resp = await app.resilience.send(app.upstream, "/v1/messages", payload, headers, ctx)

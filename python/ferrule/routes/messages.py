@@ -19,6 +19,8 @@ from ..asgi import Send, header, send_bytes
 from ..cache import MessageAccumulator, hit_usage, message_to_sse, storable_json
 from ..errors import ProxyError
 from ..exchange import Exchange, usage_from_counts
+from ..largebody import prepare
+from ..limits import check_anthropic_body
 from ..pricing import Usage
 from ..upstream import UpstreamError, UpstreamResponse
 from .common import (
@@ -57,12 +59,14 @@ async def _pass_through(app: App, ctx: RequestContext, body: Any, send: Send, pa
     if not isinstance(body, dict):
         raise ProxyError(400, "the request body must be a JSON object")
     key = ctx.require_key()
+    await prepare(ctx.large, check_anthropic_body, body, ctx.raw_body)  # model, ids, depth
     model = body.get("model")
     stream = body.get("stream") is True
     with Exchange(app, ctx, path, model if isinstance(model, str) else "", stream) as ex:
         if path == "/v1/messages":
             await _messages(app, ctx, ex, body, key, stream, send)
         else:
+            ctx.prepared()
             await _forward(app, ctx, ex, path, ctx.raw_body, key, False, send, None)
 
 
@@ -75,7 +79,7 @@ async def _messages(
     stream: bool,
     send: Send,
 ) -> None:
-    ex.compress(body)  # in place: the raw bytes no longer describe the body if it changed
+    await ex.compress(body)  # in place: the raw bytes no longer describe the body if it changed
     changed = ex.compression is not None and ex.compression.changed > 0
     cached = await ex.lookup(body)
     if cached is not None:
@@ -88,9 +92,8 @@ async def _messages(
         else:
             await send_bytes(send, 200, orjson.dumps(cached), headers=headers)
         return
-    sent = ex.with_breakpoints(body)
     # Byte-faithful unless Ferrule changed something on purpose.
-    payload = ctx.raw_body if sent == body and not changed else orjson.dumps(sent)
+    payload = await ex.payload(body, None if changed else ctx.raw_body)
     await _forward(app, ctx, ex, "/v1/messages", payload, key, stream, send, body)
 
 
