@@ -12,7 +12,10 @@ import hashlib
 import json
 from typing import Any
 
+import httpx2
+import openai
 import orjson
+import pydantic
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -1564,3 +1567,71 @@ def test_hostile_requests_are_400s(body: dict[str, Any]) -> None:
         assert err.status == 400 and err.message
         return
     orjson.dumps(t.body)  # what goes upstream serializes
+
+
+# -- the official SDK against these functions (a stand-in route on httpx2's MockTransport) --------
+
+
+def _sdk_client() -> openai.OpenAI:
+    counter = iter(range(1000))
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        assert request.url.path == "/v1/responses"
+        t = tr(json.loads(request.content))
+        answered = mock_upstream(t.body)
+        rid = f"resp_{next(counter)}"
+        if isinstance(answered, bytes):
+            enc = ResponsesStreamEncoder(
+                t, response_id=rid, created_at=1, sealer=SEALER, tenant=TENANT
+            )
+            body = enc.feed(answered) + enc.finish()
+            return httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"})
+        return httpx2.Response(200, json=answer(answered, t) | {"id": rid})
+
+    http = httpx2.Client(transport=httpx2.MockTransport(handle))
+    return openai.OpenAI(api_key="k", base_url="http://ferrule.test/v1", http_client=http)
+
+
+def test_sdk_create_stream_and_parse() -> None:
+    client = _sdk_client()
+    r = client.responses.create(model=MODEL, input="[mock:words=5] hello", instructions="Be brief.")
+    assert r.status == "completed" and len(r.output_text.split()) == 5
+    with client.responses.stream(model=MODEL, input="[mock:words=7] hi") as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert "".join(deltas) == final.output_text and len(final.output_text.split()) == 7
+
+    class Answer(pydantic.BaseModel):
+        answer: str
+
+    parsed = client.responses.parse(model=MODEL, input="give JSON", text_format=Answer)
+    assert isinstance(parsed.output_parsed, Answer)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_sdk_function_tool_with_reasoning_across_turns(stream: bool) -> None:
+    client = _sdk_client()
+    tools: list[Any] = [
+        {"type": "function", "name": "get_weather", "parameters": {"type": "object"}},
+        {"type": "custom", "name": "apply_patch", "description": "Patch."},
+    ]
+    history: list[Any] = [{"role": "user", "content": "[mock:thinking] [mock:tools2] weather?"}]
+    for _ in range(2):
+        kw: dict[str, Any] = {
+            "model": "claude-sonnet-5-5",
+            "input": history,
+            "tools": tools,
+            "reasoning": {"effort": "low", "summary": "auto"},
+        }
+        if stream:
+            with client.responses.stream(**kw) as s:
+                r = s.get_final_response()
+        else:
+            r = client.responses.create(**kw)
+        types = [o.type for o in r.output]
+        assert types[0] == "reasoning" and "function_call" in types and "custom_tool_call" in types
+        history += [o.model_dump(exclude_none=True) for o in r.output]
+        for o in r.output:
+            if o.type in ("function_call", "custom_tool_call"):
+                text = "[mock:thinking] [mock:tools2] sunny"
+                history.append({"type": f"{o.type}_output", "call_id": o.call_id, "output": text})
