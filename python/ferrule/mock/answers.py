@@ -9,6 +9,7 @@ random, as on the real API.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,9 +183,11 @@ def _object_for(schema: dict[str, Any], depth: int = 0) -> dict[str, Any]:
 
 def _tool_block(tool: dict[str, Any] | None) -> Block:
     if tool is None:
-        name, arguments = "mock_tool", {"x": 1}
-    else:
-        name, arguments = str(tool["name"]), _object_for(tool.get("input_schema") or {})
+        return _call_block("mock_tool", {"x": 1})
+    return _call_block(str(tool["name"]), _object_for(tool.get("input_schema") or {}))
+
+
+def _call_block(name: str, arguments: dict[str, Any]) -> Block:
     text = orjson.dumps(arguments).decode()
     # The API opens every tool input with an empty fragment, then sends the JSON in pieces.
     pieces = ["", *_chunks(text, max(1, len(text) // 4 + 1))]
@@ -273,17 +276,33 @@ def plan_answer(
         stop_details = {"type": "refusal", "category": None, "explanation": None}
     else:
         want = word_count
-        if directives.has("tool"):
+        if directives.has("tool") or directives.tool_calls:
             want = 0
-        words = _words(seed, "text", min(want, max(0, budget)))
-        if words:
-            blocks.append(Block(type="text", pieces=_sentence_pieces(words)))
-        output_tokens += len(words)
-        if len(words) < want or directives.has("max_tokens"):
+        if directives.text is not None:
+            # Scripted text: one word (with the spaces before it) per delta, cut at max_tokens.
+            pieces = re.findall(r"\s*\S+\s*$|\s*\S+", directives.text)
+            want = len(pieces)
+            pieces = pieces[: max(0, budget)]
+            count = len(pieces)
+        else:
+            pieces = _sentence_pieces(_words(seed, "text", min(want, max(0, budget))))
+            count = len(pieces)
+        if pieces:
+            blocks.append(Block(type="text", pieces=pieces))
+        output_tokens += count
+        if count < want or directives.has("max_tokens"):
             stop_reason = "max_tokens"
             output_tokens = max(output_tokens, max_tokens)
 
-    if (
+    if stop_reason == "end_turn" and directives.tool_calls:
+        # Exactly the scripted calls, whatever the request offers: a test may also script a
+        # model that calls a tool it was not given.
+        for call in directives.tool_calls:
+            block = _call_block(call.name, call.input)
+            blocks.append(block)
+            output_tokens += estimate(orjson.dumps(block.input))
+        stop_reason = "tool_use"
+    elif (
         stop_reason == "end_turn"
         and not (structured and not _custom_tools(body))
         and (directives.has("tool") or directives.has("tools2"))

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from .answers import Plan, plan_answer
-from .directives import Directives, from_request, parse_entry
+from .directives import Directives, from_request, parse_entry, parse_object
 from .errors import ApiError, new_id, should_retry
 from .models import MODELS, resolve
 from .options import MockOptions
@@ -482,13 +482,25 @@ class MockApp:
             await request.read_body(self.options.max_body_bytes)
             entries = request.json()
             valid = isinstance(entries, list) and all(
-                isinstance(e, (str, int)) and not isinstance(e, bool) for e in entries
+                isinstance(e, (str, int, dict)) and not isinstance(e, bool) for e in entries
             )
             if not valid:
                 raise ApiError(
-                    400, "/_mock/script takes a JSON list of directive strings or status codes"
+                    400,
+                    "/_mock/script takes a JSON list of directive strings, status codes or "
+                    "objects with directives, tool_calls and text",
                 )
-            state.script.extend(parse_entry(e) for e in entries)
+            parsed: list[Directives] = []
+            for i, entry in enumerate(entries):
+                if not isinstance(entry, dict):
+                    parsed.append(parse_entry(entry))
+                    continue
+                try:
+                    parsed.append(parse_object(entry))
+                except ValueError as exc:
+                    raise ApiError(400, f"/_mock/script entry {i}: {exc}") from None
+            # All or nothing: a bad entry queues none, so a test never runs half a script.
+            state.script.extend(parsed)
             result = {"queued": len(state.script)}
         else:
             raise ApiError(404, "Not Found")
