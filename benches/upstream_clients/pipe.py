@@ -15,6 +15,9 @@ lifespan and closed at shutdown:
 * ``httpx2`` / ``httpx2-aiohttp``: the same two httpx set-ups on ``httpx2``, pydantic's fork of
   httpx (with httpcore2), which the openai and anthropic SDKs now depend on; extra rows, run only
   where ``httpx2`` is installed;
+* ``native``: the issue-12 prototype, hyper on a tokio thread inside a PyO3 extension
+  (benches/upstream_native, built into the venv with maturin), bridged to asyncio by
+  ``native_client.py`` with coalesced chunk delivery;
 * ``none``: no upstream call at all, the fake upstream's bytes answered from memory (one body
   message per response): the floor set by Granian and the ASGI plumbing alone.
 
@@ -42,7 +45,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-ENGINES = ("httpx", "httpx-aiohttp", "aiohttp", "none", "httpx2", "httpx2-aiohttp")
+ENGINES = ("httpx", "httpx-aiohttp", "aiohttp", "none", "httpx2", "httpx2-aiohttp", "native")
 ENGINE = os.environ.get("PIPE_ENGINE", "aiohttp")
 if ENGINE not in ENGINES:
     raise SystemExit(f"PIPE_ENGINE must be one of {ENGINES}, not {ENGINE!r}")
@@ -67,6 +70,10 @@ if ENGINE.startswith("httpx2"):
     import httpx2
 
     UPSTREAM_ERRORS += (httpx2.HTTPError,)
+if ENGINE == "native":
+    import native_client
+
+    UPSTREAM_ERRORS += (native_client.UpstreamError,)
 
 
 class StreamBroken(Exception):
@@ -124,6 +131,8 @@ async def lifespan(receive: Receive, send: Send) -> None:
         if message["type"] == "lifespan.startup":
             if ENGINE == "aiohttp":
                 STATE["client"] = _aiohttp_session()
+            elif ENGINE == "native":
+                STATE["client"] = native_client.NativeClient(TARGET, POOL)
             elif ENGINE == "none":
                 STATE["client"] = None
             else:
@@ -131,7 +140,7 @@ async def lifespan(receive: Receive, send: Send) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             client = STATE.pop("client", None)
-            if isinstance(client, aiohttp.ClientSession):
+            if isinstance(client, aiohttp.ClientSession) or ENGINE == "native":
                 await client.close()
             elif client is not None:
                 await client.aclose()
@@ -229,6 +238,47 @@ async def via_aiohttp(
             await send({"type": "http.response.body", "body": data, "more_body": False})
 
 
+def native_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    # content-type and accept are set on the Rust side
+    return [(name, value) for name, value in scope["headers"] if name in FORWARD_HEADERS]
+
+
+async def via_native(client: Any, scope: Scope, body: bytes, send: Send) -> None:
+    answer = await client.post(body, native_headers(scope))
+    content_type = answer.content_type.encode()
+    chunks = answer.chunks
+    if chunks is None:
+        data = answer.body
+        await send(
+            {
+                "type": "http.response.start",
+                "status": answer.status,
+                "headers": [
+                    (b"content-type", content_type),
+                    (b"content-length", str(len(data)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": data, "more_body": False})
+        return
+    try:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": answer.status,
+                "headers": [(b"content-type", content_type), (b"cache-control", b"no-cache")],
+            }
+        )
+        try:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UPSTREAM_ERRORS as exc:
+            raise StreamBroken(_describe(exc)) from exc
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        answer.close()
+
+
 async def from_memory(body: bytes, send: Send) -> None:
     from fast_upstream import EVENTS, NON_STREAM_BODY
 
@@ -253,6 +303,8 @@ async def forward(scope: Scope, body: bytes, send: Send) -> None:
     try:
         if isinstance(client, aiohttp.ClientSession):
             await via_aiohttp(client, scope, body, send)
+        elif ENGINE == "native":
+            await via_native(client, scope, body, send)
         else:
             await via_httpx(client, scope, body, send)
     except UPSTREAM_ERRORS as exc:
