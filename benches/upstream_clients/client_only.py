@@ -37,7 +37,13 @@ async def one_engine(engine: str, upstream: str, mode: str, seconds: float, conc
     os.environ["UPSTREAM_URL"] = upstream
     sys.path.insert(0, HERE)
     pipe = importlib.reload(importlib.import_module("pipe"))
-    client: Any = pipe._aiohttp_session() if engine == "aiohttp" else pipe._httpx_client()
+    client: Any
+    if engine == "aiohttp":
+        client = pipe._aiohttp_session()
+    elif engine == "native":
+        client = pipe.native_client.NativeClient(pipe.TARGET, pipe.POOL)
+    else:
+        client = pipe._httpx_client()
     body = BODY_STREAM if mode == "stream" else BODY_JSON
     headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
     count = 0
@@ -47,7 +53,16 @@ async def one_engine(engine: str, upstream: str, mode: str, seconds: float, conc
     async def worker() -> None:
         nonlocal count, chunks
         while time.monotonic() < stop:
-            if engine == "aiohttp":
+            if engine == "native":
+                answer = await client.post(body, [(b"anthropic-version", b"2023-06-01")])
+                chunks_it = answer.chunks
+                if mode == "stream" and chunks_it is not None:
+                    try:
+                        async for _ in chunks_it:
+                            chunks += 1
+                    finally:
+                        answer.close()
+            elif engine == "aiohttp":
                 async with client.post(pipe.TARGET, data=body, headers=headers) as r:
                     if mode == "stream":
                         async for _ in r.content.iter_any():
@@ -76,7 +91,7 @@ async def one_engine(engine: str, upstream: str, mode: str, seconds: float, conc
         await asyncio.gather(*(worker() for _ in range(conc)))
         c1, t1 = cpu_s(), time.monotonic()
     finally:
-        if engine == "aiohttp":
+        if engine in ("aiohttp", "native"):
             await client.close()
         else:
             await client.aclose()
@@ -95,7 +110,7 @@ def main() -> None:
     ap.add_argument("--upstream", default="http://127.0.0.1:8089")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--engines", default="httpx,httpx-aiohttp,aiohttp")
+    ap.add_argument("--engines", default="httpx,httpx-aiohttp,aiohttp")  # or native (issue 12)
     a = ap.parse_args()
     import uvloop
 
