@@ -46,15 +46,33 @@ const DATA: u8 = 2;
 const ERROR: u8 = 3;
 
 enum Cmd {
-    Send { id: u64, body: Bytes, headers: Vec<(HeaderName, HeaderValue)> },
+    Send {
+        id: u64,
+        body: Bytes,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
     Cancel(u64),
 }
 
 enum Ev {
-    Full { id: u64, status: u16, ctype: String, body: Bytes },
-    Head { id: u64, status: u16, ctype: String },
-    Data { id: u64 }, // the bytes are in `Inner::streams`
-    Error { id: u64, msg: String },
+    Full {
+        id: u64,
+        status: u16,
+        ctype: String,
+        body: Bytes,
+    },
+    Head {
+        id: u64,
+        status: u16,
+        ctype: String,
+    },
+    Data {
+        id: u64,
+    }, // the bytes are in `Inner::streams`
+    Error {
+        id: u64,
+        msg: String,
+    },
 }
 
 #[derive(Default)]
@@ -115,6 +133,8 @@ impl Shared {
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// One completion as handed to Python: (id, kind, status or ended, text, data).
+type Completion = (u64, u8, u16, Option<String>, Option<Bytes>);
 
 async fn exchange(
     client: HttpClient,
@@ -128,7 +148,10 @@ async fn exchange(
     {
         let h = req.headers_mut().expect("valid builder");
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(hyper::header::ACCEPT, HeaderValue::from_static("application/json"));
+        h.insert(
+            hyper::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
         for (k, v) in headers {
             h.insert(k, v);
         }
@@ -137,7 +160,10 @@ async fn exchange(
     let resp = match client.request(req).await {
         Ok(r) => r,
         Err(e) => {
-            shared.push(Ev::Error { id, msg: format!("{e:?}") });
+            shared.push(Ev::Error {
+                id,
+                msg: format!("{e:?}"),
+            });
             return;
         }
     };
@@ -151,8 +177,16 @@ async fn exchange(
     let mut body = resp.into_body();
     if !ctype.starts_with("text/event-stream") {
         match body.collect().await {
-            Ok(c) => shared.push(Ev::Full { id, status, ctype, body: c.to_bytes() }),
-            Err(e) => shared.push(Ev::Error { id, msg: format!("{e:?}") }),
+            Ok(c) => shared.push(Ev::Full {
+                id,
+                status,
+                ctype,
+                body: c.to_bytes(),
+            }),
+            Err(e) => shared.push(Ev::Error {
+                id,
+                msg: format!("{e:?}"),
+            }),
         }
         return;
     }
@@ -165,7 +199,10 @@ async fn exchange(
                 }
             }
             Some(Err(e)) => {
-                shared.push(Ev::Error { id, msg: format!("{e:?}") });
+                shared.push(Ev::Error {
+                    id,
+                    msg: format!("{e:?}"),
+                });
                 return;
             }
             None => {
@@ -177,7 +214,10 @@ async fn exchange(
 }
 
 fn run(uri: Uri, pool: usize, mut rx: mpsc::UnboundedReceiver<Cmd>, shared: Arc<Shared>) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -220,20 +260,28 @@ struct Engine {
 impl Engine {
     #[new]
     fn new(url: &str, pool: usize) -> PyResult<Self> {
-        let uri: Uri = url.parse().map_err(|e| PyValueError::new_err(format!("{e}")))?;
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| PyValueError::new_err(format!("{e}")))?;
         // SAFETY: plain syscall; the fd is owned by `Shared` and closed in `close`.
         let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if efd < 0 {
             return Err(PyOSError::new_err("eventfd failed"));
         }
-        let shared = Arc::new(Shared { inner: Mutex::default(), efd });
+        let shared = Arc::new(Shared {
+            inner: Mutex::default(),
+            efd,
+        });
         let (tx, rx) = mpsc::unbounded_channel();
         let s = shared.clone();
         std::thread::Builder::new()
             .name("upstream-native".into())
             .spawn(move || run(uri, pool, rx, s))
             .map_err(|e| PyOSError::new_err(format!("{e}")))?;
-        Ok(Engine { tx: Mutex::new(Some(tx)), shared })
+        Ok(Engine {
+            tx: Mutex::new(Some(tx)),
+            shared,
+        })
     }
 
     fn fileno(&self) -> i32 {
@@ -255,7 +303,11 @@ impl Engine {
                 .map_err(|e| PyValueError::new_err(format!("{e}")))?;
             hs.push((k, v));
         }
-        let cmd = Cmd::Send { id, body: Bytes::copy_from_slice(body), headers: hs };
+        let cmd = Cmd::Send {
+            id,
+            body: Bytes::copy_from_slice(body),
+            headers: hs,
+        };
         match &*self.tx.lock().unwrap() {
             Some(tx) if tx.send(cmd).is_ok() => Ok(()),
             _ => Err(PyOSError::new_err("engine closed")),
@@ -273,24 +325,35 @@ impl Engine {
     fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let mut buf = 0u64;
         // SAFETY: reading 8 bytes into a valid u64 from our own non-blocking eventfd.
-        unsafe { libc::read(self.shared.efd, &mut buf as *mut u64 as *mut libc::c_void, 8) };
-        let mut out: Vec<(u64, u8, u16, Option<String>, Option<Vec<u8>>)> = Vec::new();
-        let mut fulls: Vec<(usize, Bytes)> = Vec::new();
+        unsafe {
+            libc::read(
+                self.shared.efd,
+                &mut buf as *mut u64 as *mut libc::c_void,
+                8,
+            )
+        };
+        let mut out: Vec<Completion> = Vec::new();
         {
             let mut g = self.shared.inner.lock().unwrap();
             g.signalled = false;
             let events = std::mem::take(&mut g.events);
             for ev in events {
                 match ev {
-                    Ev::Full { id, status, ctype, body } => {
-                        fulls.push((out.len(), body));
-                        out.push((id, FULL, status, Some(ctype), None));
+                    Ev::Full {
+                        id,
+                        status,
+                        ctype,
+                        body,
+                    } => out.push((id, FULL, status, Some(ctype), Some(body))),
+                    Ev::Head { id, status, ctype } => {
+                        out.push((id, HEAD, status, Some(ctype), None))
                     }
-                    Ev::Head { id, status, ctype } => out.push((id, HEAD, status, Some(ctype), None)),
                     Ev::Data { id } => {
-                        let Some(s) = g.streams.get_mut(&id) else { continue };
+                        let Some(s) = g.streams.get_mut(&id) else {
+                            continue;
+                        };
                         s.queued = false;
-                        let data = std::mem::take(&mut s.data);
+                        let data = Bytes::from(std::mem::take(&mut s.data));
                         let ended = s.ended;
                         if ended {
                             g.streams.remove(&id);
@@ -304,13 +367,11 @@ impl Engine {
                 }
             }
         }
-        let mut fulls = fulls.into_iter().peekable();
+        // The Python objects are made after the lock is released: the tokio thread never waits
+        // on the GIL holder for longer than the queue swap above.
         let list = PyList::empty(py);
-        for (i, (id, kind, n, text, data)) in out.into_iter().enumerate() {
-            let data: Option<Bound<'py, PyBytes>> = match fulls.peek() {
-                Some((j, _)) if *j == i => Some(PyBytes::new(py, &fulls.next().unwrap().1)),
-                _ => data.map(|d| PyBytes::new(py, &d)),
-            };
+        for (id, kind, n, text, data) in out {
+            let data = data.map(|d| PyBytes::new(py, &d));
             let t = PyTuple::new(
                 py,
                 [
