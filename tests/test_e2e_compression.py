@@ -114,6 +114,8 @@ def test_anthropic_route_is_compressed_too(proxy: Proxy, mock: MockUpstream) -> 
     body = {
         "model": "claude-sonnet-4-6",
         "max_tokens": 50,
+        # the API wants the tools of a tool history defined
+        "tools": [{"name": "bash", "input_schema": {"type": "object"}}],
         "messages": [
             {"role": "user", "content": "go"},
             {

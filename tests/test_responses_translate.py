@@ -23,6 +23,13 @@ from pydantic import TypeAdapter
 
 from ferrule._pure.responses_stream import ResponsesStreamEncoder
 from ferrule.errors import ProxyError
+from ferrule.mock.answers import plan_answer
+from ferrule.mock.directives import from_request
+from ferrule.mock.errors import ApiError
+from ferrule.mock.options import MockOptions
+from ferrule.mock.sse import events as mock_events
+from ferrule.mock.usage import forced, segments
+from ferrule.mock.validate import validate_request
 from ferrule.seal import Sealer
 from ferrule.translate.request import JSON_TOOL_NAME
 from ferrule.translate.responses_request import (
@@ -501,11 +508,12 @@ def test_store_stream_include_previous_response_id_and_unknown_fields() -> None:
 def _open_tokens(obj: Any) -> Any:
     """``obj`` with every encrypted_content replaced by its plaintext (nonces differ per seal)."""
     if isinstance(obj, dict):
+        context = (compaction_context if obj.get("type") == "compaction" else reasoning_context)(
+            TENANT
+        )
         return {
             k: (
-                json.loads(SEALER.open(v, reasoning_context(TENANT)))
-                if k == "encrypted_content"
-                else _open_tokens(v)
+                json.loads(SEALER.open(v, context)) if k == "encrypted_content" else _open_tokens(v)
             )
             for k, v in obj.items()
         }
@@ -1126,3 +1134,221 @@ def test_compaction_stream_sends_exactly_one_compaction_item() -> None:
 
 def _open_compaction(item: dict[str, Any]) -> Any:
     return json.loads(SEALER.open(item["encrypted_content"], compaction_context(TENANT)))
+
+
+# -- through the simulated upstream (in process): thinking with tools across turns ----------------
+
+
+def mock_upstream(body: dict[str, Any]) -> bytes | dict[str, Any]:
+    """What the simulated Anthropic upstream answers (it checks thinking signatures and their
+    prefix as the API does, and that a tool turn keeps its thinking)."""
+    checked = validate_request(body, version="2023-06-01")
+    plan = plan_answer(
+        body,
+        model=checked.model.id,
+        directives=from_request(body),
+        options=MockOptions(),
+        cache=forced(sum(s.tokens for s in segments(body))),
+        thinking_on=checked.thinking_on,
+        thinking_display=checked.thinking_display,
+    )
+    if body.get("stream"):
+        return b"".join(event for event, _ in mock_events(plan))
+    return plan.to_json()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", ["claude-sonnet-5-5", "claude-haiku-5-5", "claude-sonnet-4-6"])
+def test_reasoning_with_tools_across_turns_through_the_simulated_upstream(
+    model: str, stream: bool
+) -> None:
+    tools = TOOLS[:2]
+    # NOTE: redacted blocks only where the prefix is not checked: the simulated upstream signs a
+    # redacted block that follows a thinking block with the wrong prefix (reported, not ours).
+    script = "[mock:thinking] [mock:tools2]" + (" [mock:redacted]" if model.endswith("4-6") else "")
+    items: list[dict[str, Any]] = [user(f"{script} start")]
+    bodies = []
+    for turn in range(3):
+        t = tr(
+            {
+                "model": model,
+                "input": items,
+                "tools": tools,
+                "reasoning": {"effort": "medium", "summary": "auto"},
+                "store": False,
+                "stream": stream,
+                "include": ["reasoning.encrypted_content"],
+            }
+        )
+        bodies.append(t.body)
+        answered = mock_upstream(t.body)  # raises the API's 400 if a thinking block came back wrong
+        if isinstance(answered, bytes):
+            enc = encoder(t)
+            events = parse(enc.feed(answered) + enc.finish())
+            r = events[-1]["response"]
+        else:
+            r = answer(answered, t)
+        Response.model_validate(r)
+        kinds_out = [o["type"] for o in r["output"]]
+        assert kinds_out[0] == "reasoning" and r["output"][0]["encrypted_content"]
+        assert {"function_call", "custom_tool_call"} <= set(kinds_out), kinds_out
+        items += r["output"]
+        for o in r["output"]:
+            if o["type"] in ("function_call", "custom_tool_call"):
+                kind = o["type"] + "_output"
+                text = f"{script} result {turn}"
+                items.append({"type": kind, "call_id": o["call_id"], "output": text})
+    # the first turn's thinking came back in every later request, byte for byte
+    first = bodies[1]["messages"][1]["content"]
+    assert bodies[2]["messages"][1]["content"] == first
+    assert first[0]["type"] == "thinking" and first[0]["signature"]
+    assert (first[1]["type"] == "redacted_thinking") == model.endswith("4-6")
+    # and the check is real: a changed thinking text is refused by the upstream
+    changed = orjson.loads(orjson.dumps(bodies[2]))
+    changed["messages"][1]["content"][0]["thinking"] += " (edited)"
+    with pytest.raises(ApiError):
+        validate_request(changed, version="2023-06-01")
+
+
+# -- robustness: whatever the upstream sends, a well-formed stream or nothing ----------------------
+
+_BLOCKS = st.sampled_from(
+    [
+        {"type": "text", "text": ""},
+        {"type": "thinking", "thinking": "", "signature": ""},
+        {"type": "redacted_thinking", "data": "d"},
+        {"type": "tool_use", "id": "t1", "name": "exec_command", "input": {}},
+        {"type": "tool_use", "id": "t2", "name": "apply_patch", "input": {}},
+        {"type": "server_tool_use", "id": "s", "name": "web_search", "input": {}},
+        {"type": "web_search_tool_result", "tool_use_id": "s", "content": []},
+        {"type": "mystery"},
+        "not a block",
+    ]
+)
+_DELTAS = st.one_of(
+    st.builds(lambda t: {"type": "text_delta", "text": t}, st.text(max_size=5)),
+    st.builds(lambda t: {"type": "thinking_delta", "thinking": t}, st.text(max_size=5)),
+    st.builds(lambda t: {"type": "input_json_delta", "partial_json": t}, st.text(max_size=5)),
+    st.just({"type": "signature_delta", "signature": "s"}),
+    st.just({"type": "citations_delta", "citation": {"type": "web_search_result_location"}}),
+    st.just({"type": "text_delta", "text": 5}),
+)
+_INDEX = st.one_of(st.integers(0, 1), st.integers(0, 1), st.just(-1), st.just("0"), st.none())
+_EVENT = st.one_of(
+    st.builds(
+        lambda b, i: ("content_block_start", {"index": i, "content_block": b}), _BLOCKS, _INDEX
+    ),
+    st.builds(lambda d, i: ("content_block_delta", {"index": i, "delta": d}), _DELTAS, _INDEX),
+    st.builds(lambda i: ("content_block_stop", {"index": i}), _INDEX),
+    st.builds(
+        lambda r: ("message_delta", {"delta": {"stop_reason": r}, "usage": {"output_tokens": 3}}),
+        st.sampled_from(["end_turn", "max_tokens", "tool_use", "refusal", None, 7]),
+    ),
+    st.just(("message_stop", {})),
+    # the rarer ones (most of them end the stream)
+    st.sampled_from(
+        [
+            ("ping", {}),
+            ("error", {"error": {"type": "overloaded_error", "message": "x"}}),
+            ("message_start", {"message": {"id": "m", "usage": {"input_tokens": 1}}}),
+            ("message_start", {"message": "nope"}),
+            ("content_block_delta", "[]"),
+        ]
+    ),
+)
+
+
+_GROUP = st.builds(
+    lambda block, deltas, stop, index: [
+        (
+            "content_block_start",
+            # tool ids are unique in a message, as Anthropic's are
+            {
+                "index": index,
+                "content_block": {**block, "id": f"t{index}"} if "id" in block else block,
+            },
+        ),
+        *[("content_block_delta", {"index": index, "delta": d}) for d in deltas],
+        *([("content_block_stop", {"index": index})] if stop else []),
+    ],
+    _BLOCKS,
+    st.lists(_DELTAS, max_size=3),
+    st.booleans(),
+    st.integers(0, 3),
+)
+# Mostly well formed (blocks in turn, some left open, then the message's end), with noise mixed in.
+_SEQUENCE = st.builds(
+    lambda groups, noise, at, end: [
+        *[e for g in groups[:at] for e in g],
+        *noise,
+        *[e for g in groups[at:] for e in g],
+        *end,
+    ],
+    st.lists(_GROUP, max_size=5),
+    st.lists(_EVENT, max_size=3),
+    st.integers(0, 5),
+    st.sampled_from(
+        [
+            [("message_delta", {"delta": {"stop_reason": "tool_use"}}), ("message_stop", {})],
+            [("message_delta", {"delta": {"stop_reason": "max_tokens"}}), ("message_stop", {})],
+            [("message_stop", {})],
+            [],
+        ]
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    events=_SEQUENCE,
+    start=st.booleans(),
+    summary=st.booleans(),
+    compact=st.booleans(),
+)
+def test_any_upstream_sequence_gives_a_valid_stream(
+    events: list[tuple[str, Any]], start: bool, summary: bool, compact: bool
+) -> None:
+    body: dict[str, Any] = {"input": "hi", "tools": TOOLS}
+    if summary:
+        body["reasoning"] = {"effort": "low", "summary": "auto"}
+    if compact:
+        body["input"] = [user("hi"), {"type": "compaction_trigger"}]
+    enc = encoder(tr(body), FixedSealer())
+    raw = b""
+    if start:
+        events = [("message_start", {"message": {"id": "m", "usage": {}}}), *events]
+    for name, data in events:
+        payload = data if isinstance(data, str) else orjson.dumps({"type": name, **data}).decode()
+        raw += enc.feed(f"event: {name}\ndata: {payload}\n\n".encode())
+    raw += enc.finish()
+    assert enc.done and enc.outcome != "streaming"
+    out_events = parse(raw)
+    terminal = [e for e in out_events if e["type"] in _TERMINAL]
+    assert len(terminal) == 1 and out_events[-1] is terminal[0]
+    assert (out_events[0]["type"] == "response.created") == enc.started
+    state: ResponseStreamState[Any] = ResponseStreamState(input_tools=[], text_format=omit)
+    if enc.started:
+        for e in out_events:
+            state.handle_event(EVENTS.validate_python(e))
+
+
+_TERMINAL = {"response.completed", "response.incomplete", "response.failed", "error"}
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_blocks_left_open_are_ended_by_the_next_start_or_message_stop(compact: bool) -> None:
+    body: dict[str, Any] = {"input": [user("hi")], "tools": TOOLS}
+    if compact:
+        body["input"].append({"type": "compaction_trigger"})
+    t = tr(body)
+    raw = anthropic_sse(MESSAGES[1])
+    # no content_block_stop at all: each start ends the block before it, message_stop the last
+    raw = b"".join(f + b"\n\n" for f in raw.split(b"\n\n") if b"content_block_stop" not in f)
+    events = run(t, MESSAGES[1])
+    enc = encoder(t)
+    cut = parse(enc.feed(raw))
+    assert enc.outcome == "complete"
+    assert _open_tokens(cut[-1]["response"]) == _open_tokens(events[-1]["response"])
+    state: ResponseStreamState[Any] = ResponseStreamState(input_tools=[], text_format=omit)
+    for e in cut:
+        state.handle_event(EVENTS.validate_python(e))

@@ -206,7 +206,8 @@ class ResponsesStreamEncoder:
         self._item: dict[str, Any] | None = None
         # content-block index -> its state while it streams
         self._state: dict[int, dict[str, Any]] = {}
-        # content-block index -> the finished Anthropic block (the accumulated message)
+        # content-block index -> the finished Anthropic block (the accumulated message), in the
+        # order the blocks came, which is the order of their output items
         self._blocks: dict[int, dict[str, Any]] = {}
         self._usage = [0, 0, 0, 0, 0, 0]
         self.started = False
@@ -228,7 +229,7 @@ class ResponsesStreamEncoder:
             "id": self.message_id or "",
             "type": "message",
             "role": "assistant",
-            "content": [self._blocks[i] for i in sorted(self._blocks)],
+            "content": list(self._blocks.values()),
             "stop_reason": self.stop_reason,
             "usage": {
                 "input_tokens": u[0],
@@ -378,13 +379,17 @@ class ResponsesStreamEncoder:
             )
             return
         if self._tr.compact and event.startswith("content_block_"):
-            self._compact_block(event, obj)
+            self._compact_block(event, obj, out)
             return
         if event == "content_block_start":
             index = _count(obj.get("index"))
             block = obj.get("content_block")
-            if index is not None and isinstance(block, dict) and index not in self._state:
-                self._block_start(index, block, out)
+            if index is None or not isinstance(block, dict):
+                return
+            if index in self._state or index in self._blocks:
+                return  # NOTE: a block started twice keeps its first start
+            self._stop_open(out)  # blocks come one after the other: a start ends the last one
+            self._block_start(index, block, out)
         elif event == "content_block_delta":
             index = _count(obj.get("index"))
             delta = obj.get("delta")
@@ -402,6 +407,7 @@ class ResponsesStreamEncoder:
                 self.stop_reason = delta["stop_reason"]
             self._take_usage(obj.get("usage"))
         elif event == "message_stop":
+            self._stop_open(out)
             self._close(out, last=True)
             if self._tr.compact:
                 item = compaction_item(
@@ -427,14 +433,25 @@ class ResponsesStreamEncoder:
             self.done = True
             self.outcome = "complete"
 
-    def _compact_block(self, event: str, obj: dict[str, Any]) -> None:
+    def _stop_open(self, out: bytearray) -> None:
+        """End the blocks upstream did not stop, as if their content_block_stop had come."""
+        for index in sorted(self._state):
+            state = self._state.pop(index)
+            if self._tr.compact:
+                self._blocks[index] = {"type": "text", "text": "".join(state["text"])}
+            else:
+                self._block_stop(index, state, out)
+
+    def _compact_block(self, event: str, obj: dict[str, Any], out: bytearray) -> None:
         """A compaction request: the summary is gathered silently and sent as one item."""
         index = _count(obj.get("index"))
         if index is None:
             return
         if event == "content_block_start":
             block = obj.get("content_block")
-            if isinstance(block, dict) and block.get("type") == "text" and index not in self._state:
+            fresh = index not in self._state and index not in self._blocks
+            if isinstance(block, dict) and block.get("type") == "text" and fresh:
+                self._stop_open(out)
                 self._state[index] = {"type": "text", "text": []}
         elif event == "content_block_delta":
             state, delta = self._state.get(index), obj.get("delta")
@@ -442,10 +459,8 @@ class ResponsesStreamEncoder:
                 text = delta.get("text")
                 if delta.get("type") == "text_delta" and isinstance(text, str):
                     state["text"].append(text)
-        elif event == "content_block_stop":
-            state = self._state.pop(index, None)
-            if state is not None:
-                self._blocks[index] = {"type": "text", "text": "".join(state["text"])}
+        elif event == "content_block_stop" and index in self._state:
+            self._stop_open(out)
 
     def _block_start(self, index: int, block: dict[str, Any], out: bytearray) -> None:
         kind = block.get("type")

@@ -254,7 +254,8 @@ def plan_answer(
     if structured and not _custom_tools(body):
         # Structured outputs: the answer is JSON text that matches the schema (a tool
         # directive has no tool to call here, so it asks for this JSON too).
-        text = orjson.dumps(_value_for(fmt.get("schema"), "answer")).decode()
+        schema = fmt.get("schema") if isinstance(fmt, dict) else None
+        text = orjson.dumps(_value_for(schema, "answer")).decode()
         blocks.append(Block(type="text", pieces=_chunks(text, _ECHO_CHUNK)))
         output_tokens += estimate(text)
     elif directives.has("echo"):
