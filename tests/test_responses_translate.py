@@ -12,13 +12,16 @@ import hashlib
 import json
 from typing import Any
 
+import httpx2
+import openai
 import orjson
+import pydantic
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai import omit
 from openai.lib.streaming.responses._responses import ResponseStreamState
-from openai.types.responses import Response, ResponseStreamEvent
+from openai.types.responses import CompactedResponse, Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from ferrule._pure.responses_stream import ResponsesStreamEncoder
@@ -40,7 +43,7 @@ from ferrule.translate.responses_request import (
     reasoning_context,
     to_anthropic,
 )
-from ferrule.translate.responses_response import to_responses
+from ferrule.translate.responses_response import to_compacted, to_responses
 
 SEALER = Sealer(["test-secret"])
 TENANT = "tenant-a"
@@ -424,6 +427,19 @@ def test_reasoning_summary_asks_for_summarized_thinking_where_it_is_hidden() -> 
     # a model that thinks unless told otherwise: the summary alone asks for the display
     always = out({"model": "claude-fable-5-2", "input": "hi", "reasoning": {"summary": "auto"}})
     assert always["thinking"] == {"type": "adaptive", "display": "summarized"}
+
+
+def test_warnings_name_the_responses_fields() -> None:
+    t = tr(
+        {
+            "model": "claude-fable-5-2",
+            "input": "hi",
+            "reasoning": {"effort": "none"},
+            "text": {"verbosity": "low"},
+        }
+    )
+    assert any(w.startswith("reasoning.effort none:") for w in t.warnings), t.warnings
+    assert any(w.startswith("text.verbosity ignored") for w in t.warnings), t.warnings
 
 
 def test_sampling_follows_the_model_rules_and_strict_mode_names_the_field() -> None:
@@ -1132,6 +1148,16 @@ def test_compaction_stream_sends_exactly_one_compaction_item() -> None:
     assert _open_compaction(answer(msg, t)["output"][0]) == {"summary": "Goal: fix the bug."}
 
 
+def test_compact_endpoint_answer_is_one_compaction_item() -> None:
+    t = _compaction_request()
+    msg = message([{"type": "text", "text": "Goal: fix the bug."}])
+    r = to_compacted(msg, tr=t, response_id="resp_c", created_at=5, sealer=SEALER, tenant=TENANT)
+    parsed = CompactedResponse.model_validate(r)
+    assert [o.type for o in parsed.output] == ["compaction"]
+    assert _open_compaction(r["output"][0]) == {"summary": "Goal: fix the bug."}
+    assert r["usage"]["input_tokens"] == 60
+
+
 def _open_compaction(item: dict[str, Any]) -> Any:
     return json.loads(SEALER.open(item["encrypted_content"], compaction_context(TENANT)))
 
@@ -1352,3 +1378,260 @@ def test_blocks_left_open_are_ended_by_the_next_start_or_message_stop(compact: b
     state: ResponseStreamState[Any] = ResponseStreamState(input_tools=[], text_format=omit)
     for e in cut:
         state.handle_event(EVENTS.validate_python(e))
+
+
+VALID_BODIES = {
+    "codex first turn": {
+        "input": [
+            {"role": "developer", "content": [{"type": "input_text", "text": "You are Codex."}]},
+            user("fix it"),
+        ],
+        "tools": [
+            {
+                "type": "function",
+                "name": "exec_command",
+                "strict": False,
+                "parameters": {
+                    "type": "object",
+                    "properties": {"cmd": {"type": "string"}},
+                    "required": ["cmd"],
+                    "additionalProperties": False,
+                },
+            },
+            {
+                "type": "custom",
+                "name": "apply_patch",
+                "description": "Patch files.",
+                "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"},
+            },
+            {
+                "type": "namespace",
+                "name": "multi_agent_v1",
+                "description": "Agents.",
+                "tools": [
+                    {"type": "function", "name": "spawn_agent", "parameters": {"type": "object"}}
+                ],
+            },
+            {"type": "web_search", "external_web_access": False},
+        ],
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
+        "reasoning": {"summary": "auto", "effort": "medium"},
+        "store": False,
+        "stream": True,
+        "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": "thread-1",
+        "client_metadata": {"turn": "1"},
+    },
+    "files, images and structured output": {
+        "instructions": "Read.",
+        "input": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "what is in these?"},
+                    {"type": "input_image", "image_url": "data:image/png;base64,AAAA"},
+                    {
+                        "type": "input_file",
+                        "filename": "a.pdf",
+                        "file_data": "data:application/pdf;base64,JVBERg==",
+                    },
+                ],
+            }
+        ],
+        "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}},
+        "max_output_tokens": 500,
+        "temperature": 0.5,
+        "safety_identifier": "user-1",
+    },
+    "json object with web search forced": {
+        "input": "news",
+        "tools": [{"type": "web_search_preview", "filters": {"allowed_domains": ["a.test"]}}],
+        "tool_choice": {"type": "web_search_preview"},
+        "max_tool_calls": 2,
+        "text": {"format": {"type": "json_object"}},
+        "parallel_tool_calls": False,
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "model", [MODEL, "claude-sonnet-5-5", "claude-fable-5-2", "claude-haiku-4-5"]
+)
+@pytest.mark.parametrize("name", list(VALID_BODIES))
+def test_translated_requests_pass_the_simulated_upstreams_checks(name: str, model: str) -> None:
+    body = out({**VALID_BODIES[name], "model": model})
+    validate_request(body, version="2023-06-01")
+    compact = out(
+        {**VALID_BODIES[name], "model": model, "input": [user("a"), {"type": "compaction_trigger"}]}
+    )
+    validate_request(compact, version="2023-06-01")
+
+
+# -- hostile requests: a 400 naming something, never another exception ---------------------------
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+_PART = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(
+            ["input_text", "output_text", "refusal", "input_image", "input_file", "x"]
+        )
+    },
+    optional={
+        "text": _JSON,
+        "refusal": _JSON,
+        "image_url": _JSON | st.just("data:image/png;base64,AA"),
+        "file_data": _JSON | st.just("data:text/plain;base64,@@"),
+        "file_url": _JSON,
+        "file_id": _JSON,
+    },
+)
+_ITEM = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(
+            [
+                "message",
+                "function_call",
+                "function_call_output",
+                "custom_tool_call",
+                "custom_tool_call_output",
+                "reasoning",
+                "compaction",
+                "compaction_trigger",
+                "web_search_call",
+                "item_reference",
+            ]
+        ),
+        "role": st.sampled_from(["user", "assistant", "system", "developer", "tool"]) | _JSON,
+        "content": _JSON | st.lists(_PART, max_size=3),
+        "call_id": _JSON,
+        "name": _JSON,
+        "namespace": _JSON,
+        "arguments": _JSON | st.just('{"a": 1}'),
+        "input": _JSON,
+        "output": _JSON | st.lists(_PART, max_size=2),
+        "encrypted_content": _JSON | st.just("fs1.AAAA"),
+    },
+)
+_TOOL = st.fixed_dictionaries(
+    {"type": st.sampled_from(["function", "custom", "namespace", "web_search", "mcp"]) | _JSON},
+    optional={
+        "name": _JSON | st.just("f"),
+        "parameters": _JSON,
+        "format": _JSON
+        | st.fixed_dictionaries({"type": st.just("grammar")}, optional={"syntax": _JSON}),
+        "tools": _JSON,
+        "filters": _JSON,
+        "user_location": _JSON,
+    },
+)
+_BODY = st.fixed_dictionaries(
+    {"model": st.just(MODEL) | _JSON},
+    optional={
+        "input": _JSON | st.lists(_ITEM, max_size=4),
+        "instructions": _JSON,
+        "tools": _JSON | st.lists(_TOOL, max_size=3),
+        "tool_choice": _JSON,
+        "reasoning": _JSON,
+        "text": _JSON,
+        "include": _JSON,
+        "max_output_tokens": _JSON,
+        "temperature": _JSON,
+        "store": _JSON,
+        "stream": _JSON,
+        "truncation": _JSON,
+        "previous_response_id": _JSON,
+        "metadata": _JSON,
+        "background": _JSON,
+    },
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(body=_BODY)
+def test_hostile_requests_are_400s(body: dict[str, Any]) -> None:
+    try:
+        t = tr(body)
+    except ProxyError as err:
+        assert err.status == 400 and err.message
+        return
+    orjson.dumps(t.body)  # what goes upstream serializes
+
+
+# -- the official SDK against these functions (a stand-in route on httpx2's MockTransport) --------
+
+
+def _sdk_client() -> openai.OpenAI:
+    counter = iter(range(1000))
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        assert request.url.path == "/v1/responses"
+        t = tr(json.loads(request.content))
+        answered = mock_upstream(t.body)
+        rid = f"resp_{next(counter)}"
+        if isinstance(answered, bytes):
+            enc = ResponsesStreamEncoder(
+                t, response_id=rid, created_at=1, sealer=SEALER, tenant=TENANT
+            )
+            body = enc.feed(answered) + enc.finish()
+            return httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"})
+        return httpx2.Response(200, json=answer(answered, t) | {"id": rid})
+
+    http = httpx2.Client(transport=httpx2.MockTransport(handle))
+    return openai.OpenAI(api_key="k", base_url="http://ferrule.test/v1", http_client=http)
+
+
+def test_sdk_create_stream_and_parse() -> None:
+    client = _sdk_client()
+    r = client.responses.create(model=MODEL, input="[mock:words=5] hello", instructions="Be brief.")
+    assert r.status == "completed" and len(r.output_text.split()) == 5
+    with client.responses.stream(model=MODEL, input="[mock:words=7] hi") as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert "".join(deltas) == final.output_text and len(final.output_text.split()) == 7
+
+    class Answer(pydantic.BaseModel):
+        answer: str
+
+    parsed = client.responses.parse(model=MODEL, input="give JSON", text_format=Answer)
+    assert isinstance(parsed.output_parsed, Answer)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_sdk_function_tool_with_reasoning_across_turns(stream: bool) -> None:
+    client = _sdk_client()
+    tools: list[Any] = [
+        {"type": "function", "name": "get_weather", "parameters": {"type": "object"}},
+        {"type": "custom", "name": "apply_patch", "description": "Patch."},
+    ]
+    history: list[Any] = [{"role": "user", "content": "[mock:thinking] [mock:tools2] weather?"}]
+    for _ in range(2):
+        kw: dict[str, Any] = {
+            "model": "claude-sonnet-5-5",
+            "input": history,
+            "tools": tools,
+            "reasoning": {"effort": "low", "summary": "auto"},
+        }
+        if stream:
+            with client.responses.stream(**kw) as s:
+                r = s.get_final_response()
+        else:
+            r = client.responses.create(**kw)
+        types = [o.type for o in r.output]
+        assert types[0] == "reasoning" and "function_call" in types and "custom_tool_call" in types
+        history += [o.model_dump(exclude_none=True) for o in r.output]
+        for o in r.output:
+            if o.type in ("function_call", "custom_tool_call"):
+                text = "[mock:thinking] [mock:tools2] sunny"
+                history.append({"type": f"{o.type}_output", "call_id": o.call_id, "output": text})

@@ -8,19 +8,21 @@ import contextlib
 import datetime
 import logging
 import secrets
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
 
-from . import __version__, accesslog, backend
+from . import __version__, accesslog, backend, jsonbody
 from .asgi import ClientGone, Message, Receive, Scope, Send, header, send_bytes
 from .cache import ResponseStore, default_store_kind, open_store
 from .cache.sealed import SealedStore
 from .cache.stores import DEFAULT_SQLITE_NAME
 from .config import Config, from_environment
 from .errors import ProxyError, anthropic_error_body, openai_error_body
+from .largebody import LargeBodies
 from .ledger import LedgerWriter, PeriodError, Recorder, ledger_path, resolve_data_dir
 from .metrics import Metrics
 from .models import KNOWN_MODELS
@@ -66,6 +68,9 @@ class App:
         )
         self.in_flight = 0  # proxied requests being served by this worker
         self.admission = Admission(cfg)  # Host, Origin and content type of proxied requests
+        self.large_bodies = LargeBodies(
+            cfg.large_body_bytes, cfg.large_body_budget, cfg.body_timeout
+        )
         self.draining = False
         self.metrics = Metrics(tenant_label=cfg.metrics_tenant_label)
         # The ledger writer (a thread) and the stores start in the lifespan, inside the worker.
@@ -192,12 +197,15 @@ class App:
                 self.in_flight += 1
                 try:
                     ctx.authorize(self.cfg.access_key_sha256, self.cfg.upstream_api_key)
-                    body = await ctx.read_json(receive)
+                    body = await ctx.read_json(receive, self.large_bodies)
                     await self._until_disconnect(
                         route[1](self, ctx, body, tracked_send), receive, ctx, answered
                     )
                 finally:
                     self.in_flight -= 1
+                    kept = ctx.finish()
+                    if kept:  # a large request's objects, freed a slice at a time
+                        await asyncio.to_thread(jsonbody.dismantle, kept)
             elif method == "GET" and path == "/v1/models":
                 if header(scope, b"anthropic-version") is not None:
                     ctx.route = "anthropic"  # an Anthropic SDK gets its own error shape
@@ -221,7 +229,12 @@ class App:
                 await self._stats(scope, tracked_send)
             else:
                 raise ProxyError(404, f"no route {method} {path}", type="not_found_error")
-        except ProxyError as err:
+        except ClientGone:
+            log.info("request %s: client went away", ctx.request_id)
+        except Exception as exc:
+            # An unexpected error is still answered in the caller's format (Granian's own
+            # answer would be a plain-text 500).
+            err = exc if isinstance(exc, ProxyError) else _unexpected(ctx, exc)
             if started:
                 log.warning(
                     "request %s failed after the response started: %s", ctx.request_id, err.message
@@ -235,8 +248,6 @@ class App:
             else:
                 body_bytes = openai_error_body(err)
             await send_bytes(send, err.status, body_bytes, headers=headers)
-        except ClientGone:
-            log.info("request %s: client went away", ctx.request_id)
 
     async def _until_disconnect(
         self,
@@ -335,6 +346,20 @@ class App:
     async def _health(self, send: Send) -> None:
         body = {"status": "ok", "backend": backend.NAME, "version": __version__}
         await send_bytes(send, 200, orjson.dumps(body))
+
+
+def _unexpected(ctx: RequestContext, exc: Exception) -> ProxyError:
+    """Log a bug: where it happened, not the exception's text (which may quote a header value,
+    and so a key)."""
+    log.error(
+        "request %s: unexpected %s\n%s",
+        ctx.request_id,
+        type(exc).__name__,
+        "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+    )
+    return ProxyError(
+        500, f"Ferrule failed on this request (internal error, logged as {ctx.request_id})"
+    )
 
 
 async def _wait_disconnect(receive: Receive) -> None:

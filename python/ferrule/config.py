@@ -56,6 +56,11 @@ class Config:
     pool_size: int = 1024  # as large as max_concurrent: an accepted request never waits for one
     pool_timeout: float = 30.0
     max_body_bytes: int = 32 * 1024 * 1024
+    # Bodies of at least large_body_bytes are parsed and prepared in a thread, in bounded steps;
+    # a worker holds at most large_body_budget bytes of them at once, the others wait up to
+    # body_timeout (ferrule.largebody; docs/reliability.md C12).
+    large_body_bytes: int = 256 * 1024
+    large_body_budget: int = 64 * 1024 * 1024
     max_event_bytes: int = 8 * 1024 * 1024
     # A non-streamed upstream answer is read whole before it is answered: bounded like a body.
     max_response_bytes: int = 32 * 1024 * 1024
@@ -154,6 +159,8 @@ _ENV: dict[str, tuple[str, Any]] = {
     "pool_size": ("FERRULE_POOL_SIZE", _INT),
     "pool_timeout": ("FERRULE_POOL_TIMEOUT", _FLOAT),
     "max_body_bytes": ("FERRULE_MAX_BODY_BYTES", _INT),
+    "large_body_bytes": ("FERRULE_LARGE_BODY_BYTES", _INT),
+    "large_body_budget": ("FERRULE_LARGE_BODY_BUDGET", _INT),
     "max_event_bytes": ("FERRULE_MAX_EVENT_BYTES", _INT),
     "max_response_bytes": ("FERRULE_MAX_RESPONSE_BYTES", _INT),
     "max_concurrent": ("FERRULE_MAX_CONCURRENT", _INT),
@@ -306,6 +313,8 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("pool_size must be at least 1")
     if cfg.max_body_bytes < 1024:
         raise ConfigError("max_body_bytes must be at least 1024")
+    if not 1024 <= cfg.large_body_bytes <= cfg.large_body_budget:
+        raise ConfigError("large_body_bytes must be at least 1024 and at most large_body_budget")
     if cfg.max_response_bytes < 1024:
         raise ConfigError("max_response_bytes must be at least 1024")
     if cfg.response_cache not in ("auto", "memory", "sqlite", "redis", "off"):

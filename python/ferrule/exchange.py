@@ -12,9 +12,11 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import backend
+import orjson
+
+from . import backend, jsonbody
 from .asgi import header
-from .breakpoints import place_breakpoints
+from .breakpoints import place_breakpoints, place_breakpoints_json
 from .cache import (
     Decision,
     StoreUnavailable,
@@ -24,6 +26,7 @@ from .cache import (
 )
 from .compression import MODES, CompressionResult, compress_request
 from .errors import ProxyError
+from .largebody import prepare
 from .ledger import RequestRecord
 from .pricing import Usage
 from .tenant import tenant_id
@@ -38,6 +41,8 @@ log = logging.getLogger("ferrule.exchange")
 
 # Requests smaller than this have their tokens counted inline rather than in a thread.
 _INLINE_COUNT_BYTES = 16 * 1024
+# Strings from the upstream that go into the ledger (an error type, a request id) are cut here.
+_MAX_UPSTREAM_TEXT = 128
 
 
 def usage_from_counts(counts: tuple[int, int, int, int, int, int]) -> Usage:
@@ -103,13 +108,18 @@ class Exchange:
         if not self.decision.uses_cache:
             return None
         beta = header(self.ctx.scope, b"anthropic-beta")
-        self._key = cache_key(
-            tenant=self.record.tenant,
-            route=self.record.route,
-            body=body,
-            anthropic_version=self._version(),
-            betas=beta.decode("latin-1") if beta else None,
-        )
+        try:
+            self._key = await prepare(
+                self.ctx.large,
+                cache_key,
+                tenant=self.record.tenant,
+                route=self.record.route,
+                body=body,
+                anthropic_version=self._version(),
+                betas=beta.decode("latin-1") if beta else None,
+            )
+        except orjson.JSONEncodeError as exc:
+            raise _unencodable(exc) from None
         if not self.decision.read:
             return None
         try:
@@ -150,10 +160,11 @@ class Exchange:
 
     # -- compression ----------------------------------------------------------------------------
 
-    def compress(self, body: dict[str, Any]) -> None:
+    async def compress(self, body: dict[str, Any]) -> None:
         """Compress the translated request in place, in the mode the config or the request's
-        ``x-ferrule-compression`` header asks for. Token counts are taken in a thread while the
-        upstream works (tiktoken releases the GIL), and read when the response starts."""
+        ``x-ferrule-compression`` header asks for (in a thread for a large request). Token counts
+        are taken in a thread while the upstream works (tiktoken releases the GIL), and read when
+        the response starts."""
         given = header(self.ctx.scope, b"x-ferrule-compression")
         mode = given.decode("latin-1").strip().lower() if given else self.app.cfg.compression
         if mode not in MODES:
@@ -164,7 +175,7 @@ class Exchange:
             )
         if mode == "off":
             return
-        self.compression = compress_request(body, mode)
+        self.compression = await prepare(self.ctx.large, compress_request, body, mode)
         if len(self.ctx.raw_body) < _INLINE_COUNT_BYTES:
             # small prompts count faster than a hop to a thread and back (and are memoized)
             done: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
@@ -181,7 +192,12 @@ class Exchange:
         """x-ferrule-compression and token figures for the response (and the ledger)."""
         if self.compression is None or self._counts is None:
             return []
-        before, after = await self._counts
+        try:
+            before, after = await self._counts
+        except (TypeError, ValueError) as exc:  # a figure is not worth failing the request
+            log.warning("request %s: tokens not counted (%s)", self.ctx.request_id, exc)
+            self._counts = None
+            return []
         self.record.compression_removed_tokens = before - after
         return [
             (b"x-ferrule-compression", self.compression.mode.encode()),
@@ -197,6 +213,28 @@ class Exchange:
             return body
         return place_breakpoints(body, ttl=self.app.cfg.prompt_cache_ttl)
 
+    async def payload(self, body: dict[str, Any], raw: bytes | None = None) -> bytes:
+        """The bytes that go upstream: ``body`` with Ferrule's prompt-cache breakpoints, or
+        ``raw`` (the client's own bytes, forwarded unchanged) when Ferrule adds none and ``raw``
+        is given. A large request is prepared in a thread, in slices (ferrule.jsonbody), and
+        its objects are then set aside from garbage collection (ferrule.largebody)."""
+        try:
+            return await prepare(self.ctx.large, self._payload, body, raw)
+        except orjson.JSONEncodeError as exc:
+            raise _unencodable(exc) from None
+        finally:
+            self.ctx.prepared()
+
+    def _payload(self, body: dict[str, Any], raw: bytes | None) -> bytes:
+        cfg = self.app.cfg
+        if cfg.prompt_cache:
+            marked = place_breakpoints_json(body, ttl=cfg.prompt_cache_ttl)
+            if marked is not None:
+                return marked
+        if raw is not None:
+            return raw
+        return jsonbody.dumps(body) if self.ctx.large else orjson.dumps(body)
+
     # -- accounting -----------------------------------------------------------------------------
 
     def first_byte(self) -> None:
@@ -211,10 +249,20 @@ class Exchange:
         self.record.usage_estimated = estimated
 
     def failed(self, err: ProxyError) -> None:
-        self.record.status = err.status
-        self.record.error_type = err.type
+        # After the first byte the client already has its status: the row keeps it.
+        if self.record.ttfb_ms is None:
+            self.record.status = err.status
+        self.record.error_type = err.type[:_MAX_UPSTREAM_TEXT] if err.type else err.type
         if self.record.outcome == "complete":
             self.record.outcome = "upstream_error" if err.status >= 500 else "error"
+
+    def crashed(self) -> None:
+        """An unexpected exception: the client gets a 500 from ``ferrule.app`` (or, after the
+        first byte, an answer cut short), and the row says so rather than "complete"."""
+        if self.record.ttfb_ms is None:
+            self.record.status = 500
+        self.record.error_type = "api_error"
+        self.record.outcome = "error"
 
     def cancelled(self) -> None:
         self.record.outcome = "client_cancelled"
@@ -234,6 +282,8 @@ class Exchange:
             self.failed(exc)
         elif isinstance(exc, asyncio.CancelledError):
             self.cancelled()
+        elif exc is not None:
+            self.crashed()
         self.close()
 
     def close(self) -> None:
@@ -255,8 +305,15 @@ class Exchange:
             self.app.metrics.stream_closed()
         rec = self.record
         rec.attempts = max(1, self.ctx.attempts) if rec.cache_status != "hit" else 0
-        rec.upstream_request_id = self.ctx.upstream_request_id
+        upstream_id = self.ctx.upstream_request_id
+        rec.upstream_request_id = upstream_id[:_MAX_UPSTREAM_TEXT] if upstream_id else upstream_id
         rec.latency_ms = (time.monotonic() - self._t0) * 1000.0
         if rec.outcome == "complete" and self.ctx.outcome != "complete":
             rec.outcome = self.ctx.outcome
         self.app.recorder.record(rec)
+
+
+def _unencodable(exc: Exception) -> ProxyError:
+    """orjson could not write the request back (nesting or an integer beyond what it encodes):
+    the client's request is at fault, not Ferrule."""
+    return ProxyError(400, f"the request cannot be encoded for the upstream: {exc}")

@@ -37,6 +37,7 @@ __all__ = [
     "MAX_PIECE",
     "JsonError",
     "TooDeep",
+    "dismantle",
     "dumps",
     "loads",
     "too_deep",
@@ -354,3 +355,27 @@ def _dump(value: Any, parts: list[bytes]) -> None:
         parts.append(b"]")
     else:
         parts.append(orjson.dumps(value))
+
+
+def dismantle(value: Any) -> None:
+    """Empty ``value``, a parsed request no longer used, a slice at a time (run it in a thread).
+
+    Freeing a request of a million objects is one C call: dropping its last reference frees
+    them all in a row, holding the GIL for ~100 ms. Emptied here :data:`_SLICE` elements at a
+    time (long lists and dicts, and those holding one, first), each step is short, and the
+    request is an empty shell when its last reference goes."""
+    cls = value.__class__
+    if cls is dict:
+        for item in value.values():
+            if _long(item) or (item.__class__ is dict and _holds_long(item.values())):
+                dismantle(item)
+        value.clear()
+    elif cls is list:
+        while value:
+            tail = value[-_SLICE:]
+            del value[-_SLICE:]
+            if _holds_long(tail):
+                for item in tail:
+                    if item.__class__ is list or item.__class__ is dict:
+                        dismantle(item)
+            del tail

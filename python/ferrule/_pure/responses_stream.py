@@ -490,7 +490,7 @@ class ResponsesStreamEncoder:
                     "part": text_part(""),
                 },
             )
-            state.update(item=item, part=part, text=[], json=kind == "tool_use", citations=[])
+            state.update(item=item, part=part, text=[], json_mode=kind == "tool_use", citations=[])
         elif kind == "tool_use":
             self._close(out)
             custom = block.get("name") in tr.custom_tools
@@ -607,7 +607,7 @@ class ResponsesStreamEncoder:
             block = {"type": "redacted_thinking", "data": start.get("data", "")}
         elif "part" in state and item is not None:
             raw = "".join(state["text"])
-            if state["json"]:
+            if state["json_mode"]:  # the JSON-mode tool: its input is the text
                 block = {**start, "input": _parse_object(raw)}
                 text = orjson.dumps(block["input"]).decode()
             else:

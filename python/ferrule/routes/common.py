@@ -16,6 +16,7 @@ import orjson
 
 from ..asgi import BodyTooLarge, Receive, Scope, header, read_body
 from ..errors import ProxyError
+from ..largebody import LargeBodies, Ticket, parse_large
 from ..upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 
 if TYPE_CHECKING:
@@ -68,12 +69,14 @@ class RequestContext:
         "attempts",
         "body_timeout",
         "extra_headers",
+        "large",
         "max_body",
         "outcome",
         "raw_body",
         "request_id",
         "route",
         "scope",
+        "ticket",
         "upstream_request_id",
         "warnings",
         "x_cache",
@@ -96,6 +99,9 @@ class RequestContext:
         self.warnings: list[str] = []  # what Ferrule dropped or changed: x-ferrule-warning
         self.raw_body = b""
         self.api_key = _api_key(scope)
+        # a large body (ferrule.largebody): prepared in a thread, within the worker's budget
+        self.large = False
+        self.ticket: Ticket | None = None
 
     def authorize(
         self, access_key_sha256: str, upstream_api_key: str, *, bearer_ok: bool = False
@@ -132,7 +138,13 @@ class RequestContext:
             )
         return self.api_key
 
-    async def read_json(self, receive: Receive) -> Any:
+    async def read_json(self, receive: Receive, large: LargeBodies | None = None) -> Any:
+        """The body, parsed. A large one (``large.threshold`` bytes or more) takes its share of
+        the worker's budget first (before a byte of it is read, when its Content-Length gives
+        its size), and is parsed in a thread, in bounded steps."""
+        declared = _declared_length(self.scope)
+        if large is not None and declared >= large.threshold:
+            self.ticket = await large.enter(declared)
         try:
             raw = await asyncio.wait_for(
                 read_body(self.scope, receive, self.max_body), self.body_timeout
@@ -146,7 +158,34 @@ class RequestContext:
         if not raw:
             raise ProxyError(400, "the request body is empty: a JSON object is required")
         self.raw_body = raw
+        if large is not None and len(raw) >= large.threshold:
+            self.large = True
+            if self.ticket is None:
+                self.ticket = await large.enter(len(raw))
+            body = await asyncio.to_thread(parse_large, raw)
+            self.keep(body)
+            return body
         return parse_json(raw, "the request body")
+
+    def keep(self, value: Any) -> None:
+        """A large request's big object, emptied in a thread when the request is over."""
+        if self.ticket is not None:
+            self.ticket.kept.append(value)
+
+    def prepared(self) -> None:
+        """The upstream payload is built (ferrule.largebody: the request's objects are set
+        aside from garbage collection)."""
+        if self.ticket is not None:
+            self.ticket.prepared()
+
+    def finish(self) -> list[Any]:
+        """Give the budget back; what ``keep`` was given, for ``jsonbody.dismantle``."""
+        if self.ticket is None:
+            return []
+        kept, self.ticket.kept = self.ticket.kept, []
+        self.ticket.close()
+        self.ticket = None
+        return kept
 
     def response_headers(self) -> list[tuple[bytes, bytes]]:
         headers = [(b"x-request-id", self.request_id.encode())]
@@ -162,6 +201,11 @@ class RequestContext:
         if self.upstream_request_id:
             headers.append((b"x-upstream-request-id", self.upstream_request_id.encode()))
         return headers
+
+
+def _declared_length(scope: Scope) -> int:
+    value = header(scope, b"content-length")
+    return int(value) if value is not None and value.isdigit() else 0
 
 
 def _same_key(presented: bytes, sha256_hex: str) -> bool:

@@ -17,6 +17,13 @@ from typing import Any
 import orjson
 
 from ..errors import ProxyError
+from ..limits import (
+    MAX_MESSAGES,
+    MAX_TOKENS,
+    check_depth,
+    check_identifier,
+    required_identifier,
+)
 from ..models import ModelCaps, capabilities, default_max_tokens, resolve_model
 from .model_rules import OPENAI_EFFORTS, Notes, apply_reasoning, apply_sampling
 
@@ -180,6 +187,7 @@ def _assistant_blocks(msg: Mapping[str, Any], param: str) -> list[dict[str, Any]
             tool_input = args
         if not isinstance(tool_input, dict):
             raise _bad(f"'{p}.function.arguments' must be a JSON object", p)
+        check_depth(tool_input, f"{p}.function.arguments", args if isinstance(args, str) else None)
         blocks.append({"type": "tool_use", "id": call["id"], "name": name, "input": tool_input})
     return blocks
 
@@ -270,6 +278,7 @@ def _tools(
             params = {"type": "object", "properties": {}}
         elif not isinstance(params, dict):
             raise _bad(f"'{p}.function.parameters' must be an object", p)
+        check_depth(params, f"{p}.function.parameters")
         entry: dict[str, Any] = {"name": name}
         desc = fn.get("description")
         if isinstance(desc, str) and desc:
@@ -350,6 +359,7 @@ def _response_format(
                 "'response_format.json_schema.schema' must be a JSON schema of an object",
                 "response_format",
             )
+        check_depth(schema, "response_format.json_schema.schema")
         return schema
     raise _bad("'response_format.type' must be text, json_object or json_schema", "response_format")
 
@@ -363,6 +373,7 @@ def _identity(body: Mapping[str, Any], out: dict[str, Any], notes: Notes) -> Non
             raise _bad(f"'{key}' must be a string", key)
     ident = body.get("safety_identifier") or body.get("user")
     if ident:
+        check_identifier(ident, "safety_identifier" if body.get("safety_identifier") else "user")
         out["metadata"] = {"user_id": ident}
 
 
@@ -429,12 +440,12 @@ def to_anthropic(
     """Translate a parsed OpenAI request body. Raises ProxyError(400) for what cannot be sent."""
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
-    model_asked = body.get("model")
-    if not isinstance(model_asked, str) or not model_asked:
-        raise _bad("'model' is required and must be a string", "model")
+    model_asked = required_identifier(body.get("model"), "model")  # the ledger, /stats keep it
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("'messages' is required and must be a non-empty list", "messages")
+    if len(messages) > MAX_MESSAGES:
+        raise _bad(f"'messages' holds more than {MAX_MESSAGES:,} messages", "messages")
     n = body.get("n")
     if n is not None and n != 1:
         raise _bad("'n' other than 1 is not supported: Anthropic returns one choice", "n")
@@ -474,6 +485,8 @@ def to_anthropic(
     if asked_max:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise _bad("'max_tokens' must be a positive integer", "max_tokens")
+        if max_tokens > MAX_TOKENS:  # thinking budgets are added to it: no 64-bit overflow
+            raise _bad(f"'max_tokens' must be at most {MAX_TOKENS}", "max_tokens")
     else:
         max_tokens = default_max_tokens(model)
 

@@ -33,9 +33,13 @@ Rules beyond the Chat ones:
   400 naming it. A ``text.format`` asking for JSON does not apply to the summary.
 - ``web_search`` / ``web_search_preview`` -> Anthropic's ``web_search_20250305`` server tool
   (``filters.allowed_domains`` and ``user_location`` kept; ``external_web_access: false`` cannot be
-  honoured: Anthropic's search is live; a warning says so). ``web_search_call`` items in ``input``
-  are dropped: the answer that followed them is in the conversation, the search results are not
-  needed again.
+  honoured: Anthropic's search is live; a warning says so; ``max_tool_calls`` -> ``max_uses``). It
+  goes through the Chat translator as a stand-in function tool, so ``tool_choice`` and JSON mode
+  treat it like any tool, and is swapped for the server tool after. ``web_search_call`` items in
+  ``input`` are dropped: the answer that followed them is in the conversation, the search results
+  are not needed again.
+- ``input_image`` -> an image block (URL or base64 data URL); ``input_file`` -> a document block
+  (a PDF as base64 or URL, or UTF-8 text); uploaded-file ids (``file_id``) are a 400.
 - ``reasoning.summary`` (auto / concise / detailed) asks for summarized thinking
   (``thinking.display: "summarized"``) on models whose default display is ``omitted``, and the
   answer carries the thinking text as the reasoning item's summary.
@@ -55,7 +59,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -68,6 +71,8 @@ from ..models import capabilities, resolve_model
 from ..seal import Sealer, SealError
 from .model_rules import OPENAI_EFFORTS
 from .request import (
+    _DATA_URL,
+    _WEB_SEARCH_TOOL,
     _has_tool_blocks,
     _history_tools,
     _image_block,
@@ -142,14 +147,12 @@ _HOSTED_TOOLS = frozenset(
 _WEB_SEARCH_TYPES = frozenset(
     {"web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11"}
 )
-_WEB_SEARCH_TOOL = "web_search_20250305"
 # Top-level fields that ask for something Ferrule cannot do: a 400 rather than a silent change.
 _REFUSED_FIELDS = {
     "conversation": "is not supported: chain responses with 'previous_response_id'",
     "prompt": "is not supported: reusable prompts live in OpenAI's dashboard",
     "top_logprobs": "is not supported: Anthropic does not return log probabilities",
 }
-_DATA_URL = re.compile(r"^data:(?P<mt>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$", re.S)
 _TEXT_FILE_TYPES = frozenset({"text/plain", "text/markdown", "text/csv", "application/json"})
 
 
@@ -690,6 +693,19 @@ def _renamed(err: ProxyError) -> ProxyError:
     return err
 
 
+def _renamed_note(text: str) -> str:
+    """A Chat translator warning in the Responses request's own field names."""
+    if text.startswith("verbosity "):
+        return "text." + text
+    for chat, responses in (
+        ("reasoning_effort", "reasoning.effort"),
+        ("response_format", "text.format"),
+    ):
+        if text.startswith(chat):
+            return responses + text[len(chat) :]
+    return text
+
+
 def to_anthropic(
     body: Any,
     *,
@@ -829,7 +845,7 @@ def to_anthropic(
         store=store,
         previous_response_id=prev,
         thinking=tr.thinking,
-        warnings=(*tr.warnings, *notes),
+        warnings=(*(_renamed_note(w) for w in tr.warnings), *notes),
         tools=refs,
         json_tool=tr.json_tool,
         summary=summary,

@@ -57,6 +57,7 @@ __all__ = [
     "response_object",
     "response_status",
     "responses_usage",
+    "to_compacted",
     "to_responses",
 ]
 
@@ -342,3 +343,27 @@ def to_responses(
         usage=responses_usage(message.get("usage")),
         incomplete_details=details,
     )
+
+
+def to_compacted(
+    message: Mapping[str, Any],
+    *,
+    tr: ResponsesTranslated,
+    response_id: str,
+    created_at: int,
+    sealer: Seals,
+    tenant: str,
+) -> dict[str, Any]:
+    """The answer of Codex's older remote compaction, ``POST /v1/responses/compact``
+    (``openai/types/responses/compacted_response.py``): one ``compaction`` item. The route
+    translates that request as a Responses request whose ``input`` ends with a
+    ``compaction_trigger`` item (so ``tr.compact`` is set)."""
+    return {
+        "id": response_id,
+        "object": "response.compaction",
+        "created_at": created_at,
+        "output": [
+            compaction_item(response_id, message.get("content"), sealer=sealer, tenant=tenant)
+        ],
+        "usage": responses_usage(message.get("usage")),
+    }
