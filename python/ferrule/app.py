@@ -30,6 +30,7 @@ from .resilience import Resilience, RetryPolicy
 from .routes.chat import chat_completions
 from .routes.common import Admission, RequestContext, Route
 from .routes.messages import count_tokens, messages
+from .routes.responses import RESPONSES_SQLITE_NAME, ResponseState, responses, state_route
 from .seal import Sealer, load_sealer
 from .stats_cli import stats_from_query
 from .thinking import THINKING_MAX_BYTES, THINKING_SQLITE_NAME, ThinkingMemory
@@ -46,6 +47,7 @@ _POST_ROUTES: dict[str, tuple[Route, Handler]] = {
     "/v1/chat/completions": ("openai", chat_completions),
     "/v1/messages": ("anthropic", messages),
     "/v1/messages/count_tokens": ("anthropic", count_tokens),
+    "/v1/responses": ("openai", responses),
 }
 
 
@@ -80,6 +82,9 @@ class App:
         # Thinking blocks of tool turns, for OpenAI clients (ferrule.thinking): its own store of
         # the same family, so it works whatever the response cache is set to.
         self.thinking: ThinkingMemory | None = None
+        # Stored Responses (previous_response_id, GET/DELETE /v1/responses/{id}), sealed.
+        self.responses: ResponseState | None = None
+        self.sealer: Sealer | None = None
         self.data_dir = resolve_data_dir(cfg.data_dir or None)
 
     @property
@@ -110,6 +115,8 @@ class App:
                     await self.store.close()
                 if self.thinking is not None:
                     await self.thinking.close()
+                if self.responses is not None:
+                    await self.responses.close()
                 if self.ledger is not None:
                     await asyncio.to_thread(self.ledger.close)  # flushes what is queued
                 await asyncio.to_thread(self.metrics.close)  # this worker's last snapshot
@@ -134,6 +141,7 @@ class App:
             # memory stores work; nothing sealed with it outlives the process anyway).
             log.warning("secret key not kept (%s): a per-process one seals cached data", exc)
             sealer = Sealer([secrets.token_hex(32)])
+        self.sealer = sealer
         kind = cfg.response_cache
         if kind == "auto":
             kind = default_store_kind(cfg.workers, redis_url=cfg.redis_url or None)
@@ -160,6 +168,21 @@ class App:
             self.thinking = ThinkingMemory(thinking_store, sealer, cfg.thinking_ttl)
         except Exception as exc:  # tool loops with thinking then degrade (ferrule.thinking)
             log.warning("thinking store unavailable (%s): tool turns lose their thinking", exc)
+        try:
+            self.responses = ResponseState(
+                SealedStore(
+                    open_store(
+                        default_store_kind(cfg.workers, redis_url=cfg.redis_url or None),
+                        path=str(self.data_dir / RESPONSES_SQLITE_NAME),
+                        redis_url=cfg.redis_url or None,
+                        max_bytes=cfg.response_cache_max_bytes,
+                    ),
+                    sealer,
+                ),
+                cfg.responses_ttl,
+            )
+        except Exception as exc:  # /v1/responses then answers 503
+            log.warning("response store unavailable (%s): /v1/responses is off", exc)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -224,6 +247,9 @@ class App:
                 self.metrics.set_upstream_pool(self.upstream.in_use, self.cfg.pool_size)
                 body_bytes, ctype = await asyncio.to_thread(self._render_metrics)
                 await send_bytes(tracked_send, 200, body_bytes, ctype.encode())
+            elif path.startswith("/v1/responses/") and method in ("GET", "DELETE"):
+                ctx.authorize(self.cfg.access_key_sha256, self.cfg.upstream_api_key)
+                await state_route(self, ctx, method, path, tracked_send)
             elif method == "GET" and path == "/stats":
                 ctx.authorize(self.cfg.access_key_sha256, "")
                 await self._stats(scope, tracked_send)

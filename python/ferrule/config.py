@@ -113,6 +113,8 @@ class Config:
     # the secrets that seal them at rest and in Responses items (comma list, the first seals;
     # "" = one generated into data_dir/secret.key).
     thinking_ttl: float = 86400.0
+    # How long stored Responses (store: true) are kept for previous_response_id and GET.
+    responses_ttl: float = 7 * 86400.0
     secret_key: str = ""
     # A request field the model refuses: dropped with x-ferrule-warning, or a 400 when strict.
     strict_params: bool = False
@@ -190,6 +192,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "header_read_timeout": ("FERRULE_HEADER_READ_TIMEOUT", _FLOAT),
     "backlog": ("FERRULE_BACKLOG", _INT),
     "thinking_ttl": ("FERRULE_THINKING_TTL", _FLOAT),
+    "responses_ttl": ("FERRULE_RESPONSES_TTL", _FLOAT),
     "secret_key": ("FERRULE_SECRET_KEY", _str),
     "strict_params": ("FERRULE_STRICT_PARAMS", _bool),
 }

@@ -1,53 +1,36 @@
-"""``POST /v1/messages`` and ``/v1/messages/count_tokens``: the Anthropic-native route.
+"""``POST /v1/messages`` and ``/v1/messages/count_tokens``: the Anthropic dialect of the pipeline.
 
-Byte-faithful: the client's body goes upstream unchanged and Anthropic's answer (JSON or SSE) comes
-back unchanged, with ``request-id``, ``anthropic-ratelimit-*`` and ``retry-after``. Upstream errors
-keep their status (529 stays 529 for Anthropic clients) in Anthropic's envelope; errors Ferrule
-itself raises use the same envelope (rendered by ``ferrule.app``). A stream that fails after its
-first byte ends with an Anthropic ``event: error``, the way the API itself reports one."""
+Byte-faithful: the client's body goes upstream unchanged (unless Ferrule compresses it or adds
+prompt-cache breakpoints on purpose) and Anthropic's answer (JSON or SSE) comes back unchanged,
+with ``request-id``, ``anthropic-ratelimit-*`` and ``retry-after``. Upstream errors keep their
+status (529 stays 529 for Anthropic clients) in Anthropic's envelope; errors Ferrule itself raises
+use the same envelope (rendered by ``ferrule.app``). A stream that fails after its first byte ends
+with an Anthropic ``event: error``, the way the API itself reports one."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .. import backend
-from ..asgi import Send, header, send_bytes
-from ..cache import MessageAccumulator, hit_usage, message_to_sse, storable_json
+from ..asgi import Send
+from ..cache import message_to_sse
 from ..errors import ProxyError
-from ..exchange import Exchange, usage_from_counts
+from ..exchange import Exchange
 from ..largebody import prepare
 from ..limits import check_anthropic_body
-from ..pricing import Usage
-from ..upstream import UpstreamError, UpstreamResponse
-from .common import (
-    PASSED_BACK,
-    RequestContext,
-    held_secrets,
-    read_all,
-    redact_bytes,
-    upstream_error,
-    upstream_headers,
-)
+from ..pipeline import Prepared, anthropic_version_of, run
+from ..upstream import UpstreamResponse
+from .common import PASSED_BACK, RequestContext, held_secrets, redact_bytes
 
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = ["count_tokens", "messages"]
+__all__ = ["COUNT_TOKENS", "MESSAGES", "count_tokens", "messages"]
 
 # Response headers from Anthropic that an Anthropic client reads.
 _KEEP = (b"content-type", b"request-id")
-
-
-async def messages(app: App, ctx: RequestContext, body: Any, send: Send) -> None:
-    await _pass_through(app, ctx, body, send, "/v1/messages")
-
-
-async def count_tokens(app: App, ctx: RequestContext, body: Any, send: Send) -> None:
-    await _pass_through(app, ctx, body, send, "/v1/messages/count_tokens")
 
 
 def _error_event(message: str, etype: str = "api_error") -> bytes:
@@ -55,105 +38,7 @@ def _error_event(message: str, etype: str = "api_error") -> bytes:
     return b"event: error\ndata: " + data + b"\n\n"
 
 
-async def _pass_through(app: App, ctx: RequestContext, body: Any, send: Send, path: str) -> None:
-    if not isinstance(body, dict):
-        raise ProxyError(400, "the request body must be a JSON object")
-    key = ctx.require_key()
-    await prepare(ctx.large, check_anthropic_body, body, ctx.raw_body)  # model, ids, depth
-    model = body.get("model")
-    stream = body.get("stream") is True
-    with Exchange(app, ctx, path, model if isinstance(model, str) else "", stream) as ex:
-        if path == "/v1/messages":
-            await _messages(app, ctx, ex, body, key, stream, send)
-        else:
-            ctx.prepared()
-            await _forward(app, ctx, ex, path, ctx.raw_body, key, False, send, None)
-
-
-async def _messages(
-    app: App,
-    ctx: RequestContext,
-    ex: Exchange,
-    body: dict[str, Any],
-    key: str,
-    stream: bool,
-    send: Send,
-) -> None:
-    await ex.compress(body)  # in place: the raw bytes no longer describe the body if it changed
-    changed = ex.compression is not None and ex.compression.changed > 0
-    cached = await ex.lookup(body)
-    if cached is not None:
-        ctx.extra_headers = await ex.compression_headers()
-        ex.set_usage(Usage.from_anthropic(hit_usage(cached)))
-        ex.first_byte()
-        headers = [*ctx.response_headers(), (b"request-id", ctx.request_id.encode())]
-        if stream:
-            await send_bytes(send, 200, message_to_sse(cached), b"text/event-stream", headers)
-        else:
-            await send_bytes(send, 200, orjson.dumps(cached), headers=headers)
-        return
-    # Byte-faithful unless Ferrule changed something on purpose.
-    payload = await ex.payload(body, None if changed else ctx.raw_body)
-    await _forward(app, ctx, ex, "/v1/messages", payload, key, stream, send, body)
-
-
-async def _forward(
-    app: App,
-    ctx: RequestContext,
-    ex: Exchange,
-    path: str,
-    payload: bytes,
-    key: str,
-    stream: bool,
-    send: Send,
-    body: dict[str, Any] | None,
-) -> None:
-    version = header(ctx.scope, b"anthropic-version")
-    headers = upstream_headers(
-        ctx.scope, key, version.decode("latin-1") if version else app.cfg.anthropic_version
-    )
-    # ctx.attempts is kept by send (right even when every attempt failed)
-    resp = await app.resilience.send(app.upstream, path, payload, headers, ctx)
-    try:
-        ctx.upstream_request_id = resp.headers.get("request-id")
-        ctx.extra_headers = await ex.compression_headers()
-        if resp.status_code != 200:
-            secrets = held_secrets(ctx, app.cfg.upstream_api_key)
-            raise await upstream_error(resp, openai=False, secrets=secrets)
-        out_headers = [
-            (k.lower(), v)
-            for k, v in resp.raw_headers
-            if k.lower() in _KEEP or PASSED_BACK.match(k.lower())
-        ]
-        out_headers.extend(ctx.response_headers())
-        if not stream:
-            # Read whole (and bounded) before answering, so that an answer cut off or too large
-            # is a clean 502 rather than a 200 with half a JSON document.
-            raw = await read_all(resp, app.cfg.max_response_bytes)
-            if path == "/v1/messages":
-                _usage_of_json(ex, raw)
-                if ex.storing:  # before answering, so a client's immediate repeat finds it
-                    await ex.store(storable_json(raw))
-            out_headers.append((b"content-length", str(len(raw)).encode()))
-            ex.first_byte()
-            await send({"type": "http.response.start", "status": 200, "headers": out_headers})
-            await send({"type": "http.response.body", "body": raw, "more_body": False})
-            return
-        ex.first_byte()
-        await send({"type": "http.response.start", "status": 200, "headers": out_headers})
-        await _relay(app, ctx, ex, resp, send, body)
-    finally:
-        await resp.aclose()
-
-
-async def _relay(
-    app: App,
-    ctx: RequestContext,
-    ex: Exchange,
-    resp: UpstreamResponse,
-    send: Send,
-    body: dict[str, Any] | None,
-) -> None:
+class _MessagesRelay:
     """Relay an Anthropic stream byte for byte, in whole events, and end it honestly.
 
     The usage tap (a StreamTranslator whose OpenAI output is discarded) reads usage and the end
@@ -162,83 +47,155 @@ async def _relay(
     fails (cut off, an event over the limit, the deadline) the client never gets half an event
     glued to the ``event: error`` that ends it. Every way the stream can fail ends with exactly
     one error event: Anthropic's own, or Ferrule's."""
-    cfg = app.cfg
-    tap = backend.StreamTranslator("", 0, max_event_bytes=cfg.max_event_bytes)
-    # Only answers meant for the response cache are rebuilt.
-    accumulator = MessageAccumulator() if body is not None and ex.storing else None
-    deadline = time.monotonic() + cfg.stream_deadline
-    held = _Held()
-    tail = b""
-    try:
-        async for chunk in resp.aiter_raw():
-            if tap.done:
-                # message_stop went out: pass on whatever follows (after what was held back) and
-                # read to the end, so the upstream connection goes back to the pool
-                if held.parts:
-                    chunk = b"".join((*held.parts, chunk))
-                    held.parts, held.size = [], 0
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if time.monotonic() > deadline:
-                    break
-                continue
-            tap.feed(chunk)
-            if accumulator is not None:
-                accumulator.feed(chunk)
-            if tap.done and tap.outcome != "complete":
-                if tap.outcome == "upstream_error":
-                    # Anthropic's own error event: it goes out (whole, no key in it), and ends
-                    # the stream; nothing after it is read.
-                    out = held.take(chunk)
-                    secrets = held_secrets(ctx, cfg.upstream_api_key)
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": redact_bytes(out, secrets),
-                            "more_body": True,
-                        }
-                    )
-                break  # a stream the tap cannot read: this chunk is not relayed
-            # Fast path: Anthropic's chunks usually end on an event boundary.
-            out = chunk if not held.parts and chunk.endswith(b"\n\n") else held.take(chunk)
-            if held.size > cfg.max_event_bytes:
-                # an "event" of comment or field lines only, which the tap does not count
-                ctx.outcome = "upstream_error"
-                tail = _error_event(f"SSE event larger than {cfg.max_event_bytes} bytes")
-                break
-            if out:
-                await send({"type": "http.response.body", "body": out, "more_body": True})
-            if time.monotonic() > deadline:
-                ctx.outcome = "error"
-                tail = _error_event(
-                    f"the stream ran past Ferrule's stream deadline ({cfg.stream_deadline:.0f} s)"
-                )
-                break
-    except asyncio.CancelledError:
-        # the client went away: record what the stream had reported so far, as an estimate
-        ex.set_usage(usage_from_counts(tap.usage), estimated=True)
-        raise
-    except UpstreamError as exc:
-        ctx.outcome = "upstream_error"
-        tail = _error_event(f"the upstream connection failed mid-stream ({type(exc).__name__})")
-    tap.finish()  # no-op once done: otherwise the stream ended before message_stop
-    complete = tap.outcome == "complete"
-    if complete:
-        tail = b"".join(held.parts) + tail  # byte-faithful to the end
-    elif not tail and tap.outcome != "upstream_error":
-        # cut off before message_stop, or unreadable (an event over the limit): the client
-        # must not take it for a finished answer (the OpenAI route does the same)
+
+    __slots__ = ("_held", "_max", "_secrets", "_tail", "_tap", "complete", "lazy_start", "stop")
+
+    def __init__(self, app: App, ctx: RequestContext) -> None:
+        self._max = app.cfg.max_event_bytes
+        self._tap = backend.StreamTranslator("", 0, max_event_bytes=self._max)
+        self._held = _Held()
+        self._secrets = held_secrets(ctx, app.cfg.upstream_api_key)
+        self._tail: bytes | None = None  # an end Ferrule decided while feeding
+        self.lazy_start = False
+        self.stop = False
+        self.complete = False
+
+    @property
+    def usage(self) -> tuple[int, int, int, int, int, int]:
+        return self._tap.usage
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return []  # the upstream's own content type and ids (answer_headers)
+
+    def feed(self, chunk: bytes) -> bytes:
+        tap, held = self._tap, self._held
+        if tap.done:
+            # message_stop went out: pass on whatever follows (after what was held back) and
+            # read to the end, so the upstream connection goes back to the pool
+            if held.parts:
+                chunk = b"".join((*held.parts, chunk))
+                held.parts, held.size = [], 0
+            return chunk
+        tap.feed(chunk)
+        if tap.done and tap.outcome != "complete":
+            self.stop = True
+            if tap.outcome == "upstream_error":
+                # Anthropic's own error event: it goes out (whole, no key in it), and ends the
+                # stream; nothing after it is read.
+                return redact_bytes(held.take(chunk), self._secrets)
+            return b""  # a stream the tap cannot read: this chunk is not relayed
+        if tap.done:
+            self.complete = True
+        # Fast path: Anthropic's chunks usually end on an event boundary.
+        out = chunk if not held.parts and chunk.endswith(b"\n\n") else held.take(chunk)
+        if held.size > self._max:
+            # an "event" of comment or field lines only, which the tap does not count
+            self.stop = True
+            self._tail = _error_event(f"SSE event larger than {self._max} bytes")
+            return b""
+        return out
+
+    def early_error(self) -> ProxyError | None:
+        return None  # the response started at once: errors are events
+
+    def finish(self) -> bytes:
+        tap = self._tap
+        tap.finish()  # no-op once done: otherwise the stream ended before message_stop
+        self.complete = tap.outcome == "complete"
+        if self._tail is not None:
+            return self._tail
+        if self.complete:
+            return b"".join(self._held.parts)  # byte-faithful to the end
+        if tap.outcome == "upstream_error":
+            return b""  # Anthropic's error event already went out
+        # cut off before message_stop, or unreadable (an event over the limit): the client must
+        # not take it for a finished answer (the OpenAI route does the same)
         etype, message = tap.error or ("api_error", "")
         if tap.outcome == "truncated":
             # NOTE: worded without the literal event name, so that a client searching the body
             # for "message_stop" (to tell a finished stream) is not misled
             message = "the upstream stream ended before the message was finished (truncated)"
-        tail = _error_event(message, etype)
-    if not complete and ctx.outcome == "complete":
-        ctx.outcome = "truncated" if tap.outcome == "truncated" else "upstream_error"
-    await send({"type": "http.response.body", "body": tail, "more_body": False})
-    ex.set_usage(usage_from_counts(tap.usage), estimated=not complete)
-    if accumulator is not None and complete:
-        await ex.store(accumulator.storable())
+        return _error_event(message, etype)
+
+    def fail(self, message: str, etype: str) -> bytes:
+        self._tap.finish()
+        self.complete = False
+        return _error_event(message, etype)
+
+    def outcome(self) -> str | None:
+        if self._tail is not None:
+            return "upstream_error"
+        if self._tap.outcome == "complete":
+            return None
+        return "truncated" if self._tap.outcome == "truncated" else "upstream_error"
+
+
+class MessagesDialect:
+    """``/v1/messages`` (``count_tokens=False``) and ``/v1/messages/count_tokens``."""
+
+    def __init__(self, path: str, *, count_tokens: bool = False) -> None:
+        self.route = path
+        self._count_tokens = count_tokens
+
+    async def prepare(self, app: App, ctx: RequestContext, body: Any) -> Prepared:
+        if not isinstance(body, dict):
+            raise ProxyError(400, "the request body must be a JSON object")
+        await prepare(ctx.large, check_anthropic_body, body, ctx.raw_body)  # model, ids, depth
+        model = body.get("model")
+        stream = body.get("stream") is True and not self._count_tokens
+        return Prepared(
+            body=body,
+            model=model if isinstance(model, str) else "",
+            stream=stream,
+            path=self.route,
+            faithful=ctx.raw_body,
+            cacheable=not self._count_tokens,
+            openai_errors=False,
+            anthropic_version=anthropic_version_of(ctx),
+        )
+
+    async def restore(self, app: App, ctx: RequestContext, ex: Exchange, p: Prepared) -> None:
+        return None  # Anthropic clients send their thinking blocks back themselves
+
+    def hit(
+        self, p: Prepared, message: dict[str, Any], ctx: RequestContext
+    ) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
+        headers = [*ctx.response_headers(), (b"request-id", ctx.request_id.encode())]
+        if p.stream:
+            return message_to_sse(message), b"text/event-stream", headers
+        return orjson.dumps(message), b"application/json", headers
+
+    def answer(self, p: Prepared, raw: bytes, message: dict[str, Any] | None) -> bytes:
+        return raw  # byte for byte
+
+    def relay(self, app: App, ctx: RequestContext, p: Prepared) -> _MessagesRelay:
+        return _MessagesRelay(app, ctx)
+
+    def answer_headers(
+        self, p: Prepared, resp: UpstreamResponse, ctx: RequestContext
+    ) -> list[tuple[bytes, bytes]]:
+        out = [
+            (k.lower(), v)
+            for k, v in resp.raw_headers
+            if k.lower() in _KEEP or PASSED_BACK.match(k.lower())
+        ]
+        out.extend(ctx.response_headers())
+        return out
+
+    async def finished(self, app: App, ex: Exchange, p: Prepared, message: Any) -> None:
+        return None
+
+
+MESSAGES = MessagesDialect("/v1/messages")
+COUNT_TOKENS = MessagesDialect("/v1/messages/count_tokens", count_tokens=True)
+
+
+async def messages(app: App, ctx: RequestContext, body: Any, send: Send) -> None:
+    await run(app, ctx, MESSAGES, body, send)
+
+
+async def count_tokens(app: App, ctx: RequestContext, body: Any, send: Send) -> None:
+    await run(app, ctx, COUNT_TOKENS, body, send)
 
 
 class _Held:
@@ -273,13 +230,3 @@ def _straddles(before: bytes, chunk: bytes) -> bool:
     line end, not two)."""
     last, first = before[-1:], chunk[:1]
     return last in (b"\n", b"\r") and first in (b"\n", b"\r") and (last, first) != (b"\r", b"\n")
-
-
-def _usage_of_json(ex: Exchange, raw: bytes) -> None:
-    try:
-        msg = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        ex.set_usage(Usage(), estimated=True)
-        return
-    usage = msg.get("usage") if isinstance(msg, dict) else None
-    ex.set_usage(Usage.from_anthropic(usage if isinstance(usage, dict) else None))

@@ -1,0 +1,292 @@
+"""One proxied request, every route: the stages, written once, in order.
+
+    admit -> parse -> translate -> compress -> cache lookup -> breakpoints -> upstream
+          -> relay (JSON or stream) -> store -> account
+
+``ferrule.app`` admits the request (limits, access key, Host/Origin/content type) and reads its
+body; :func:`run` does the rest. A route is a *dialect* (``ferrule.dialects``): how its request
+becomes an Anthropic request, and how Anthropic's answers, stream events and errors become its
+own. The pipeline never asks which route it runs.
+
+The accounting record is written once, by ``Exchange`` (a context manager), however the request
+ends: answered, failed, cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+
+from .asgi import Send, header, send_bytes
+from .cache import MessageAccumulator, hit_usage, storable_json
+from .errors import ProxyError
+from .exchange import Exchange, usage_from_counts
+from .pricing import Usage
+from .routes.common import (
+    RequestContext,
+    held_secrets,
+    read_all,
+    upstream_error,
+    upstream_headers,
+)
+from .upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["Dialect", "Prepared", "Relay", "run"]
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A request translated for Anthropic, and what the stages need to know about it."""
+
+    body: dict[str, Any]  # the Anthropic request (compressed and marked in place)
+    model: str  # for the ledger
+    stream: bool
+    path: str = "/v1/messages"  # upstream path
+    faithful: bytes | None = None  # the client's own bytes, sent when nothing was changed
+    cacheable: bool = True  # compression, response cache and breakpoints apply
+    openai_errors: bool = True  # upstream errors in OpenAI's shape (529 -> 503)
+    anthropic_version: str | None = None  # the client's, on Anthropic routes
+    keep_message: bool = False  # rebuild a streamed answer for the dialect's finished()
+    state: Any = None  # the dialect's own facts (e.g. the chat translation)
+
+
+class Relay(Protocol):
+    """A stream's translation, chunk by chunk, in the dialect's own events."""
+
+    @property
+    def lazy_start(self) -> bool:
+        """The response starts with the first bytes out (an upstream error event that comes
+        first is then an HTTP error); else at once."""
+        ...
+
+    @property
+    def stop(self) -> bool:
+        """No more upstream bytes are wanted."""
+        ...
+
+    @property
+    def usage(self) -> tuple[int, int, int, int, int, int]: ...
+
+    @property
+    def complete(self) -> bool: ...
+
+    def headers(self) -> list[tuple[bytes, bytes]]: ...
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def early_error(self) -> ProxyError | None:
+        """An upstream error event that came before any byte went out, as an HTTP error."""
+        ...
+
+    def finish(self) -> bytes:
+        """The end of a stream that was not failed: the rest, or an error if it is cut short."""
+        ...
+
+    def fail(self, message: str, etype: str) -> bytes:
+        """The end of a stream Ferrule stops (upstream connection lost, deadline)."""
+        ...
+
+    def outcome(self) -> str | None:
+        """The ledger outcome when the stream did not complete."""
+        ...
+
+
+class Dialect(Protocol):
+    route: str  # the ledger's route name
+
+    async def prepare(self, app: App, ctx: RequestContext, body: Any) -> Prepared: ...
+
+    async def restore(self, app: App, ctx: RequestContext, ex: Exchange, p: Prepared) -> None:
+        """State the client cannot send (thinking blocks, a previous response), put back."""
+        ...
+
+    def hit(
+        self, p: Prepared, message: dict[str, Any], ctx: RequestContext
+    ) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
+        """A cached Anthropic message as this route's answer: (body, content type, headers)."""
+        ...
+
+    def answer(self, p: Prepared, raw: bytes, message: dict[str, Any] | None) -> bytes:
+        """A whole Anthropic answer (None: not a JSON object) as this route's JSON."""
+        ...
+
+    def relay(self, app: App, ctx: RequestContext, p: Prepared) -> Relay: ...
+
+    def answer_headers(
+        self, p: Prepared, resp: UpstreamResponse, ctx: RequestContext
+    ) -> list[tuple[bytes, bytes]]: ...
+
+    async def finished(self, app: App, ex: Exchange, p: Prepared, message: Any) -> None:
+        """A complete answer (JSON, stream or cache hit) went out."""
+        ...
+
+
+async def run(app: App, ctx: RequestContext, dialect: Dialect, body: Any, send: Send) -> None:
+    """The stages after admission, for any dialect."""
+    key = ctx.require_key()
+    p = await dialect.prepare(app, ctx, body)  # parse + translate
+    with Exchange(app, ctx, dialect.route, p.model, p.stream) as ex:
+        await dialect.restore(app, ctx, ex, p)
+        if p.cacheable:
+            await ex.compress(p.body)
+            changed = ex.compression is not None and ex.compression.changed > 0
+            cached = await ex.lookup(p.body)
+            if cached is not None:
+                ctx.extra_headers = await ex.compression_headers()
+                ex.set_usage(Usage.from_anthropic(hit_usage(cached)))
+                out, ctype, headers = dialect.hit(p, cached, ctx)
+                ex.first_byte()
+                await send_bytes(send, 200, out, ctype, headers)
+                await dialect.finished(app, ex, p, cached)
+                return
+            payload = await ex.payload(p.body, None if changed else p.faithful)
+        else:
+            ctx.prepared()
+            payload = p.faithful if p.faithful is not None else orjson.dumps(p.body)
+        version = p.anthropic_version or app.cfg.anthropic_version
+        up_headers = upstream_headers(ctx.scope, key, version)
+        # ctx.attempts is kept by send (right even when every attempt failed)
+        resp = await app.resilience.send(app.upstream, p.path, payload, up_headers, ctx)
+        try:
+            ctx.upstream_request_id = resp.headers.get("request-id")
+            ctx.extra_headers = await ex.compression_headers()
+            if resp.status_code != 200:
+                secrets = held_secrets(ctx, app.cfg.upstream_api_key)
+                raise await upstream_error(resp, openai=p.openai_errors, secrets=secrets)
+            if p.stream:
+                await _stream(app, ctx, ex, dialect, p, resp, send)
+            else:
+                await _json(app, ctx, ex, dialect, p, resp, send)
+        finally:
+            await resp.aclose()
+
+
+async def _json(
+    app: App,
+    ctx: RequestContext,
+    ex: Exchange,
+    dialect: Dialect,
+    p: Prepared,
+    resp: UpstreamResponse,
+    send: Send,
+) -> None:
+    # Read whole (and bounded) before answering, so that an answer cut off or too large is a
+    # clean 502 rather than a 200 with half a document.
+    raw = await read_all(resp, app.cfg.max_response_bytes)
+    message: dict[str, Any] | None = None
+    if p.cacheable:
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            parsed = None
+        message = parsed if isinstance(parsed, dict) else None
+        usage = message.get("usage") if message is not None else None
+        ex.set_usage(
+            Usage.from_anthropic(usage if isinstance(usage, dict) else None),
+            estimated=message is None,
+        )
+    out = dialect.answer(p, raw, message)  # a dialect that needs the message raises a 502
+    if message is not None:
+        # before answering, so that a client's immediate next request already finds them
+        if ex.storing:
+            await ex.store(storable_json(raw))
+        await dialect.finished(app, ex, p, message)
+    headers = dialect.answer_headers(p, resp, ctx)
+    if not any(k == b"content-type" for k, _ in headers):
+        headers.insert(0, (b"content-type", b"application/json"))
+    headers.append((b"content-length", str(len(out)).encode()))
+    ex.first_byte()
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": out, "more_body": False})
+
+
+async def _stream(
+    app: App,
+    ctx: RequestContext,
+    ex: Exchange,
+    dialect: Dialect,
+    p: Prepared,
+    resp: UpstreamResponse,
+    send: Send,
+) -> None:
+    relay = dialect.relay(app, ctx, p)
+    # The whole answer is rebuilt only when it is stored or the dialect needs it.
+    accumulator = MessageAccumulator() if ex.storing or p.keep_message else None
+    started = False
+
+    async def start() -> None:
+        nonlocal started
+        ex.first_byte()
+        headers = [*relay.headers(), *dialect.answer_headers(p, resp, ctx)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        started = True
+
+    if not relay.lazy_start:
+        await start()
+    deadline_s = app.cfg.stream_deadline
+    deadline = time.monotonic() + deadline_s
+    tail: bytes | None = None
+    try:
+        async for chunk in resp.aiter_raw():
+            if accumulator is not None and not relay.complete:
+                accumulator.feed(chunk)
+            out = relay.feed(chunk)
+            if out:
+                if not started:
+                    err = relay.early_error()
+                    if err is not None:
+                        raise err
+                    await start()
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+            if relay.stop:
+                break
+            if time.monotonic() > deadline:
+                ctx.outcome = "error"
+                tail = relay.fail(
+                    f"the stream ran past Ferrule's stream deadline ({deadline_s:.0f} s)",
+                    "timeout_error",
+                )
+                break
+    except asyncio.CancelledError:
+        # the client went away: what the stream had reported so far, as an estimate
+        ex.set_usage(usage_from_counts(relay.usage), estimated=True)
+        raise
+    except UpstreamError as exc:
+        if not started:
+            raise ProxyError(
+                504 if isinstance(exc, UpstreamTimeout) else 502,
+                f"the upstream stream failed: {type(exc).__name__}",
+            ) from None
+        ctx.outcome = "upstream_error"
+        tail = relay.fail(
+            f"the upstream connection failed mid-stream ({type(exc).__name__})", "api_error"
+        )
+    if tail is None:
+        tail = relay.finish()
+    outcome = relay.outcome()
+    if outcome is not None and ctx.outcome == "complete":
+        ctx.outcome = outcome
+    ex.set_usage(usage_from_counts(relay.usage), estimated=not relay.complete)
+    if accumulator is not None and relay.complete and accumulator.complete:
+        # before the last bytes go out, so that a client's next request already finds them
+        await ex.store(accumulator.storable())
+        if p.keep_message:
+            await dialect.finished(app, ex, p, accumulator.message())
+    if not started:
+        err = relay.early_error()
+        if err is not None:
+            raise err
+        await start()
+    await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+def anthropic_version_of(ctx: RequestContext) -> str | None:
+    given = header(ctx.scope, b"anthropic-version")
+    return given.decode("latin-1") if given else None

@@ -1,0 +1,318 @@
+"""``POST /v1/responses``: the OpenAI Responses dialect of the pipeline, and its stored state.
+
+Responses in (``translate.responses_request``), Anthropic upstream, Responses out
+(``translate.responses_response`` for JSON, ``ResponsesStreamEncoder`` for streams: ``event:``
+lines, increasing ``sequence_number``, one terminal event, no ``[DONE]``); errors in OpenAI's
+shape. Claude's thinking travels in reasoning items' sealed ``encrypted_content``, so reasoning
+with tools works across turns without server state.
+
+State: with ``store`` (the default, as in OpenAI's API) the response and its input items are kept
+per tenant, sealed, with a TTL, in a store of the response-cache family; ``previous_response_id``
+rebuilds the conversation from them; ``GET`` / ``DELETE /v1/responses/{id}`` and
+``GET /v1/responses/{id}/input_items``. An unknown id, or another caller's, is a 404.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .._pure.responses_stream import ResponsesStreamEncoder
+from ..asgi import Send, send_bytes
+from ..cache import StoreUnavailable, message_to_sse
+from ..cache.stores import ResponseStore
+from ..errors import ProxyError
+from ..exchange import Exchange
+from ..largebody import prepare
+from ..pipeline import Prepared, run
+from ..seal import Sealer
+from ..tenant import tenant_id
+from ..translate.responses_request import ResponsesTranslated, to_anthropic
+from ..translate.responses_response import to_responses
+from ..upstream import UpstreamResponse
+from .common import SSE_HEADERS, RequestContext
+
+if TYPE_CHECKING:
+    from ..app import App
+
+__all__ = ["RESPONSES", "ResponseState", "responses", "state_route"]
+
+RESPONSES_SQLITE_NAME = "responses.sqlite3"
+_KEY_DOMAIN = b"ferrule-response-v1\x00"
+_DELETED = b"\x00deleted"
+_STATUS = {"invalid_request_error": 400, "rate_limit_error": 429, "overloaded_error": 503}
+
+
+def _new_id() -> str:
+    return "resp_" + secrets.token_hex(24)
+
+
+class ResponseState:
+    """Stored responses by (tenant, id): the response object and the conversation's items."""
+
+    def __init__(self, store: ResponseStore, ttl_s: float) -> None:
+        self._store = store
+        self._ttl = ttl_s
+
+    @staticmethod
+    def _key(tenant: str, response_id: str) -> str:
+        digest = hashlib.sha256(_KEY_DOMAIN + tenant.encode() + b"\x00" + response_id.encode())
+        return "response:" + digest.hexdigest()
+
+    async def save(self, tenant: str, response: dict[str, Any], input_items: list[Any]) -> None:
+        value = orjson.dumps({"response": response, "input": input_items})
+        # a store that is down: a later previous_response_id gets a clear 404
+        with contextlib.suppress(StoreUnavailable):
+            await self._store.set(self._key(tenant, response["id"]), value, self._ttl)
+
+    async def load(self, tenant: str, response_id: str) -> dict[str, Any] | None:
+        try:
+            value = await self._store.get(self._key(tenant, response_id))
+        except StoreUnavailable:
+            raise ProxyError(
+                503, "the response store is unavailable; retry shortly", type="api_error"
+            ) from None
+        if value is None or value == _DELETED:
+            return None
+        record = orjson.loads(value)
+        return record if isinstance(record, dict) else None
+
+    async def delete(self, tenant: str, response_id: str) -> bool:
+        if await self.load(tenant, response_id) is None:
+            return False
+        await self._store.set(self._key(tenant, response_id), _DELETED, self._ttl)
+        return True
+
+    async def close(self) -> None:
+        await self._store.close()
+
+
+def _not_found(response_id: str) -> ProxyError:
+    return ProxyError(
+        404,
+        f"Response with id '{response_id}' not found.",
+        type="invalid_request_error",
+        param="previous_response_id",
+        code="response_not_found",
+    )
+
+
+class _State:
+    __slots__ = ("created", "input", "response_id", "sealer", "tenant", "tr")
+
+    def __init__(
+        self, tr: ResponsesTranslated, sealer: Sealer, tenant: str, input_items: list[Any]
+    ) -> None:
+        self.tr = tr
+        self.sealer = sealer
+        self.tenant = tenant
+        self.input = input_items
+        self.response_id = _new_id()
+        self.created = int(time.time())
+
+    def encoder(self, max_event_bytes: int = 0) -> ResponsesStreamEncoder:
+        return ResponsesStreamEncoder(
+            self.tr,
+            response_id=self.response_id,
+            created_at=self.created,
+            sealer=self.sealer,
+            tenant=self.tenant,
+            max_event_bytes=max_event_bytes,
+        )
+
+    def response(self, message: dict[str, Any]) -> dict[str, Any]:
+        return to_responses(
+            message,
+            tr=self.tr,
+            response_id=self.response_id,
+            created_at=self.created,
+            sealer=self.sealer,
+            tenant=self.tenant,
+        )
+
+
+def _state(p: Prepared) -> _State:
+    state: _State = p.state
+    return state
+
+
+class _ResponsesRelay:
+    """An Anthropic stream as Responses events (the ResponsesStreamEncoder kernel)."""
+
+    __slots__ = ("_enc", "complete", "lazy_start", "stop")
+
+    def __init__(self, app: App, p: Prepared) -> None:
+        self._enc = _state(p).encoder(app.cfg.max_event_bytes)
+        self.lazy_start = True
+        self.stop = False
+        self.complete = False
+
+    @property
+    def usage(self) -> tuple[int, int, int, int, int, int]:
+        return self._enc.usage
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return list(SSE_HEADERS)
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = self._enc.feed(chunk)
+        if self._enc.done:
+            self.stop = True
+            self.complete = self._enc.outcome == "complete"
+        return out
+
+    def early_error(self) -> ProxyError | None:
+        enc = self._enc
+        if enc.started or enc.error is None:
+            return None
+        etype, message = enc.error
+        return ProxyError(_STATUS.get(etype, 502), message, type=etype)
+
+    def finish(self) -> bytes:
+        out = self._enc.finish()
+        self.complete = self._enc.outcome == "complete"
+        return out
+
+    def fail(self, message: str, etype: str) -> bytes:
+        out = bytearray()
+        # NOTE: the encoder's own terminal event (response.failed), so the sequence holds
+        self._enc._fail(out, "upstream_error", etype, message)
+        self.complete = False
+        return bytes(out)
+
+    def outcome(self) -> str | None:
+        oc = self._enc.outcome
+        if oc in ("complete", "streaming"):
+            return None
+        return "truncated" if oc == "truncated" else "upstream_error"
+
+
+class ResponsesDialect:
+    route = "/v1/responses"
+
+    async def prepare(self, app: App, ctx: RequestContext, body: Any) -> Prepared:
+        if app.sealer is None or app.responses is None:
+            raise ProxyError(503, "the Responses route is not ready", type="api_error")
+        if not isinstance(body, dict):
+            raise ProxyError(400, "the request body must be a JSON object")
+        key = ctx.require_key()
+        tenant = tenant_id(key)
+        items = body.get("input")
+        current = (
+            [{"type": "message", "role": "user", "content": items}]
+            if isinstance(items, str)
+            else items
+        )
+        prev_id = body.get("previous_response_id")
+        history: list[Any] = []
+        if isinstance(prev_id, str) and prev_id:
+            record = await app.responses.load(tenant, prev_id)
+            if record is None:
+                raise _not_found(prev_id)
+            history = [*record.get("input", []), *record["response"].get("output", [])]
+            if isinstance(current, list):
+                body = {**body, "input": [*history, *current]}
+        tr = await prepare(
+            ctx.large,
+            to_anthropic,
+            body,
+            aliases=app.cfg.model_aliases,
+            version=app.cfg.anthropic_version,
+            strict=app.cfg.strict_params,
+            sealer=app.sealer,
+            tenant=tenant,
+        )
+        ctx.warnings.extend(tr.warnings)
+        ctx.keep(tr.body)
+        conversation = [*history, *(current if isinstance(current, list) else [])]
+        return Prepared(
+            body=tr.body,
+            model=tr.body["model"],
+            stream=tr.stream,
+            keep_message=tr.store,
+            state=_State(tr, app.sealer, tenant, conversation),
+        )
+
+    async def restore(self, app: App, ctx: RequestContext, ex: Exchange, p: Prepared) -> None:
+        return None  # reasoning travels sealed in the client's own items
+
+    def hit(
+        self, p: Prepared, message: dict[str, Any], ctx: RequestContext
+    ) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
+        st = _state(p)
+        if p.stream:
+            enc = st.encoder()
+            out = enc.feed(message_to_sse(message)) + enc.finish()
+            return out, SSE_HEADERS[0][1], [*SSE_HEADERS[1:], *ctx.response_headers()]
+        return orjson.dumps(st.response(message)), b"application/json", ctx.response_headers()
+
+    def answer(self, p: Prepared, raw: bytes, message: dict[str, Any] | None) -> bytes:
+        if message is None:
+            raise ProxyError(502, "the upstream sent an answer that is not a JSON object")
+        return orjson.dumps(_state(p).response(message))
+
+    def relay(self, app: App, ctx: RequestContext, p: Prepared) -> _ResponsesRelay:
+        return _ResponsesRelay(app, p)
+
+    def answer_headers(
+        self, p: Prepared, resp: UpstreamResponse, ctx: RequestContext
+    ) -> list[tuple[bytes, bytes]]:
+        return ctx.response_headers()
+
+    async def finished(self, app: App, ex: Exchange, p: Prepared, message: Any) -> None:
+        st = _state(p)
+        if st.tr.store and app.responses is not None:
+            await app.responses.save(st.tenant, st.response(message), st.input)
+
+
+RESPONSES = ResponsesDialect()
+
+
+async def responses(app: App, ctx: RequestContext, body: Any, send: Send) -> None:
+    await run(app, ctx, RESPONSES, body, send)
+
+
+async def state_route(app: App, ctx: RequestContext, method: str, path: str, send: Send) -> None:
+    """``GET``/``DELETE /v1/responses/{id}`` and ``GET /v1/responses/{id}/input_items``."""
+    if app.responses is None:
+        raise ProxyError(503, "the response store is not ready", type="api_error")
+    key = ctx.require_key()
+    tenant = tenant_id(key)
+    rest = path[len("/v1/responses/") :]
+    response_id, _, tail = rest.partition("/")
+    if not response_id or tail not in ("", "input_items") or (tail and method != "GET"):
+        raise ProxyError(404, f"no route {method} {path}", type="not_found_error")
+    if method == "DELETE" and not tail:
+        if not await app.responses.delete(tenant, response_id):
+            raise _not_found(response_id)
+        body = {"id": response_id, "object": "response.deleted", "deleted": True}
+        await send_bytes(send, 200, orjson.dumps(body), headers=ctx.response_headers())
+        return
+    if method != "GET":
+        raise ProxyError(405, f"{method} is not allowed on {path}")
+    record = await app.responses.load(tenant, response_id)
+    if record is None:
+        raise _not_found(response_id)
+    if not tail:
+        out: Any = record["response"]
+    else:
+        items = [
+            {**item, "id": item.get("id") or f"item_{response_id[5:21]}_{i}"}
+            if isinstance(item, dict)
+            else item
+            for i, item in enumerate(record.get("input", []))
+        ]
+        items.reverse()  # OpenAI lists input items newest first by default
+        out = {
+            "object": "list",
+            "data": items,
+            "first_id": items[0]["id"] if items else None,
+            "last_id": items[-1]["id"] if items else None,
+            "has_more": False,
+        }
+    await send_bytes(send, 200, orjson.dumps(out), headers=ctx.response_headers())

@@ -1,0 +1,164 @@
+"""``POST /v1/responses`` end to end, on both backends, with the official openai SDK: text, streams,
+function tools across turns, structured output, reasoning with tools, ``previous_response_id``
+chains, the stored-response routes, errors in OpenAI's shape."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from pydantic import BaseModel
+
+from servers import MockUpstream, Proxy
+
+KEY = "sk-ant-responses-e2e-4c1f"
+MODEL = "claude-sonnet-4-6"
+TOOLS: list[Any] = [
+    {
+        "type": "function",
+        "name": "lookup",
+        "description": "look a word up",
+        "parameters": {
+            "type": "object",
+            "properties": {"q": {"type": "string"}},
+            "required": ["q"],
+        },
+    }
+]
+
+
+def client(proxy: Proxy) -> openai.OpenAI:
+    return openai.OpenAI(base_url=proxy.v1, api_key=KEY, max_retries=0)
+
+
+def test_text_json_and_stored(proxy: Proxy) -> None:
+    c = client(proxy)
+    resp = c.responses.create(model=MODEL, input="Say hi", instructions="Be brief.")
+    assert resp.object == "response" and resp.status == "completed"
+    assert resp.output_text and resp.id.startswith("resp_")
+    assert resp.usage is not None and resp.usage.output_tokens > 0
+    # stored by default: readable, listable, deletable; another caller sees nothing
+    again = c.responses.retrieve(resp.id)
+    assert again.id == resp.id and again.output_text == resp.output_text
+    items = c.responses.input_items.list(resp.id)
+    assert [i.type for i in items.data] == ["message"]
+    other = openai.OpenAI(base_url=proxy.v1, api_key=KEY + "-other", max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        other.responses.retrieve(resp.id)
+    c.responses.delete(resp.id)
+    with pytest.raises(openai.NotFoundError):
+        c.responses.retrieve(resp.id)
+
+
+def test_store_false_keeps_nothing(proxy: Proxy) -> None:
+    c = client(proxy)
+    resp = c.responses.create(model=MODEL, input="Say hi", store=False)
+    with pytest.raises(openai.NotFoundError):
+        c.responses.retrieve(resp.id)
+
+
+def test_stream_grammar(proxy: Proxy) -> None:
+    c = client(proxy)
+    events = list(c.responses.create(model=MODEL, input="Say hi", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] == "response.completed" and kinds.count("response.completed") == 1
+    assert "response.output_text.delta" in kinds
+    seqs = [e.sequence_number for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    with c.responses.stream(model=MODEL, input="Say hi") as stream:
+        text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        final = stream.get_final_response()
+    assert final.output_text == text and text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_function_tools_across_turns_with_previous_response_id(
+    proxy: Proxy, mock: MockUpstream, stream: bool
+) -> None:
+    c = client(proxy)
+    first_input = "Look up ferrule [mock:tool]"
+    if stream:
+        with c.responses.stream(model=MODEL, input=first_input, tools=TOOLS) as s:
+            first = s.get_final_response()
+    else:
+        first = c.responses.create(model=MODEL, input=first_input, tools=TOOLS)
+    calls = [o for o in first.output if o.type == "function_call"]
+    assert calls and calls[0].name == "lookup" and json.loads(calls[0].arguments)
+    mock.reset()
+    second = c.responses.create(
+        model=MODEL,
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "a band"}],
+        tools=TOOLS,
+    )
+    assert second.status == "completed" and second.output_text
+    # upstream saw the whole conversation: the question, the call and its result
+    [sent] = mock.requests()
+    blocks = [b["type"] for m in sent["body"]["messages"] for b in m["content"]]
+    assert "tool_use" in blocks and "tool_result" in blocks
+
+
+def test_unknown_previous_response_id_is_a_404(proxy: Proxy) -> None:
+    with pytest.raises(openai.NotFoundError) as err:
+        client(proxy).responses.create(model=MODEL, input="x", previous_response_id="resp_nope")
+    assert "resp_nope" in str(err.value)
+
+
+class Word(BaseModel):
+    word: str
+    letters: int
+
+
+def test_structured_output_parse(proxy: Proxy) -> None:
+    parsed = client(proxy).responses.parse(model=MODEL, input="A word", text_format=Word)
+    assert parsed.output_parsed is not None and isinstance(parsed.output_parsed.letters, int)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reasoning_with_tools_round_trip(proxy: Proxy, mock: MockUpstream, stream: bool) -> None:
+    """Claude's thinking goes out sealed in a reasoning item and comes back intact (the strict
+    simulated upstream checks the signature), with no server state (store: false)."""
+    c = client(proxy)
+    ask: list[Any] = [{"role": "user", "content": "Look it up [mock:tool]"}]
+    kw: dict[str, Any] = {
+        "model": MODEL,
+        "tools": TOOLS,
+        "reasoning": {"effort": "low", "summary": "auto"},
+        "include": ["reasoning.encrypted_content"],
+        "store": False,
+    }
+    if stream:
+        with c.responses.stream(input=ask, **kw) as s:
+            first = s.get_final_response()
+    else:
+        first = c.responses.create(input=ask, **kw)
+    reasoning = [o for o in first.output if o.type == "reasoning"]
+    assert reasoning and reasoning[0].encrypted_content
+    call = next(o for o in first.output if o.type == "function_call")
+    mock.reset()
+    follow = [
+        *ask,
+        *[o.model_dump(exclude_none=True) for o in first.output],
+        {"type": "function_call_output", "call_id": call.call_id, "output": "found"},
+    ]
+    second = c.responses.create(input=follow, **kw)
+    assert second.status == "completed"
+    [sent] = mock.requests()
+    turn = sent["body"]["messages"][1]["content"]
+    assert turn[0]["type"] == "thinking" and turn[0]["signature"]
+
+
+def test_errors_in_openai_shape(proxy: Proxy) -> None:
+    r = httpx.post(
+        proxy.v1 + "/responses",
+        json={"model": MODEL, "input": "x", "tools": [{"type": "code_interpreter"}]},
+        headers={"authorization": f"Bearer {KEY}"},
+        timeout=30,
+    )
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error" and "code_interpreter" in err["message"]
