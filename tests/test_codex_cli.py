@@ -255,7 +255,8 @@ def test_codex_exec_applies_a_patch_and_runs_a_shell_command(
     assert SHELL_TOOL in tools, sorted(tools)
     assert tools["apply_patch"]["input_schema"]["properties"] == {"input": {"type": "string"}}
     assert "*** Begin Patch" in tools["apply_patch"]["description"]
-    assert first["thinking"] == {"type": "adaptive"}, first.get("thinking")
+    # reasoning effort medium turns Claude's thinking on (the model table picks the mode)
+    assert first.get("thinking", {}).get("type") in ("adaptive", "enabled"), first.get("thinking")
 
     # Turn 2: the patch call came back (as a custom_tool_call and its output) unchanged.
     patch_turn = second["messages"][-2]
