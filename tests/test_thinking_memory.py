@@ -101,8 +101,9 @@ def test_loop_turn() -> None:
     assert loop_turn(body["messages"]) is None
 
 
+@pytest.mark.parametrize("offload", [False, True])
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_remember_then_restore_exact_blocks(kind: str, tmp_path: Path) -> None:
+def test_remember_then_restore_exact_blocks(kind: str, offload: bool, tmp_path: Path) -> None:
     store = (
         MemoryStore(1 << 20) if kind == "memory" else SqliteStore(str(tmp_path / "t.db"), 1 << 20)
     )
@@ -120,7 +121,7 @@ def test_remember_then_restore_exact_blocks(kind: str, tmp_path: Path) -> None:
         else:
             again = memory
         body = replay()
-        result = await again.restore("tenant-a", body)
+        result = await again.restore("tenant-a", body, offload=offload)
         assert result.turns == 1 and not result.loop_missing
         assert body["messages"][1]["content"][:2] == ANSWER["content"][:2]
         assert body["messages"][1]["content"][2:] == replay()["messages"][1]["content"]

@@ -51,9 +51,10 @@ THINKING_SQLITE_NAME = "thinking.sqlite3"
 THINKING_MAX_BYTES = 64 * 1024 * 1024
 """Budget of the memory and SQLite stores (oldest entries go first)."""
 _KEY_DOMAIN = b"ferrule-thinking-v1\x00"
-# A conversation replays at most this many assistant turns' lookups per request; older turns
-# keep whatever the client sent (only the turn the tool loop is in is required by the API).
-_MAX_LOOKUPS = 64
+# Every assistant turn gets its blocks back, not only the open tool loop's: a turn that kept them
+# on one request and lost them on the next would change the prompt-cache prefix there. Bounded
+# (a conversation longer than this keeps what the client sent for its oldest turns).
+_MAX_LOOKUPS = 4096
 
 
 def _key(tenant: str, tool_use_id: str) -> str:
@@ -147,22 +148,19 @@ class ThinkingMemory:
                 return blocks
         return None
 
-    async def restore(self, tenant: str, body: dict[str, Any]) -> Restored:
-        """Put known thinking blocks back in front of the assistant turns that lack them."""
+    async def restore(
+        self, tenant: str, body: dict[str, Any], *, offload: bool = False
+    ) -> Restored:
+        """Put known thinking blocks back in front of the assistant turns that lack them.
+        ``offload``: scan the turns in a thread (a large request must not hold the loop)."""
         messages = body.get("messages")
         result = Restored()
         if not isinstance(messages, list):
             return result
-        wanted: list[tuple[dict[str, Any], list[str]]] = []
-        for msg in messages:
-            if not isinstance(msg, dict) or msg.get("role") != "assistant":
-                continue
-            content = msg.get("content")
-            if isinstance(content, list) and not _has_thinking(content):
-                ids = _tool_ids(content)
-                if ids:
-                    wanted.append((msg, ids))
-        wanted = wanted[-_MAX_LOOKUPS:]
+        if offload:
+            wanted = await asyncio.to_thread(_wanted, messages)
+        else:
+            wanted = _wanted(messages)
         if wanted:
             found = await asyncio.gather(*(self._lookup(tenant, ids) for _, ids in wanted))
             for (msg, _), blocks in zip(wanted, found, strict=True):
@@ -179,6 +177,20 @@ class ThinkingMemory:
                 and content[0].get("type") in THINKING_TYPES
             )
         return result
+
+
+def _wanted(messages: list[Any]) -> list[tuple[dict[str, Any], list[str]]]:
+    """The assistant turns with tool calls and no thinking block, with their tool_use ids."""
+    wanted: list[tuple[dict[str, Any], list[str]]] = []
+    for msg in messages:
+        if not isinstance(msg, dict) or msg.get("role") != "assistant":
+            continue
+        content = msg.get("content")
+        if isinstance(content, list) and not _has_thinking(content):
+            ids = _tool_ids(content)
+            if ids:
+                wanted.append((msg, ids))
+    return wanted[-_MAX_LOOKUPS:]
 
 
 def _as_text(block: dict[str, Any]) -> dict[str, Any]:

@@ -206,7 +206,7 @@ async def _restore_thinking(app: App, ctx: RequestContext, ex: Exchange, tr: Tra
         or not any(m["role"] == "assistant" for m in tr.body["messages"])
     ):
         return
-    restored = await app.thinking.restore(tenant, tr.body)
+    restored = await app.thinking.restore(tenant, tr.body, offload=ctx.large)
     if restored.loop_missing and tr.thinking:
         caps = capabilities(tr.body["model"])
         can_disable = caps is None or caps.thinking.accepts("disabled")
