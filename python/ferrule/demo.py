@@ -1,6 +1,7 @@
 """``ferrule demo``: an offline tour. Starts the simulated Anthropic API and Ferrule on free
 loopback ports, then talks to Ferrule with the official ``openai`` SDK exactly as an app would:
-one plain request and one streamed request (tokens printed as they arrive)."""
+one plain request, one streamed request (tokens printed as they arrive), a cached agent turn, and
+a Responses API turn (a function tool call, then a streamed ``previous_response_id`` follow-up)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .procs import ServerFailed, free_port, running_server
+
+if TYPE_CHECKING:
+    from openai import OpenAI
 
 __all__ = ["run"]
 
@@ -51,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                 log_path=str(logs / "ferrule.log"),
             ),
         ):
-            code = _tour(openai, proxy_port)
+            code = _tour(openai, proxy_port, mock_port)
         # the proxy has stopped: its ledger is flushed
         _savings(data_dir)
         return code
@@ -60,14 +65,15 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _tour(openai: object, port: int) -> int:
+def _tour(openai: object, port: int, mock_port: int) -> int:
     import httpx
     from openai import OpenAI
 
     base = f"http://127.0.0.1:{port}/v1"
     health = httpx.get(f"http://127.0.0.1:{port}/health").json()
     print(
-        f"Ferrule {health['version']} on {base} (backend: {health['backend']}), upstream: simulated Anthropic\n"
+        f"Ferrule {health['version']} on {base} (backend: {health['backend']}), "
+        f"upstream: simulated Anthropic on http://127.0.0.1:{mock_port}\n"
     )
     client = OpenAI(base_url=base, api_key=DEMO_KEY)
     model = "tokenpak-anthropic/claude-sonnet-4-6"
@@ -143,7 +149,79 @@ def _tour(openai: object, port: int) -> int:
             f"prompt={done.usage and done.usage.prompt_tokens} "
             f"prompt-cache reads={details.cached_tokens if details else 0}"
         )
-    return 0
+
+    return _responses_step(client, model, f"http://127.0.0.1:{mock_port}")
+
+
+WEATHER = "18 °C, clear sky"
+WEATHER_TOOL: list[Any] = [
+    {
+        "type": "function",
+        "name": "get_weather",
+        "description": "Current weather for a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    }
+]
+
+
+def _responses_step(client: OpenAI, model: str, mock_url: str) -> int:
+    """The Responses API as Codex CLI or the Agents SDK use it: the model calls a tool, the app
+    runs it and sends back only the result, naming the previous response; Ferrule rebuilds the
+    conversation from its store (nothing is resent) and streams the answer."""
+    import httpx
+
+    # Script the simulated model's next two answers (the mock's test-only control endpoint), so
+    # the tour reads like a real agent turn rather than schema-generated placeholder values.
+    httpx.post(
+        f"{mock_url}/_mock/script",
+        json=[
+            {"tool_calls": [{"name": "get_weather", "input": {"city": "Lisbon"}}]},
+            {"text": "It is 18 °C with a clear sky in Lisbon: a fine evening for a walk."},
+        ],
+    ).raise_for_status()
+    print("\n4) Responses API: a function tool, then a previous_response_id follow-up")
+    first = client.responses.create(
+        model=model,
+        instructions="Use the tools you are given.",
+        input="What is the weather in Lisbon?",
+        tools=WEATHER_TOOL,
+    )
+    print(f"   {first.id}: {first.status}, output items: {[o.type for o in first.output]}")
+    calls = [o for o in first.output if o.type == "function_call"]
+    for call in calls:
+        print(f"   the model calls {call.name}({call.arguments}); the app answers: {WEATHER}")
+    print("   follow-up, sending only the tool result + previous_response_id (streamed):")
+    print("   ", end="", flush=True)
+    stream = client.responses.create(
+        model=model,
+        previous_response_id=first.id,
+        input=[
+            {"type": "function_call_output", "call_id": c.call_id, "output": WEATHER} for c in calls
+        ],
+        tools=WEATHER_TOOL,
+        stream=True,
+    )
+    final = None
+    for event in stream:
+        if event.type == "response.output_text.delta":
+            print(event.delta, end="", flush=True)
+        elif event.type in ("response.completed", "response.incomplete", "response.failed"):
+            final = event.response
+    print()
+    if final is None:
+        print("   (the stream ended without a final response)")
+        return 1
+    u = final.usage
+    print(
+        f"   {final.id}: {final.status}, output items: {[o.type for o in final.output]}, "
+        f"usage: input={u and u.input_tokens} output={u and u.output_tokens}"
+    )
+    print(f"   previous_response_id: {final.previous_response_id}")
+    return 0 if final.status == "completed" else 1
 
 
 def _savings(data_dir: Path) -> None:
