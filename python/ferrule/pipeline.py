@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,9 +28,12 @@ from .errors import ProxyError
 from .exchange import Exchange, usage_from_counts
 from .pricing import Usage
 from .routes.common import (
+    SSE_HEADERS,
     RequestContext,
     held_secrets,
     read_all,
+    redact,
+    redact_bytes,
     upstream_error,
     upstream_headers,
 )
@@ -38,7 +42,7 @@ from .upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 if TYPE_CHECKING:
     from .app import App
 
-__all__ = ["Dialect", "Prepared", "Relay", "run"]
+__all__ = ["STREAM_ERROR_STATUS", "Dialect", "KernelRelay", "Prepared", "Relay", "run"]
 
 
 @dataclass(slots=True)
@@ -285,6 +289,99 @@ async def _stream(
             raise err
         await start()
     await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+# Anthropic error types that can arrive as the first event of a 200 stream, and the HTTP status
+# they get when no byte has reached the client yet.
+STREAM_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 502,
+    "overloaded_error": 503,
+}
+
+
+class Kernel(Protocol):
+    """A stream translation kernel (``StreamTranslator``, ``ResponsesStreamEncoder``)."""
+
+    started: bool
+    done: bool
+    outcome: str
+    error: tuple[str, str] | None
+
+    @property
+    def usage(self) -> tuple[int, int, int, int, int, int]: ...
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+class KernelRelay:
+    """A relay whose events a kernel translates. It starts lazily: an upstream error event that
+    comes before any output is answered as an HTTP error in the route's own shape; an error event
+    the kernel relays may quote a key Ferrule holds, so it is redacted."""
+
+    __slots__ = ("_fail", "_kernel", "_secrets", "complete", "lazy_start", "stop")
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        *,
+        secrets: tuple[str, ...],
+        fail: Callable[[str, str], bytes],
+    ) -> None:
+        self._kernel = kernel
+        self._secrets = secrets
+        self._fail = fail
+        self.lazy_start = True
+        self.stop = False
+        self.complete = False
+
+    @property
+    def usage(self) -> tuple[int, int, int, int, int, int]:
+        return self._kernel.usage
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return list(SSE_HEADERS)
+
+    def feed(self, chunk: bytes) -> bytes:
+        k = self._kernel
+        out = k.feed(chunk)
+        if k.done:
+            self.stop = True
+            self.complete = k.outcome == "complete"
+            if k.error is not None:
+                out = redact_bytes(out, self._secrets)
+        return out
+
+    def early_error(self) -> ProxyError | None:
+        k = self._kernel
+        if k.started or k.error is None:
+            return None
+        etype, message = (redact(part, self._secrets) for part in k.error)
+        return ProxyError(STREAM_ERROR_STATUS.get(etype, 502), message, type=etype)
+
+    def finish(self) -> bytes:
+        k = self._kernel
+        out = k.finish()  # an error unless the message completed (nothing once done)
+        self.complete = k.outcome == "complete"
+        return out
+
+    def fail(self, message: str, etype: str) -> bytes:
+        self.complete = False
+        return self._fail(message, etype)
+
+    def outcome(self) -> str | None:
+        oc = self._kernel.outcome
+        if oc in ("complete", "streaming"):
+            return None
+        # an in-stream error event, a truncated or garbled stream
+        return "truncated" if oc == "truncated" else "upstream_error"
 
 
 def anthropic_version_of(ctx: RequestContext) -> str | None:

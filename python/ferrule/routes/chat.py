@@ -17,33 +17,17 @@ from ..errors import ProxyError, openai_error_body
 from ..exchange import Exchange
 from ..largebody import prepare
 from ..models import capabilities, effort_rank
-from ..pipeline import Prepared, run
+from ..pipeline import KernelRelay, Prepared, run
 from ..thinking import degrade
 from ..translate.request import Translated, to_anthropic
 from ..translate.response import to_openai
 from ..upstream import UpstreamResponse
-from .common import SSE_HEADERS, RequestContext, held_secrets, redact, redact_bytes
+from .common import SSE_HEADERS, RequestContext, held_secrets
 
 if TYPE_CHECKING:
     from ..app import App
 
 __all__ = ["CHAT", "chat_completions"]
-
-# translator outcome -> ledger outcome
-_OUTCOMES = {"truncated": "truncated", "upstream_error": "upstream_error"}
-
-# Anthropic error types that can arrive as the first event of a 200 stream, and the HTTP status
-# they get when no byte has reached the client yet.
-_STREAM_ERROR_STATUS = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 502,
-    "overloaded_error": 503,
-}
 
 
 def _error_event(message: str, etype: str) -> bytes:
@@ -63,67 +47,6 @@ class _State:
 def _state(p: Prepared) -> _State:
     state: _State = p.state
     return state
-
-
-class _ChatRelay:
-    """An Anthropic stream as OpenAI chunks (the StreamTranslator kernel)."""
-
-    __slots__ = ("_ctx", "_secrets", "_translator", "complete", "lazy_start", "stop")
-
-    def __init__(self, app: App, ctx: RequestContext, p: Prepared) -> None:
-        st = _state(p)
-        self._translator = backend.StreamTranslator(
-            st.tr.model,
-            st.created,
-            include_usage=st.tr.include_usage,
-            json_tool=st.tr.json_tool,
-            max_event_bytes=app.cfg.max_event_bytes,
-        )
-        self._ctx = ctx
-        self._secrets = held_secrets(ctx, app.cfg.upstream_api_key)
-        self.lazy_start = True
-        self.stop = False
-        self.complete = False
-
-    @property
-    def usage(self) -> tuple[int, int, int, int, int, int]:
-        return self._translator.usage
-
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        return list(SSE_HEADERS)
-
-    def feed(self, chunk: bytes) -> bytes:
-        t = self._translator
-        out = t.feed(chunk)
-        if t.done:
-            self.stop = True
-            self.complete = t.outcome == "complete"
-            if t.error is not None:  # it may quote a key we hold
-                out = redact_bytes(out, self._secrets)
-        return out
-
-    def early_error(self) -> ProxyError | None:
-        t = self._translator
-        if t.started or t.error is None:
-            return None
-        etype, message = (redact(part, self._secrets) for part in t.error)
-        return ProxyError(_STREAM_ERROR_STATUS.get(etype, 502), message, type=etype)
-
-    def finish(self) -> bytes:
-        t = self._translator
-        out = t.finish()  # an error unless message_stop arrived (nothing once done)
-        self.complete = t.outcome == "complete"
-        return out
-
-    def fail(self, message: str, etype: str) -> bytes:
-        return _error_event(message, etype)
-
-    def outcome(self) -> str | None:
-        t = self._translator
-        if t.outcome in ("complete", "streaming"):
-            return None
-        # an in-stream error event, a truncated or garbled stream
-        return _OUTCOMES.get(t.outcome, "upstream_error")
 
 
 class ChatDialect:
@@ -176,8 +99,17 @@ class ChatDialect:
         st = _state(p)
         return to_openai(message, model=st.tr.model, created=st.created, json_tool=st.tr.json_tool)
 
-    def relay(self, app: App, ctx: RequestContext, p: Prepared) -> _ChatRelay:
-        return _ChatRelay(app, ctx, p)
+    def relay(self, app: App, ctx: RequestContext, p: Prepared) -> KernelRelay:
+        st = _state(p)
+        translator = backend.StreamTranslator(
+            st.tr.model,
+            st.created,
+            include_usage=st.tr.include_usage,
+            json_tool=st.tr.json_tool,
+            max_event_bytes=app.cfg.max_event_bytes,
+        )
+        secrets = held_secrets(ctx, app.cfg.upstream_api_key)
+        return KernelRelay(translator, secrets=secrets, fail=_error_event)
 
     def answer_headers(
         self, p: Prepared, resp: UpstreamResponse, ctx: RequestContext

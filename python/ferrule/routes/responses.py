@@ -29,13 +29,13 @@ from ..cache.stores import ResponseStore
 from ..errors import ProxyError
 from ..exchange import Exchange
 from ..largebody import prepare
-from ..pipeline import Prepared, run
+from ..pipeline import KernelRelay, Prepared, run
 from ..seal import Sealer
 from ..tenant import tenant_id
 from ..translate.responses_request import ResponsesTranslated, to_anthropic
 from ..translate.responses_response import to_responses
 from ..upstream import UpstreamResponse
-from .common import SSE_HEADERS, RequestContext
+from .common import SSE_HEADERS, RequestContext, held_secrets
 
 if TYPE_CHECKING:
     from ..app import App
@@ -45,7 +45,6 @@ __all__ = ["RESPONSES", "ResponseState", "responses", "state_route"]
 RESPONSES_SQLITE_NAME = "responses.sqlite3"
 _KEY_DOMAIN = b"ferrule-response-v1\x00"
 _DELETED = b"\x00deleted"
-_STATUS = {"invalid_request_error": 400, "rate_limit_error": 429, "overloaded_error": 503}
 
 
 def _new_id() -> str:
@@ -141,57 +140,6 @@ def _state(p: Prepared) -> _State:
     return state
 
 
-class _ResponsesRelay:
-    """An Anthropic stream as Responses events (the ResponsesStreamEncoder kernel)."""
-
-    __slots__ = ("_enc", "complete", "lazy_start", "stop")
-
-    def __init__(self, app: App, p: Prepared) -> None:
-        self._enc = _state(p).encoder(app.cfg.max_event_bytes)
-        self.lazy_start = True
-        self.stop = False
-        self.complete = False
-
-    @property
-    def usage(self) -> tuple[int, int, int, int, int, int]:
-        return self._enc.usage
-
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        return list(SSE_HEADERS)
-
-    def feed(self, chunk: bytes) -> bytes:
-        out = self._enc.feed(chunk)
-        if self._enc.done:
-            self.stop = True
-            self.complete = self._enc.outcome == "complete"
-        return out
-
-    def early_error(self) -> ProxyError | None:
-        enc = self._enc
-        if enc.started or enc.error is None:
-            return None
-        etype, message = enc.error
-        return ProxyError(_STATUS.get(etype, 502), message, type=etype)
-
-    def finish(self) -> bytes:
-        out = self._enc.finish()
-        self.complete = self._enc.outcome == "complete"
-        return out
-
-    def fail(self, message: str, etype: str) -> bytes:
-        out = bytearray()
-        # NOTE: the encoder's own terminal event (response.failed), so the sequence holds
-        self._enc._fail(out, "upstream_error", etype, message)
-        self.complete = False
-        return bytes(out)
-
-    def outcome(self) -> str | None:
-        oc = self._enc.outcome
-        if oc in ("complete", "streaming"):
-            return None
-        return "truncated" if oc == "truncated" else "upstream_error"
-
-
 class ResponsesDialect:
     route = "/v1/responses"
 
@@ -256,8 +204,17 @@ class ResponsesDialect:
             raise ProxyError(502, "the upstream sent an answer that is not a JSON object")
         return orjson.dumps(_state(p).response(message))
 
-    def relay(self, app: App, ctx: RequestContext, p: Prepared) -> _ResponsesRelay:
-        return _ResponsesRelay(app, p)
+    def relay(self, app: App, ctx: RequestContext, p: Prepared) -> KernelRelay:
+        enc = _state(p).encoder(app.cfg.max_event_bytes)
+
+        def fail(message: str, etype: str) -> bytes:
+            out = bytearray()
+            # NOTE: the encoder's own terminal event (response.failed): the sequence holds
+            enc._fail(out, "upstream_error", etype, message)
+            return bytes(out)
+
+        secrets = held_secrets(ctx, app.cfg.upstream_api_key)
+        return KernelRelay(enc, secrets=secrets, fail=fail)
 
     def answer_headers(
         self, p: Prepared, resp: UpstreamResponse, ctx: RequestContext
