@@ -170,7 +170,11 @@ def slope(points: list[tuple[float, float]]) -> float:
 
 
 def plot(rows: list[dict[str, float]], png: Path, title: str) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # the figures are in the CSV and JSON; the picture is optional
+        print("matplotlib is not installed: no plot")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
