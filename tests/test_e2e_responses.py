@@ -162,3 +162,75 @@ def test_errors_in_openai_shape(proxy: Proxy) -> None:
     assert r.status_code == 400
     err = r.json()["error"]
     assert err["type"] == "invalid_request_error" and "code_interpreter" in err["message"]
+
+
+HISTORY: list[Any] = [
+    {"type": "message", "role": "user", "content": "Fix the bug in parser.py"},
+    {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Done."}]},
+]
+
+
+def _post(proxy: Proxy, path: str, body: dict[str, Any], key: str = KEY) -> httpx.Response:
+    return httpx.post(
+        proxy.v1 + path, json=body, headers={"authorization": f"Bearer {key}"}, timeout=30
+    )
+
+
+def test_v1_compact_gives_one_item_that_opens_to_the_summary(
+    proxy: Proxy, mock: MockUpstream
+) -> None:
+    """Codex's older remote compaction: POST /v1/responses/compact, not streamed, answers with
+    exactly one compaction item; sent back in input, it stands for the history (the summary
+    Claude wrote), and another caller's copy, or a changed one, is a 400."""
+    r = _post(proxy, "/responses/compact", {"model": MODEL, "input": HISTORY})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "response.compaction"
+    [item] = body["output"]
+    assert item["type"] == "compaction" and item["encrypted_content"].startswith("fs1.")
+    assert body["usage"]["output_tokens"] > 0
+    [sent] = mock.requests()
+    assert sent["body"].get("tool_choice") in (None, {"type": "none"})
+    summary_prompt = sent["body"]["messages"][-1]["content"]
+    assert "summar" in orjson_text(summary_prompt).lower()
+    # the item in a later turn: upstream gets the summary in place of the history
+    mock.reset()
+    r = _post(
+        proxy,
+        "/responses",
+        {"model": MODEL, "input": [item, {"role": "user", "content": "go on"}], "store": False},
+    )
+    assert r.status_code == 200, r.text
+    [sent] = mock.requests()
+    first = orjson_text(sent["body"]["messages"][0]["content"])
+    assert "Summary of the earlier conversation" in first
+    # another caller, or one changed byte: a clear 400
+    forged = {**item, "encrypted_content": item["encrypted_content"][:-2] + "AA"}
+    for key, bad in ((KEY + "-other", item), (KEY, forged)):
+        r = _post(proxy, "/responses", {"model": MODEL, "input": [bad], "store": False}, key)
+        assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_v2_compaction_trigger_streams_exactly_one_item(proxy: Proxy) -> None:
+    c = client(proxy)
+    events = list(
+        c.responses.create(
+            model=MODEL,
+            input=[*HISTORY, {"type": "compaction_trigger"}],  # type: ignore[list-item]
+            store=False,
+            stream=True,
+        )
+    )
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    added = [e for e in events if e.type == "response.output_item.added"]
+    done = [e for e in events if e.type == "response.output_item.done"]
+    assert len(added) == len(done) == 1 and done[0].item.type == "compaction"
+    final = events[-1].response  # type: ignore[union-attr]
+    assert [o.type for o in final.output] == ["compaction"]
+
+
+def orjson_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return " ".join(b.get("text", "") for b in content if isinstance(b, dict))

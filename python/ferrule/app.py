@@ -30,7 +30,13 @@ from .resilience import Resilience, RetryPolicy
 from .routes.chat import chat_completions
 from .routes.common import Admission, RequestContext, Route
 from .routes.messages import count_tokens, messages
-from .routes.responses import RESPONSES_SQLITE_NAME, ResponseState, responses, state_route
+from .routes.responses import (
+    RESPONSES_SQLITE_NAME,
+    ResponseState,
+    compact,
+    responses,
+    state_route,
+)
 from .seal import Sealer, load_sealer
 from .stats_cli import stats_from_query
 from .thinking import THINKING_MAX_BYTES, THINKING_SQLITE_NAME, ThinkingMemory
@@ -48,6 +54,7 @@ _POST_ROUTES: dict[str, tuple[Route, Handler]] = {
     "/v1/messages": ("anthropic", messages),
     "/v1/messages/count_tokens": ("anthropic", count_tokens),
     "/v1/responses": ("openai", responses),
+    "/v1/responses/compact": ("openai", compact),
 }
 
 

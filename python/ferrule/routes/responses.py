@@ -33,14 +33,14 @@ from ..pipeline import KernelRelay, Prepared, run
 from ..seal import Sealer
 from ..tenant import tenant_id
 from ..translate.responses_request import ResponsesTranslated, to_anthropic
-from ..translate.responses_response import to_responses
+from ..translate.responses_response import to_compacted, to_responses
 from ..upstream import UpstreamResponse
 from .common import SSE_HEADERS, RequestContext, held_secrets
 
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = ["RESPONSES", "ResponseState", "responses", "state_route"]
+__all__ = ["COMPACT", "RESPONSES", "ResponseState", "compact", "responses", "state_route"]
 
 RESPONSES_SQLITE_NAME = "responses.sqlite3"
 _KEY_DOMAIN = b"ferrule-response-v1\x00"
@@ -227,11 +227,66 @@ class ResponsesDialect:
             await app.responses.save(st.tenant, st.response(message), st.input)
 
 
+class CompactDialect(ResponsesDialect):
+    """``POST /v1/responses/compact``: Codex's older (v1) remote compaction. The request is a
+    Responses request whose input gets a ``compaction_trigger`` (the v2 form), answered, not
+    streamed, as ``{"object": "response.compaction", "output": [one compaction item]}``; nothing
+    is stored. The compaction call is a ledger row of its own, on this route."""
+
+    route = "/v1/responses/compact"
+
+    async def prepare(self, app: App, ctx: RequestContext, body: Any) -> Prepared:
+        if isinstance(body, dict):
+            items = body.get("input")
+            if isinstance(items, str):
+                items = [{"type": "message", "role": "user", "content": items}]
+            if isinstance(items, list):
+                body = {
+                    **body,
+                    "input": [*items, {"type": "compaction_trigger"}],
+                    "stream": False,
+                    "store": False,
+                }
+        p = await super().prepare(app, ctx, body)
+        p.keep_message = False
+        return p
+
+    def hit(
+        self, p: Prepared, message: dict[str, Any], ctx: RequestContext
+    ) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
+        return orjson.dumps(_compacted(p, message)), b"application/json", ctx.response_headers()
+
+    def answer(self, p: Prepared, raw: bytes, message: dict[str, Any] | None) -> bytes:
+        if message is None:
+            raise ProxyError(502, "the upstream sent an answer that is not a JSON object")
+        return orjson.dumps(_compacted(p, message))
+
+    async def finished(self, app: App, ex: Exchange, p: Prepared, message: Any) -> None:
+        return None
+
+
+def _compacted(p: Prepared, message: dict[str, Any]) -> dict[str, Any]:
+    st = _state(p)
+    return to_compacted(
+        message,
+        tr=st.tr,
+        response_id=st.response_id,
+        created_at=st.created,
+        sealer=st.sealer,
+        tenant=st.tenant,
+    )
+
+
 RESPONSES = ResponsesDialect()
+COMPACT = CompactDialect()
 
 
 async def responses(app: App, ctx: RequestContext, body: Any, send: Send) -> None:
     await run(app, ctx, RESPONSES, body, send)
+
+
+async def compact(app: App, ctx: RequestContext, body: Any, send: Send) -> None:
+    await run(app, ctx, COMPACT, body, send)
 
 
 async def state_route(app: App, ctx: RequestContext, method: str, path: str, send: Send) -> None:
