@@ -23,13 +23,8 @@ than failing with a 400. The Node clients (``openai`` npm, LangChain.js) run fro
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -40,6 +35,7 @@ import pytest
 from openai.types.chat import ChatCompletion
 
 from ferrule.models import ModelCaps, table
+from node_runner import node_with_deps, run_node_tests
 from servers import TEST_KEY, MockUpstream, Proxy
 
 PREFIX = "tokenpak-anthropic/"
@@ -405,50 +401,17 @@ def test_pydantic_ai_tool_loop_with_reasoning(
 
 # -- Node: the openai npm package and LangChain.js -------------------------------------------------
 
-NODE_DIR = Path(__file__).parent / "node"
-
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    """The ``node`` executable, with tests/node's locked dependencies installed."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node and npm are needed for the Node client tests (not installed)")
-    if not (NODE_DIR / "node_modules").is_dir():
-        proc = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=NODE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert proc.returncode == 0, f"npm ci failed in tests/node\n{proc.stdout}\n{proc.stderr}"
-    return node
+    return node_with_deps()
 
 
 def test_node_clients_tool_loop_with_reasoning(proxy: Proxy, mock: MockUpstream, node: str) -> None:
     """``tests/node/reasoning.test.mjs``: the same loops with the ``openai`` npm package and
     LangChain.js's ChatOpenAI, streamed and not; it scripts and reads the simulated upstream."""
-    env = {
-        **os.environ,
-        "FERRULE_BASE_URL": proxy.v1,
-        "FERRULE_API_KEY": TEST_KEY,
-        "FERRULE_MOCK_URL": mock.url,
-    }
-    proc = subprocess.run(
-        [node, "--test", "--test-reporter=spec", "reasoning.test.mjs"],
-        cwd=NODE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
-    passed = re.search(r"^\S* ?pass (\d+)$", proc.stdout, re.M)
-    failed = re.search(r"^\S* ?fail (\d+)$", proc.stdout, re.M)
-    assert passed and failed, output
-    assert proc.returncode == 0 and failed[1] == "0", output
-    assert int(passed[1]) >= 8, output
+    env = {"FERRULE_BASE_URL": proxy.v1, "FERRULE_API_KEY": TEST_KEY, "FERRULE_MOCK_URL": mock.url}
+    assert run_node_tests(node, "reasoning.test.mjs", env) >= 8
 
 
 # -- every model of the table, every reasoning_effort ----------------------------------------------

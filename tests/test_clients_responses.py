@@ -12,11 +12,6 @@ backends, in front of the simulated Anthropic upstream scripted as the model.
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,9 +27,9 @@ from agents import (
 from agents.models.openai_responses import OpenAIResponsesModel
 from openai import AsyncOpenAI
 
+from node_runner import node_with_deps, run_node_tests
 from servers import TEST_KEY, MockUpstream, Proxy
 
-NODE_DIR = Path(__file__).parent / "node"
 MODEL = "claude-sonnet-4-6"
 FINAL = "It is sunny in Paris, 21 degrees."
 HANDOFF_TOOL = "transfer_to_weather_expert"
@@ -181,26 +176,6 @@ def test_agents_sdk_run_streamed_tool_and_handoff(
 def test_node_openai_responses(proxy: Proxy, mock: MockUpstream) -> None:
     """``tests/node/responses.test.mjs``: text, stream, a function tool across two turns with
     ``previous_response_id``, structured output; it scripts and reads the simulated upstream."""
-    node = shutil.which("node")
-    if node is None or not (NODE_DIR / "node_modules" / "openai").is_dir():
-        pytest.skip("node and tests/node/node_modules (npm ci) are needed")
-    env = {
-        **os.environ,
-        "FERRULE_BASE_URL": proxy.v1,
-        "FERRULE_API_KEY": TEST_KEY,
-        "FERRULE_MOCK_URL": mock.url,
-    }
-    proc = subprocess.run(
-        [node, "--test", "--test-reporter=spec", "responses.test.mjs"],
-        cwd=NODE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
-    passed = re.search(r"^\S* ?pass (\d+)$", proc.stdout, re.M)
-    failed = re.search(r"^\S* ?fail (\d+)$", proc.stdout, re.M)
-    assert passed and failed, output
-    assert proc.returncode == 0 and failed[1] == "0", output
-    assert int(passed[1]) == 5, output
+    node = node_with_deps()
+    env = {"FERRULE_BASE_URL": proxy.v1, "FERRULE_API_KEY": TEST_KEY, "FERRULE_MOCK_URL": mock.url}
+    assert run_node_tests(node, "responses.test.mjs", env) == 5

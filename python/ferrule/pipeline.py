@@ -18,7 +18,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
@@ -26,6 +26,7 @@ from .asgi import Send, header, send_bytes
 from .cache import MessageAccumulator, hit_usage, storable_json
 from .errors import ProxyError
 from .exchange import Exchange, usage_from_counts
+from .largebody import prepare
 from .pricing import Usage
 from .routes.common import (
     SSE_HEADERS,
@@ -382,6 +383,46 @@ class KernelRelay:
             return None
         # an in-stream error event, a truncated or garbled stream
         return "truncated" if oc == "truncated" else "upstream_error"
+
+
+class _Translation(Protocol):
+    @property
+    def body(self) -> dict[str, Any]: ...
+
+    @property
+    def warnings(self) -> tuple[str, ...]: ...
+
+
+T = TypeVar("T", bound=_Translation)
+
+
+async def translate(
+    app: App, ctx: RequestContext, to_anthropic: Callable[..., T], body: Any, **extra: Any
+) -> T:
+    """The translate stage of an OpenAI-shaped dialect: the config's aliases, API version and
+    strictness; off the loop for a large body; warnings to the response; the translated body
+    kept for the large-body bookkeeping."""
+    tr = await prepare(
+        ctx.large,
+        to_anthropic,
+        body,
+        aliases=app.cfg.model_aliases,
+        version=app.cfg.anthropic_version,
+        strict=app.cfg.strict_params,
+        **extra,
+    )
+    ctx.warnings.extend(tr.warnings)
+    ctx.keep(tr.body)
+    return tr
+
+
+S = TypeVar("S")
+
+
+def state_of(p: Prepared, kind: type[S]) -> S:
+    """The dialect's own facts, typed."""
+    assert isinstance(p.state, kind)
+    return p.state
 
 
 def anthropic_version_of(ctx: RequestContext) -> str | None:

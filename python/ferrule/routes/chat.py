@@ -15,9 +15,8 @@ from ..asgi import Send
 from ..cache import message_to_sse
 from ..errors import ProxyError, openai_error_body
 from ..exchange import Exchange
-from ..largebody import prepare
 from ..models import capabilities, effort_rank
-from ..pipeline import KernelRelay, Prepared, run
+from ..pipeline import KernelRelay, Prepared, run, state_of, translate
 from ..thinking import degrade
 from ..translate.request import Translated, to_anthropic
 from ..translate.response import to_openai
@@ -45,24 +44,14 @@ class _State:
 
 
 def _state(p: Prepared) -> _State:
-    state: _State = p.state
-    return state
+    return state_of(p, _State)
 
 
 class ChatDialect:
     route = "/v1/chat/completions"
 
     async def prepare(self, app: App, ctx: RequestContext, body: Any) -> Prepared:
-        tr = await prepare(
-            ctx.large,
-            to_anthropic,
-            body,
-            aliases=app.cfg.model_aliases,
-            version=app.cfg.anthropic_version,
-            strict=app.cfg.strict_params,
-        )
-        ctx.warnings.extend(tr.warnings)
-        ctx.keep(tr.body)
+        tr = await translate(app, ctx, to_anthropic, body)
         # A streamed answer is rebuilt when it may carry thinking blocks a later tool turn
         # needs back.
         keep = tr.thinking and app.thinking is not None and "tools" in tr.body

@@ -28,8 +28,7 @@ from ..cache import StoreUnavailable, message_to_sse
 from ..cache.stores import ResponseStore
 from ..errors import ProxyError
 from ..exchange import Exchange
-from ..largebody import prepare
-from ..pipeline import KernelRelay, Prepared, run
+from ..pipeline import KernelRelay, Prepared, run, state_of, translate
 from ..seal import Sealer
 from ..tenant import tenant_id
 from ..translate.responses_request import ResponsesTranslated, to_anthropic
@@ -136,8 +135,7 @@ class _State:
 
 
 def _state(p: Prepared) -> _State:
-    state: _State = p.state
-    return state
+    return state_of(p, _State)
 
 
 class ResponsesDialect:
@@ -165,18 +163,7 @@ class ResponsesDialect:
             history = [*record.get("input", []), *record["response"].get("output", [])]
             if isinstance(current, list):
                 body = {**body, "input": [*history, *current]}
-        tr = await prepare(
-            ctx.large,
-            to_anthropic,
-            body,
-            aliases=app.cfg.model_aliases,
-            version=app.cfg.anthropic_version,
-            strict=app.cfg.strict_params,
-            sealer=app.sealer,
-            tenant=tenant,
-        )
-        ctx.warnings.extend(tr.warnings)
-        ctx.keep(tr.body)
+        tr = await translate(app, ctx, to_anthropic, body, sealer=app.sealer, tenant=tenant)
         conversation = [*history, *(current if isinstance(current, list) else [])]
         return Prepared(
             body=tr.body,
