@@ -179,3 +179,26 @@ def test_a_crash_keeps_every_flushed_row(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 500
     conn.close()
+
+
+def test_a_busy_database_is_waited_out_not_dropped(tmp_path: Path) -> None:
+    """Another process holding the lock longer than the busy timeout (or SQLite refusing to wait
+    where waiting could deadlock) is not a broken disk: the batch is retried, not dropped. The
+    CI failure this guards: two workers racing on a fresh ledger lost one worker's rows."""
+    path = ledger_path(tmp_path)
+    w = LedgerWriter(path, flush_interval=0.01, busy_timeout=0.02)
+    assert w.submit(rec(0)) and w.flush(5)  # the file and schema exist
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    for i in range(1, 101):
+        w.submit(rec(i))
+    time.sleep(0.5)  # many busy timeouts pass while the lock is held
+    assert w.stats.written == 1 and w.stats.dropped == 0
+    blocker.execute("COMMIT")
+    blocker.close()
+    assert w.flush(10)
+    w.close()
+    assert (w.stats.written, w.stats.dropped) == (101, 0)
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 101
+    conn.close()

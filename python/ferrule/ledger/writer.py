@@ -8,7 +8,11 @@ them, up to ``batch_size`` per transaction. When the queue is full (the disk is 
 write fails (read-only, full, locked for longer than the busy timeout), records are dropped and
 counted: the ledger is an account of requests, never a reason to slow or fail one. After a
 failure the writer drops batches for ``retry_interval`` seconds before it tries the database
-again, so a broken disk costs one failed attempt per interval, not one per batch.
+again, so a broken disk costs one failed attempt per interval, not one per batch. A *busy*
+database is not a failure: another process holds the lock, and SQLite returns SQLITE_BUSY without
+waiting out the busy timeout where waiting could deadlock (a journal-mode change, a lock upgrade;
+https://www.sqlite.org/c3ref/busy_handler.html), so the writer retries the same batch with
+backoff for up to ``busy_retry_for`` seconds before it counts the batch as a write error.
 
 One writer per process (each Granian worker has its own, all on the same file). Create it after
 the worker started (the ASGI lifespan), not at import: a thread does not survive a fork."""
@@ -29,7 +33,7 @@ from typing import Any, Final
 from .. import pricing
 from .record import RequestRecord
 from .recorder import account
-from .schema import COLUMNS, open_db
+from .schema import BUSY_TIMEOUT_S, COLUMNS, open_db
 
 __all__ = ["DropReason", "Item", "LedgerWriter", "Observer", "WriterStats", "row"]
 
@@ -100,6 +104,19 @@ def row(record: RequestRecord, acct: pricing.Accounting | None = None) -> tuple[
     )
 
 
+_BUSY_CODES: Final = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (primary codes; extended ones share them)
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    """True when ``exc`` says another connection holds the lock (retry), not that the disk is
+    broken. ``sqlite_errorcode`` is Python 3.11+; 3.10 only has the message."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _BUSY_CODES
+    text = str(exc)
+    return "database is locked" in text or "database table is locked" in text
+
+
 class LedgerWriter:
     def __init__(
         self,
@@ -109,6 +126,8 @@ class LedgerWriter:
         batch_size: int = 200,
         flush_interval: float = 0.5,
         retry_interval: float = 5.0,
+        busy_retry_for: float = 30.0,
+        busy_timeout: float = BUSY_TIMEOUT_S,
         on_drop: Callable[[DropReason, int], None] | None = None,
     ) -> None:
         """``on_drop(reason, n)`` is called (from any thread) when records are dropped, e.g.
@@ -117,6 +136,8 @@ class LedgerWriter:
         self._batch_size = max(1, batch_size)
         self._interval = flush_interval
         self._retry_interval = retry_interval
+        self._busy_retry_for = busy_retry_for
+        self._busy_timeout = busy_timeout
         self._on_drop = on_drop
         self._max_queue = max_queue
         # A deque, not a queue.Queue: an append does not notify (and so wake) the thread, which
@@ -307,17 +328,8 @@ class LedgerWriter:
             self._finish(batch, error=self._last_error or "ledger unavailable")
             return None, retry_at
         try:
-            if conn is None:
-                conn = open_db(self.path)
             rows = [row(record, acct) for record, acct in batch]
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(_INSERT, rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            conn = self._insert(conn, rows)
         except Exception as exc:  # sqlite3.Error, OSError, LedgerError, a bad record...
             message = f"{type(exc).__name__}: {exc}"
             if self._healthy or message != self._last_error:
@@ -337,6 +349,35 @@ class LedgerWriter:
             log.warning("ledger %s: writes resumed", self.path)
         self._finish(batch, error=None)
         return conn, 0.0
+
+    def _insert(
+        self, conn: sqlite3.Connection | None, rows: list[tuple[Any, ...]]
+    ) -> sqlite3.Connection:
+        """Open if needed and insert ``rows`` in one transaction; a busy database is retried
+        (the same rows, backing off to 0.5 s) until ``busy_retry_for`` has passed."""
+        deadline = time.monotonic() + self._busy_retry_for
+        pause = 0.01
+        while True:
+            try:
+                if conn is None:
+                    conn = open_db(self.path, timeout=self._busy_timeout)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(_INSERT, rows)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                return conn
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or time.monotonic() + pause > deadline:
+                    if conn is not None:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.close()
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
 
     def _finish(self, batch: list[Item], *, error: str | None) -> None:
         with self._done:
