@@ -135,6 +135,8 @@ def test_row_holds_every_field_and_exact_money(tmp_path: Path) -> None:
         "saved_compression_usd": 0.0012,  # 400 * 3
         "saved_response_cache_tokens": 0,
         "saved_response_cache_usd": 0.0,
+        "key_name": None,
+        "upstream_key": None,
     }
 
 
@@ -299,3 +301,28 @@ def test_parse_time(text: str, end_of_day: bool, expected: float) -> None:
 def test_parse_time_refuses(text: str) -> None:
     with pytest.raises(PeriodError, match="is not a time"):
         parse_time(text, now=NOW)
+
+
+def test_a_version_1_ledger_is_migrated_in_place_keeping_its_rows(tmp_path: Path) -> None:
+    """Schema 2 adds key_name and upstream_key; an existing v1 file keeps every row."""
+    from ferrule.ledger import schema
+    from ferrule.ledger.writer import row
+
+    path = ledger_path(tmp_path)
+    conn = sqlite3.connect(path)
+    conn.executescript(schema._MIGRATIONS[0] + ";\nPRAGMA user_version = 1;")
+    v1 = [c for c, _ in schema.COLUMNS][:-2]
+    conn.execute(
+        f"INSERT INTO requests ({', '.join(v1)}) VALUES ({', '.join('?' for _ in v1)})",
+        row(RequestRecord(request_id="old", route="/v1/messages", model="m"))[:-2],
+    )
+    conn.commit()
+    conn.close()
+    w = LedgerWriter(path, flush_interval=0.01)
+    w.submit(RequestRecord(request_id="new", route="/v1/messages", model="m", key_name="agent-7"))
+    w.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    got = conn.execute("SELECT request_id, key_name FROM requests ORDER BY id").fetchall()
+    assert got == [("old", None), ("new", "agent-7")]
+    conn.close()

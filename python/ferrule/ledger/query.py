@@ -27,6 +27,8 @@ GROUPS: Final[dict[str, str]] = {
     "backend": "backend",
     "outcome": "outcome",
     "stream": "stream",
+    "key": "key_name",
+    "upstream-key": "upstream_key",
 }
 
 _BILLED = "CASE WHEN response_cache_hit = 0 THEN {c} ELSE 0 END"

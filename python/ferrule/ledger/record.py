@@ -48,6 +48,8 @@ class RequestRecord:
     usage_estimated: bool = False  # usage not (fully) reported by Anthropic, e.g. cancelled stream
     error_type: str | None = None  # e.g. "rate_limit_error", "overloaded_error", "timeout_error"
     upstream_request_id: str | None = None
+    key_name: str | None = None  # the virtual key's name (keys mode), never the key
+    upstream_key: str | None = None  # the upstream key pool member's name, never the key
 
     @property
     def response_cache_hit(self) -> bool:

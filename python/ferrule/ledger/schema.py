@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 LEDGER_FILE = "ledger.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 5.0
 
 # (column, type). The order is the INSERT order (see writer.row).
@@ -59,13 +59,21 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("saved_compression_usd", "REAL"),
     ("saved_response_cache_tokens", "INTEGER NOT NULL"),
     ("saved_response_cache_usd", "REAL"),
+    # Schema 2: who asked (a virtual key's name in keys mode, never the key) and which member of
+    # the upstream key pool answered (its configured name, never the key).
+    ("key_name", "TEXT"),
+    ("upstream_key", "TEXT"),
 )
 
 # Schema version N is reached by running _MIGRATIONS[N-1] on version N-1; add, never edit.
+_V1_COLUMNS = COLUMNS[: len(COLUMNS) - 2]
 _MIGRATIONS: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS requests (id INTEGER PRIMARY KEY, "
-    + ", ".join(f"{name} {kind}" for name, kind in COLUMNS)
+    + ", ".join(f"{name} {kind}" for name, kind in _V1_COLUMNS)
     + ");\nCREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);",
+    "ALTER TABLE requests ADD COLUMN key_name TEXT;\n"
+    "ALTER TABLE requests ADD COLUMN upstream_key TEXT;\n"
+    "CREATE INDEX IF NOT EXISTS requests_key_ts ON requests (key_name, ts);",
 )
 
 

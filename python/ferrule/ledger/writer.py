@@ -101,6 +101,8 @@ def row(record: RequestRecord, acct: pricing.Accounting | None = None) -> tuple[
         s.compression_usd,
         s.response_cache_tokens,
         s.response_cache_usd,
+        record.key_name,
+        record.upstream_key,
     )
 
 
