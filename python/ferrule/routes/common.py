@@ -21,6 +21,7 @@ from ..upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..keys.model import VirtualKey
 
 __all__ = [
     "PASSED_BACK",
@@ -78,6 +79,7 @@ class RequestContext:
         "scope",
         "ticket",
         "upstream_request_id",
+        "vkey",
         "warnings",
         "x_cache",
     )
@@ -102,6 +104,7 @@ class RequestContext:
         # a large body (ferrule.largebody): prepared in a thread, within the worker's budget
         self.large = False
         self.ticket: Ticket | None = None
+        self.vkey: VirtualKey | None = None  # the caller's virtual key (keys mode), set by admission
 
     def authorize(
         self, access_key_sha256: str, upstream_api_key: str, *, bearer_ok: bool = False
