@@ -120,6 +120,10 @@ class Config:
     strict_params: bool = False
     header_read_timeout: float = 30.0
     backlog: int = 1024
+    # The admin key (FERRULE_ADMIN_KEY, admin_key in the file): signs in to /ui. Only its
+    # SHA-256 is kept. ui_session_ttl: seconds a /ui sign-in lasts.
+    admin_key_sha256: str = ""
+    ui_session_ttl: float = 12 * 3600.0
 
     def __repr__(self) -> str:  # never print the operator's key or the secret
         return f"Config(host={self.host!r}, port={self.port}, upstream_url={self.upstream_url!r})"
@@ -195,6 +199,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "responses_ttl": ("FERRULE_RESPONSES_TTL", _FLOAT),
     "secret_key": ("FERRULE_SECRET_KEY", _str),
     "strict_params": ("FERRULE_STRICT_PARAMS", _bool),
+    "ui_session_ttl": ("FERRULE_UI_SESSION_TTL", _FLOAT),
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
@@ -232,6 +237,12 @@ def _take_access_key(values: dict[str, Any], raw: Any, source: str) -> None:
     values["access_key_sha256"] = hashlib.sha256(raw.encode()).hexdigest()
 
 
+def _take_admin_key(values: dict[str, Any], raw: Any, source: str) -> None:
+    if not isinstance(raw, str) or len(raw) < 16:
+        raise ConfigError(f"{source}: the admin key must be a string of at least 16 characters")
+    values["admin_key_sha256"] = hashlib.sha256(raw.encode()).hexdigest()
+
+
 def _from_file(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -249,7 +260,10 @@ def _from_file(path: Path) -> dict[str, Any]:
         if name == "access_key":
             _take_access_key(out, value, str(path))
             continue
-        if name not in _FIELDS or name == "access_key_sha256":
+        if name == "admin_key":
+            _take_admin_key(out, value, str(path))
+            continue
+        if name not in _FIELDS or name in ("access_key_sha256", "admin_key_sha256"):
             raise ConfigError(f"{path}: unknown setting {key!r}")
         out[name] = _coerce(name, value, str(path))
     return out
@@ -271,6 +285,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
             raise ConfigError(f"{var}={raw!r} is not a valid {_FIELDS[name].type}") from None
     if env.get("FERRULE_ACCESS_KEY"):
         _take_access_key(out, env["FERRULE_ACCESS_KEY"], "FERRULE_ACCESS_KEY")
+    if env.get("FERRULE_ADMIN_KEY"):
+        _take_admin_key(out, env["FERRULE_ADMIN_KEY"], "FERRULE_ADMIN_KEY")
     return out
 
 
@@ -340,6 +356,8 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("header_read_timeout must be between 0.1 and 3600 seconds")
     if not 128 <= cfg.backlog <= 65535:
         raise ConfigError("backlog must be between 128 and 65535")
+    if not 1 <= cfg.ui_session_ttl <= 30 * 86400:
+        raise ConfigError("ui_session_ttl must be between 1 second and 30 days")
     if cfg.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     return dataclasses.replace(cfg, log_level=cfg.log_level.lower())
