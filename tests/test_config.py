@@ -44,7 +44,7 @@ def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:
     ("cli", "env", "message"),
     [
         ({"port": 0}, {}, "port must be between"),
-        ({}, {"FERRULE_PORT": "eighty"}, "FERRULE_PORT='eighty'"),
+        ({}, {"FERRULE_PORT": "eighty"}, "FERRULE_PORT=eighty: not an integer"),
         ({}, {"FERRULE_UPSTREAM_URL": "ftp://x"}, "upstream_url must be an http(s) URL"),
         ({}, {"FERRULE_ANTHROPIC_VERSION": "2020-01-01"}, "anthropic_version must be one of"),
         ({"workers": 0}, {}, "workers must be between"),
@@ -83,5 +83,58 @@ def test_serve_refuses_invalid_config_before_binding(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 2
-    assert "invalid configuration: port must be between 1 and 65535" in proc.stderr
+    assert "invalid configuration: --port 70000: port must be between 1 and 65535" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# -- errors name where the bad value came from ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cli", "env", "message"),
+    [
+        ({}, {"FERRULE_PORT": "abc"}, "FERRULE_PORT=abc: not an integer"),
+        ({}, {"FERRULE_PORT": "0"}, "FERRULE_PORT=0: port must be between 1 and 65535, not 0"),
+        ({}, {"TOKENPAK_PORT": "70000"}, "TOKENPAK_PORT=70000: port must be between"),
+        ({"port": 70000}, {"FERRULE_PORT": "8000"}, "--port 70000: port must be between"),
+        ({"workers": 0}, {}, "--workers 0: workers must be between"),
+        ({}, {"FERRULE_LOG_LEVEL": "loud"}, "FERRULE_LOG_LEVEL=loud: log_level must be one of"),
+        ({"log_level": "loud"}, {}, "--log-level loud: log_level must be one of"),
+        ({"host": "0.0.0.0"}, {}, "--host 0.0.0.0: refusing to bind 0.0.0.0"),
+        ({}, {"FERRULE_UPSTREAM_URL": "ftp://x"}, "FERRULE_UPSTREAM_URL=ftp://x: upstream_url"),
+        ({}, {"FERRULE_HTTP": "3"}, "FERRULE_HTTP=3: http must be 1"),
+    ],
+)
+def test_errors_name_the_variable_or_flag(
+    cli: dict[str, object], env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(cli, env=env)
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_errors_name_the_config_file(tmp_path: Path) -> None:
+    f = tmp_path / "ferrule.toml"
+    f.write_text('log_level = "loud"\n')
+    with pytest.raises(ConfigError) as caught:
+        load({}, env={}, config_path=str(f))
+    assert str(caught.value).startswith(f"{f}: log_level: log_level must be one of")
+    # the environment overrides the file, and then the environment is named
+    with pytest.raises(ConfigError) as caught:
+        load({}, env={"FERRULE_LOG_LEVEL": "shout"}, config_path=str(f))
+    assert str(caught.value).startswith("FERRULE_LOG_LEVEL=shout: log_level")
+
+
+def test_errors_never_echo_a_secret_value() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load({}, env={"FERRULE_REDIS_URL": "http://user:hunter2-secret@cache:6379"})
+    assert str(caught.value).startswith("FERRULE_REDIS_URL: redis_url must be")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_access_log_setting(tmp_path: Path) -> None:
+    assert load({}, env={}).access_log == "compact"
+    for mode in ("json", "off", str(tmp_path / "access.log")):
+        assert load({}, env={"FERRULE_ACCESS_LOG": mode}).access_log == mode
+    with pytest.raises(ConfigError, match=r"FERRULE_ACCESS_LOG=/nonexistent/a\.log: access_log"):
+        load({}, env={"FERRULE_ACCESS_LOG": "/nonexistent/a.log"})

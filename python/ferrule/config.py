@@ -29,10 +29,12 @@ __all__ = ["Config", "ConfigError", "from_environment", "load", "resolved_from_e
 RESOLVED_ENV = "FERRULE_RESOLVED_CONFIG"
 ANTHROPIC_VERSIONS = ("2023-06-01", "2026-10-21")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+ACCESS_LOG_MODES = ("compact", "json", "off")
 
 
 class ConfigError(ValueError):
-    """The configuration cannot be used; the message says which setting and why."""
+    """The configuration cannot be used; the message says which setting and why, and where the
+    bad value came from (``FERRULE_PORT=abc``, ``--port 0``, ``ferrule.toml: port``)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,9 @@ class Config:
     allowed_hosts: str = ""
     allowed_origins: str = ""
     log_level: str = "info"
+    # The per-request access log: compact (one short line on stderr), json (one JSON object per
+    # line on stderr), off, or a file path (JSON lines appended to it).
+    access_log: str = "compact"
     model_aliases: Mapping[str, str] = field(default_factory=dict)
     # Where the ledger (and the SQLite response cache) live; "" = ~/.local/share/ferrule.
     data_dir: str = ""
@@ -96,6 +101,9 @@ class Config:
     response_cache_ttl: float = 3600.0
     response_cache_max_bytes: int = 256 * 1024 * 1024
     redis_url: str = ""
+    # postgresql:// URL: the ledger (and keys) in a database shared by replicas; "" = SQLite in
+    # data_dir. Rows go to a local spool in data_dir while it is unreachable.
+    database_url: str = ""
     # Anthropic prompt-cache breakpoints placed by Ferrule, and their TTL (5m or 1h).
     prompt_cache: bool = True
     prompt_cache_ttl: str = "5m"
@@ -181,11 +189,13 @@ _ENV: dict[str, tuple[str, Any]] = {
     "allowed_hosts": ("FERRULE_ALLOWED_HOSTS", _str),
     "allowed_origins": ("FERRULE_ALLOWED_ORIGINS", _str),
     "log_level": ("FERRULE_LOG_LEVEL", _str),
+    "access_log": ("FERRULE_ACCESS_LOG", _str),
     "data_dir": ("FERRULE_DATA_DIR", _str),
     "response_cache": ("FERRULE_RESPONSE_CACHE", _str),
     "response_cache_ttl": ("FERRULE_RESPONSE_CACHE_TTL", _FLOAT),
     "response_cache_max_bytes": ("FERRULE_RESPONSE_CACHE_MAX_BYTES", _INT),
     "redis_url": ("FERRULE_REDIS_URL", _str),
+    "database_url": ("FERRULE_DATABASE_URL", _str),
     "prompt_cache": ("FERRULE_PROMPT_CACHE", _bool),
     "prompt_cache_ttl": ("FERRULE_PROMPT_CACHE_TTL", _str),
     "compression": ("FERRULE_COMPRESSION", _str),
@@ -282,7 +292,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         try:
             out[name] = parse(raw.strip())
         except ValueError:
-            raise ConfigError(f"{var}={raw!r} is not a valid {_FIELDS[name].type}") from None
+            raise ConfigError(f"{var}={raw}: not {_KIND_NAMES[str(_FIELDS[name].type)]}") from None
     if env.get("FERRULE_ACCESS_KEY"):
         _take_access_key(out, env["FERRULE_ACCESS_KEY"], "FERRULE_ACCESS_KEY")
     if env.get("FERRULE_ADMIN_KEY"):
@@ -342,6 +352,8 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("response_cache = redis needs redis_url (FERRULE_REDIS_URL)")
     if cfg.redis_url and urlsplit(cfg.redis_url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError("redis_url must be a redis://, rediss:// or unix:// URL")
+    if cfg.database_url and urlsplit(cfg.database_url).scheme not in ("postgresql", "postgres"):
+        raise ConfigError("database_url must be a postgresql:// URL")
     if cfg.prompt_cache_ttl not in ("5m", "1h"):
         raise ConfigError("prompt_cache_ttl must be 5m or 1h")
     if cfg.compression not in ("off", "lossless", "aggressive"):
@@ -360,6 +372,13 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("ui_session_ttl must be between 1 second and 30 days")
     if cfg.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+    if cfg.access_log not in ACCESS_LOG_MODES:
+        folder = Path(cfg.access_log).expanduser().parent
+        if not cfg.access_log.strip() or not folder.is_dir():
+            raise ConfigError(
+                f"access_log must be {', '.join(ACCESS_LOG_MODES)} or a file in an existing "
+                f"folder, not {cfg.access_log!r}"
+            )
     return dataclasses.replace(cfg, log_level=cfg.log_level.lower())
 
 
@@ -389,17 +408,54 @@ def load(
     env = os.environ if env is None else env
     path = config_path or env.get("FERRULE_CONFIG") or None
     merged: dict[str, Any] = {}
+    where: dict[str, str] = {}  # setting -> where its value came from, for error messages
     if path:
-        merged.update(_from_file(Path(path)))
-    merged.update(_from_env(env))
+        found = _from_file(Path(path))
+        merged.update(found)
+        where.update((name, f"{path}: {name}") for name in found)
+    found = _from_env(env)
+    merged.update(found)
+    where.update((name, _env_source(name, env)) for name in found)
     for name, value in (cli or {}).items():
         if value is None:
             continue
+        flag = "--" + name.replace("_", "-")
         if name == "access_key":
-            _take_access_key(merged, value, "command line")
+            _take_access_key(merged, value, flag)
         else:
-            merged[name] = _coerce(name, value, "command line")
-    return _validate(Config(**merged))
+            merged[name] = _coerce(name, value, flag)
+        where[name] = flag if name in _SECRET else f"{flag} {value}"
+    try:
+        return _validate(Config(**merged))
+    except ConfigError as exc:
+        source = where.get(_setting_of(str(exc)), "")
+        if source:
+            raise ConfigError(f"{source}: {exc}") from None
+        raise
+
+
+# Never echoed in an error message: keys, secrets, and URLs that may carry a password.
+_SECRET = frozenset(("upstream_api_key", "secret_key", "access_key", "redis_url"))
+_KIND_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text"}
+
+
+def _env_source(name: str, env: Mapping[str, str]) -> str:
+    var = _ENV[name][0] if name in _ENV else ""
+    if name == "port" and env.get(var) in (None, ""):
+        var = "TOKENPAK_PORT"
+    if name == "access_key_sha256":
+        return "FERRULE_ACCESS_KEY"
+    if name in _SECRET:
+        return var
+    return f"{var}={env.get(var, '').strip()}"
+
+
+def _setting_of(message: str) -> str:
+    """The setting a validation message is about: its first word (every message of
+    ``_validate`` starts with the setting's name, or says it refuses to bind the host)."""
+    if message.startswith("refusing to bind"):
+        return "host"
+    return message.split(" ", 1)[0].rstrip(",")
 
 
 def resolved_from_env() -> Config | None:
