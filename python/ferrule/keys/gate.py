@@ -1,0 +1,201 @@
+"""Keys mode in a worker: who may call the client routes, and with which key.
+
+A caller presents a virtual key (``Authorization: Bearer`` or ``x-api-key``); it is hashed and
+looked up by digest; the operator's key goes upstream. Lookups are cached per worker, and the
+cache is checked against the store's change counter at most every ``REFRESH`` seconds (the
+request that finds it stale waits for the check, so a revocation is never honoured later than
+``REFRESH`` plus one query after it is committed). With ``FERRULE_REDIS_URL`` set, a worker also
+listens for change announcements and drops its cache at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import fnmatch
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ProxyError
+from .model import VirtualKey
+from .ops import CHANNEL, open_key_store
+from .store import KeyStore, digest_of
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..routes.common import RequestContext
+
+__all__ = ["REFRESH", "KeyGate", "model_allowed", "model_refused"]
+
+log = logging.getLogger("ferrule.keys")
+
+REFRESH = 0.5  # seconds a worker trusts its cache without asking the store what changed
+_CACHE_MAX = 10_000  # digests remembered (unknown ones too); past it the cache starts over
+_Entry = tuple[VirtualKey, float | None] | None
+
+
+def model_allowed(key: VirtualKey, model: str) -> bool:
+    """Whether ``key`` may use ``model`` (the Anthropic id sent upstream): its globs, matched
+    case-sensitively; no globs allows every model."""
+    return not key.models or any(fnmatch.fnmatchcase(model, glob) for glob in key.models)
+
+
+def model_refused(key: VirtualKey, model: str) -> ProxyError:
+    return ProxyError(
+        403,
+        f"the virtual key {key.name!r} may not use the model {model!r}",
+        type="permission_error",
+        code="model_not_allowed",
+    )
+
+
+class KeyGate:
+    """The worker's view of the key store: opened on first use (in a thread), cached."""
+
+    def __init__(self, cfg: Config, data_dir: Path) -> None:
+        self._cfg = cfg
+        self._data_dir = data_dir
+        self._store: KeyStore | None = None
+        self._opening: asyncio.Future[KeyStore] | None = None
+        self._cache: dict[str, _Entry] = {}
+        self._counter = -1
+        self._checked = -1e9  # monotonic time of the last change-counter check
+        self._check: asyncio.Future[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+
+    async def store(self) -> KeyStore:
+        if self._store is not None:
+            return self._store
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(asyncio.to_thread(open_key_store, self._data_dir))
+            if self._cfg.redis_url and self._listener is None:
+                self._listener = asyncio.ensure_future(self._listen(self._cfg.redis_url))
+        try:
+            self._store = await asyncio.shield(self._opening)
+        except Exception as exc:
+            self._opening = None
+            raise _store_error(exc) from None
+        return self._store
+
+    async def admit(self, ctx: RequestContext) -> None:
+        """Keys mode: the caller's virtual key opens the route; ``ctx.vkey`` is set and the
+        operator's key replaces the caller's for the upstream call."""
+        presented = ctx.api_key
+        if not presented:
+            raise _unauthorized(
+                "no virtual key: send it as 'Authorization: Bearer <key>' or 'x-api-key'"
+            )
+        key = await self.find(presented)
+        if key is None:
+            raise _unauthorized("the virtual key is not valid (unknown, revoked or rotated out)")
+        if key.expires_at is not None and time.time() >= key.expires_at:
+            raise _unauthorized(f"the virtual key {key.name!r} expired at {_iso(key.expires_at)}")
+        ctx.vkey = key
+        ctx.api_key = self._cfg.upstream_api_key
+
+    async def find(self, presented: str) -> VirtualKey | None:
+        """The active key ``presented`` opens (expiry not checked), or None."""
+        digest = digest_of(presented)
+        if time.monotonic() - self._checked >= REFRESH:
+            await self._refresh()
+        if digest in self._cache:
+            entry = self._cache[digest]
+        else:
+            store = await self.store()
+            try:
+                entry = await asyncio.to_thread(store.lookup, digest)
+            except Exception as exc:  # fail closed: a key is never let in unchecked
+                raise _store_error(exc) from None
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[digest] = entry
+        if entry is None:
+            return None
+        key, not_after = entry
+        if not_after is not None and time.time() >= not_after:
+            return None  # a rotated key whose grace period is over
+        return key
+
+    async def _refresh(self) -> None:
+        """Every request waits for one shared check of the change counter."""
+        if self._check is None:
+            self._check = asyncio.ensure_future(self._read_counter())
+        check = self._check
+        try:
+            await asyncio.shield(check)
+        finally:
+            if self._check is check and check.done():
+                self._check = None
+
+    async def _read_counter(self) -> None:
+        store = await self.store()
+        started = time.monotonic()
+        try:
+            counter = await asyncio.to_thread(store.changes)
+        except Exception as exc:
+            raise _store_error(exc) from None
+        if counter != self._counter:
+            self._cache.clear()
+            self._counter = counter
+        self._checked = started
+
+    def changed(self) -> None:
+        """Something changed (an announcement, or this worker's own admin call)."""
+        self._cache.clear()
+        self._checked = -1e9
+
+    async def _listen(self, url: str) -> None:
+        """Redis announcements: drop the cache at once. Reconnects with back-off; while Redis
+        is down the change counter still bounds staleness."""
+        import redis.asyncio as aioredis
+
+        delay = 0.5
+        while True:
+            client = aioredis.Redis.from_url(url, socket_connect_timeout=2)
+            try:
+                pubsub = client.pubsub()
+                await pubsub.subscribe(CHANNEL)
+                delay = 0.5
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self.changed()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "key announcements: Redis unavailable (%s); polling only", type(exc).__name__
+                )
+            finally:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+        if self._store is not None:
+            await asyncio.to_thread(self._store.close)
+            self._store = None
+
+
+def _store_error(exc: Exception) -> ProxyError:
+    log.error("key store unavailable (%s: %s)", type(exc).__name__, exc)
+    return ProxyError(
+        503,
+        "the key store is unavailable; retry shortly",
+        type="overloaded_error",
+        headers=[(b"retry-after", b"1")],
+    )
+
+
+def _unauthorized(message: str) -> ProxyError:
+    return ProxyError(401, message, type="authentication_error", code="invalid_api_key")
+
+
+def _iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
