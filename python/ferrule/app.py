@@ -40,6 +40,8 @@ from .routes.responses import (
 from .seal import Sealer, load_sealer
 from .stats_cli import stats_from_query
 from .thinking import THINKING_MAX_BYTES, THINKING_SQLITE_NAME, ThinkingMemory
+from .ui import Live
+from .ui import handle as ui_handle
 from .upstream import Upstream
 
 __all__ = ["App", "create_app"]
@@ -76,6 +78,7 @@ class App:
             in_flight=lambda: self.in_flight,
         )
         self.in_flight = 0  # proxied requests being served by this worker
+        self.live = Live()  # the dashboard's live feed (ferrule.ui.live)
         self.admission = Admission(cfg)  # Host, Origin and content type of proxied requests
         self.large_bodies = LargeBodies(
             cfg.large_body_bytes, cfg.large_body_budget, cfg.body_timeout
@@ -260,6 +263,8 @@ class App:
             elif method == "GET" and path == "/stats":
                 ctx.authorize(self.cfg.access_key_sha256, "")
                 await self._stats(scope, tracked_send)
+            elif path == "/ui" or path.startswith("/ui/"):
+                await ui_handle(self, scope, receive, tracked_send)  # the dashboard (docs/ui.md)
             else:
                 raise ProxyError(404, f"no route {method} {path}", type="not_found_error")
         except ClientGone:

@@ -94,6 +94,7 @@ class Exchange:
             stream=stream,
             backend=backend.NAME,
         )
+        app.live.started(self.record)  # the dashboard's live feed: nothing unless a page watches
 
     # -- response cache -----------------------------------------------------------------------
 
@@ -311,6 +312,7 @@ class Exchange:
         if rec.outcome == "complete" and self.ctx.outcome != "complete":
             rec.outcome = self.ctx.outcome
         self.app.recorder.record(rec)
+        self.app.live.finished(rec)  # one bounded deque append (ferrule.ui.live)
 
 
 def _unencodable(exc: Exception) -> ProxyError:
