@@ -284,7 +284,7 @@ def test_refused_upstream_names_the_cause_counts_attempts_and_retry_after_is_sho
 ) -> None:
     port = free_port()  # nothing listens there: connections are refused
     log = tmp_path / "ferrule.log"
-    env = {**QUICK, "FERRULE_DATA_DIR": str(tmp_path / "data")}  # the default breaker
+    env = {**QUICK, "FERRULE_DATA_DIR": str(tmp_path / "data"), "FERRULE_ACCESS_LOG": "json"}
     with start_proxy("python", f"http://127.0.0.1:{port}", str(log), env=env) as proxy:
         r1 = chat(proxy, KEY_A)
         assert r1.status_code == 502, r1.text

@@ -1,4 +1,12 @@
-"""Structured access log: one JSON line per request on the ``ferrule.access`` logger.
+"""Access log: one line per request on the ``ferrule.access`` logger.
+
+The ``access_log`` setting picks where and how (``configure``): ``compact`` (the default: one
+short line for a person watching the terminal, on stderr), ``json`` (one JSON object per line on
+stderr, for a log shipper), a file path (the JSON lines appended to that file), or ``off``.
+A compact line::
+
+    22:01:48Z 200 /v1/chat/completions claude-sonnet-4-6 in=1.2k out=300 $0.0123 412ms req_01ab
+
 
 Lines are built only from an explicit list of ``RequestRecord`` fields, so a key, a header or a
 body can never reach them (the record holds none, and new record fields are not logged until
@@ -6,12 +14,13 @@ added to ``FIELDS``). Successful and client-side requests log at INFO, failures 
 setting the access level to ``warning`` keeps only the failures.
 
 The server logs in batches from the ledger writer's thread (``log_batch``, via ``Recorder``):
-the lines of a batch are formatted there and written with one write, and their ``time`` is when
-they were written (``ts`` is when the request started).
+the lines of a batch are formatted there and written with one write. In JSON lines ``ts`` is when
+the request started and ``time`` when the line was written (kept: log shippers key on it); the
+compact line carries one time, the request's start.
 
 Wiring (once per worker, e.g. in ``create_app``)::
 
-    accesslog.configure(cfg.log_level)     # or a dedicated access_log_level setting
+    accesslog.configure(cfg.log_level, mode=cfg.access_log)
 """
 
 from __future__ import annotations
@@ -30,7 +39,18 @@ import orjson
 from . import pricing
 from .ledger.record import RequestRecord
 
-__all__ = ["FIELDS", "LOGGER", "JsonFormatter", "configure", "line", "log_batch", "log_request"]
+__all__ = [
+    "FIELDS",
+    "LOGGER",
+    "MODES",
+    "CompactFormatter",
+    "JsonFormatter",
+    "compact_line",
+    "configure",
+    "line",
+    "log_batch",
+    "log_request",
+]
 
 LOGGER: Final = "ferrule.access"
 FIELDS: Final = (
@@ -56,6 +76,7 @@ FIELDS: Final = (
     "usage_estimated",
     "backend",
 )
+MODES: Final = ("compact", "json", "off")  # anything else is a file path (JSON lines)
 _FAILED: Final = frozenset(("upstream_error", "truncated", "error"))
 _VALUES: Final = operator.attrgetter(*FIELDS)
 
@@ -93,19 +114,23 @@ def log_batch(items: Iterable[tuple[RequestRecord, pricing.Accounting | None]]) 
             log_request(record, acct)
         return
     info = _log.isEnabledFor(logging.INFO)
+    compact = isinstance(handlers[0].formatter, CompactFormatter)
     head = {"time": _iso(time.time()), "level": "info", "logger": LOGGER}
-    out: list[bytes] = []
+    out: list[str] = []
     for record, acct in items:
         failed = record.status >= 500 or record.outcome in _FAILED
         if not failed and not info:
             continue
         fields = {**head, "level": "warning"} if failed else dict(head)
         fields.update(line(record, acct))
-        out.append(orjson.dumps(fields, option=orjson.OPT_NON_STR_KEYS))
+        if compact:
+            out.append(compact_line(fields))
+        else:
+            out.append(orjson.dumps(fields, option=orjson.OPT_NON_STR_KEYS).decode())
     if not out:
         return
-    out.append(b"")
-    text = b"\n".join(out).decode()
+    out.append("")
+    text = "\n".join(out)
     for h in handlers:
         h.acquire()
         try:
@@ -116,8 +141,9 @@ def log_batch(items: Iterable[tuple[RequestRecord, pricing.Accounting | None]]) 
 
 
 def _direct_handlers() -> list[logging.StreamHandler[IO[str]]] | None:
-    """The handlers to write to directly: only ``configure``'s own, nothing else in the way
-    (no filters, no propagation); None when the lines must go through ``logging``."""
+    """The handlers to write to directly: only ``configure``'s own (all of one format), nothing
+    else in the way (no filters, no propagation); None when the lines must go through
+    ``logging``."""
     if _log.propagate or _log.filters or not _log.handlers:
         return None
     out: list[logging.StreamHandler[IO[str]]] = []
@@ -125,7 +151,8 @@ def _direct_handlers() -> list[logging.StreamHandler[IO[str]]] | None:
         if not (
             getattr(h, "_ferrule_access", False)
             and isinstance(h, logging.StreamHandler)
-            and isinstance(h.formatter, JsonFormatter)
+            and type(h.formatter) in (JsonFormatter, CompactFormatter)
+            and type(h.formatter) is type(_log.handlers[0].formatter)
             and h.level == logging.NOTSET
             and not h.filters
             and h.terminator == "\n"
@@ -155,19 +182,89 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def configure(level: str = "info", stream: IO[str] | None = None) -> logging.Logger:
-    """Send ``ferrule.access`` to ``stream`` (stderr by default) as JSON lines, at ``level``.
-    Idempotent: calling it again replaces the handler."""
+class CompactFormatter(logging.Formatter):
+    """One short line per request (``compact_line``); other records show their message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "access", None)
+        if isinstance(fields, dict):
+            return compact_line(fields)
+        return f"{record.levelname.lower()} {record.name}: {record.getMessage()}"
+
+
+def compact_line(fields: dict[str, Any]) -> str:
+    """``22:01:48Z 200 /v1/chat/completions claude-sonnet-4-6 in=1.2k out=300 $0.0123 412ms
+    <request id>``: the time the request started (UTC), status, route, model, tokens (uncached
+    input, prompt-cache reads and writes when there are any, output), cost, latency, and what
+    went wrong when something did. Built from ``line``'s fields only, like the JSON line."""
+    parts = [
+        str(fields.get("ts", ""))[11:19] + "Z",
+        str(fields.get("status", "")),
+        str(fields.get("route", "")),
+        str(fields.get("model") or "-"),
+        f"in={_count(fields.get('input_tokens'))}",
+    ]
+    read = fields.get("cache_read_tokens") or 0
+    write = (fields.get("cache_write_5m_tokens") or 0) + (fields.get("cache_write_1h_tokens") or 0)
+    if read:
+        parts.append(f"cached={_count(read)}")
+    if write:
+        parts.append(f"cache-write={_count(write)}")
+    parts.append(f"out={_count(fields.get('output_tokens'))}")
+    cost = fields.get("cost_usd")
+    parts.append("$?" if cost is None else f"${cost:.4f}")
+    parts.append(f"{fields.get('latency_ms') or 0:.0f}ms")
+    if fields.get("cache_status") == "hit":
+        parts.append("cache-hit")
+    outcome = fields.get("outcome")
+    if outcome and outcome != "complete":
+        parts.append(
+            str(outcome) + (f":{fields['error_type']}" if fields.get("error_type") else "")
+        )
+    if (fields.get("attempts") or 1) > 1:
+        parts.append(f"attempts={fields['attempts']}")
+    parts.append(str(fields.get("request_id", "")))
+    return " ".join(parts)
+
+
+def _count(v: Any) -> str:
+    n = int(v or 0)
+    if n >= 1_000_000:
+        return f"{n / 1e6:.1f}M"
+    if n >= 10_000:
+        return f"{n / 1e3:.0f}k"
+    if n >= 1_000:
+        return f"{n / 1e3:.1f}k"
+    return str(n)
+
+
+def configure(
+    level: str = "info", stream: IO[str] | None = None, *, mode: str = "json"
+) -> logging.Logger:
+    """Send ``ferrule.access`` at ``level`` to ``stream`` (stderr by default) as ``mode`` says:
+    ``json`` lines, ``compact`` lines, ``off`` (nothing), or a file path (JSON lines appended to
+    that file; ``stream`` is then ignored). Idempotent: calling it again replaces the handler."""
     logger = logging.getLogger(LOGGER)
     for h in list(logger.handlers):
         if getattr(h, "_ferrule_access", False):
             logger.removeHandler(h)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    handler._ferrule_access = True  # type: ignore[attr-defined]
+            if isinstance(h, logging.FileHandler):
+                h.close()
+    logger.propagate = False  # not again in plain text through the root logger
+    if mode == "off":
+        logger.setLevel(logging.CRITICAL + 1)  # log_request/log_batch then build nothing
+        return logger
+    handler: logging.StreamHandler[Any]
+    if mode in ("json", "compact"):
+        handler = logging.StreamHandler(stream or sys.stderr)
+    else:
+        # Appended, so that several workers (and restarts) share one file: each batch is one
+        # write of whole lines.
+        handler = logging.FileHandler(mode, mode="a", encoding="utf-8", delay=False)
+    handler.setFormatter(CompactFormatter() if mode == "compact" else JsonFormatter())
+    setattr(handler, "_ferrule_access", True)  # noqa: B010  (marks our own handler)
     logger.addHandler(handler)
     logger.setLevel(level.upper())
-    logger.propagate = False  # not again in plain text through the root logger
     return logger
 
 

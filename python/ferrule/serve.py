@@ -17,6 +17,7 @@ from .config import RESOLVED_ENV, Config, load
 __all__ = [
     "FD_RESERVE",
     "HTTP2_LIMITS",
+    "banner",
     "bind_error",
     "connection_limit",
     "granian_options",
@@ -127,6 +128,56 @@ def _bind_message(host: str, port: int, exc: OSError) -> str:
     return f"{where}: {exc.strerror or exc}; choose another port with --port or FERRULE_PORT"
 
 
+def banner(cfg: Config, host: str) -> str:
+    """What ``ferrule serve`` prints before it starts: where it listens, where it sends requests,
+    which backend and data folder, who may call it, and where the dashboard and the access log
+    are. Never a key: only whether one is set."""
+    from . import __version__
+    from .backend import BackendError
+    from .backend import load as load_backend
+    from .ledger import resolve_data_dir
+
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{cfg.port}"
+    backend: str
+    try:
+        backend = load_backend()[0]
+    except BackendError as exc:  # the workers will fail with the same message
+        backend = f"unavailable ({exc})"
+    if cfg.access_log == "off":
+        access = "off (FERRULE_ACCESS_LOG=compact|json|FILE)"
+    elif cfg.access_log in ("compact", "json"):
+        access = f"{cfg.access_log}, on stderr (FERRULE_ACCESS_LOG=compact|json|off|FILE)"
+    else:
+        access = f"JSON lines appended to {cfg.access_log}"
+    rows = [
+        ("listening", f"{base}  (OpenAI SDKs: {base}/v1)"),
+        ("upstream", cfg.upstream_url),
+        ("backend", f"{backend}, {cfg.workers} worker{'s' if cfg.workers != 1 else ''}"),
+        ("data", str(resolve_data_dir(cfg.data_dir or None))),
+        ("auth", _auth_mode(cfg)),
+        ("ui", f"{base}/ui"),
+        ("access log", access),
+    ]
+    lines = [f"Ferrule {__version__}"] + [f"  {k:<11}{v}" for k, v in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _auth_mode(cfg: Config) -> str:
+    # getattr: settings that exist only in some configurations of this tree (keys mode, a pool)
+    auth: Any = getattr(cfg, "auth", "")
+    pool: Any = getattr(cfg, "upstream_keys", None)
+    held = bool(cfg.upstream_api_key or pool)
+    if auth == "keys":
+        return "virtual keys (ferrule keys); Ferrule holds the upstream key"
+    if cfg.access_key_sha256:
+        who = "Ferrule holds the upstream key" if held else "callers send their Anthropic key"
+        return f"access key required; {who}"
+    if held:
+        return "no access key (loopback); Ferrule holds the upstream key"
+    return "no access key (loopback); callers send their own Anthropic key"
+
+
 def serve(cli: Mapping[str, Any], config_path: str | None) -> int:
     cfg = load(cli, config_path=config_path)  # raises ConfigError before anything binds
     # Granian takes IP literals only, without brackets
@@ -164,7 +215,10 @@ def serve(cli: Mapping[str, Any], config_path: str | None) -> int:
         interface=Interfaces.ASGI,
         workers=cfg.workers,
         loop=loop,
-        log_level=LogLevels(cfg.log_level if cfg.log_level != "critical" else "critical"),
+        # Granian's own start/stop lines only at debug: the banner above says where it listens
+        log_level=LogLevels(
+            cfg.log_level if cfg.log_level in ("debug", "error", "critical") else "warning"
+        ),
         websockets=False,
         # SIGTERM: Granian stops accepting and waits for in-flight requests (streams included)
         # up to this deadline; the lifespan shutdown then flushes the ledger.
@@ -178,6 +232,8 @@ def serve(cli: Mapping[str, Any], config_path: str | None) -> int:
     from .metrics import cleanup_multiprocess_dir, prepare_multiprocess_dir
 
     metrics_dir = prepare_multiprocess_dir()
+    sys.stderr.write(banner(cfg, host))
+    sys.stderr.flush()
     try:
         server.serve()
     except RuntimeError as exc:
