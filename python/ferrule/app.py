@@ -22,13 +22,10 @@ from .cache.sealed import SealedStore
 from .cache.stores import DEFAULT_SQLITE_NAME
 from .config import Config, from_environment
 from .errors import ProxyError, anthropic_error_body, openai_error_body
-from .keys import admin as keys_admin
-from .keys.gate import KeyGate
 from .largebody import LargeBodies
 from .ledger import LedgerWriter, PeriodError, Recorder, ledger_path, resolve_data_dir
 from .metrics import Metrics
 from .models import KNOWN_MODELS
-from .quota import Quota
 from .resilience import Resilience, RetryPolicy
 from .routes.chat import chat_completions
 from .routes.common import Admission, RequestContext, Route
@@ -87,11 +84,7 @@ class App:
             cfg.large_body_bytes, cfg.large_body_budget, cfg.body_timeout
         )
         self.draining = False
-        self.metrics = Metrics(
-            tenant_label=cfg.metrics_tenant_label, key_label=cfg.metrics_key_label
-        )
-        # Virtual keys' limits and budgets (ferrule.quota); its store opens on first use.
-        self.quota = Quota(cfg, self.metrics, lambda: self.data_dir)
+        self.metrics = Metrics(tenant_label=cfg.metrics_tenant_label)
         # The ledger writer (a thread) and the stores start in the lifespan, inside the worker.
         self.ledger: LedgerWriter | None = None
         self.recorder = Recorder(None, self.metrics)
@@ -103,8 +96,6 @@ class App:
         self.responses: ResponseState | None = None
         self.sealer: Sealer | None = None
         self.data_dir = resolve_data_dir(cfg.data_dir or None)
-        # Virtual keys (keys mode, /admin/keys): the key store, opened on first use
-        self.vkeys = KeyGate(cfg, self.data_dir)
 
     @property
     def upstream(self) -> Upstream:
@@ -138,8 +129,6 @@ class App:
                     await self.responses.close()
                 if self.ledger is not None:
                     await asyncio.to_thread(self.ledger.close)  # flushes what is queued
-                await self.quota.close()  # settlements still being written first
-                await self.vkeys.close()
                 await asyncio.to_thread(self.metrics.close)  # this worker's last snapshot
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -150,19 +139,7 @@ class App:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             log.warning("data folder %s is not usable (%s): ledger disabled", self.data_dir, exc)
-        if cfg.database_url:
-            # The shared ledger in PostgreSQL; rows spool under the data folder while it is down.
-            from .ledger.postgres import PostgresLedgerWriter, spool_root
-
-            self.ledger = PostgresLedgerWriter(
-                cfg.database_url,
-                spool_root=spool_root(self.data_dir),
-                on_drop=self.metrics.ledger_dropped,
-            )
-        else:
-            self.ledger = LedgerWriter(
-                ledger_path(self.data_dir), on_drop=self.metrics.ledger_dropped
-            )
+        self.ledger = LedgerWriter(ledger_path(self.data_dir), on_drop=self.metrics.ledger_dropped)
         # The request path only queues each record: pricing, metrics and the access log run in
         # the writer's thread, in batches.
         self.recorder = Recorder(self.ledger, self.metrics, defer=True)
@@ -252,7 +229,7 @@ class App:
                     )
                 self.in_flight += 1
                 try:
-                    await self._authorize(ctx)
+                    ctx.authorize(self.cfg.access_key_sha256, self.cfg.upstream_api_key)
                     body = await ctx.read_json(receive, self.large_bodies)
                     await self._until_disconnect(
                         route[1](self, ctx, body, tracked_send), receive, ctx, answered
@@ -266,7 +243,7 @@ class App:
                 if header(scope, b"anthropic-version") is not None:
                     ctx.route = "anthropic"  # an Anthropic SDK gets its own error shape
                 # Like the POST routes: with an access key only its holders see this server.
-                await self._authorize(ctx)
+                ctx.authorize(self.cfg.access_key_sha256, self.cfg.upstream_api_key)
                 await self._models(scope, tracked_send)
             elif method == "GET" and path in ("/health", "/healthz"):
                 await self._health(tracked_send)
@@ -281,13 +258,11 @@ class App:
                 body_bytes, ctype = await asyncio.to_thread(self._render_metrics)
                 await send_bytes(tracked_send, 200, body_bytes, ctype.encode())
             elif path.startswith("/v1/responses/") and method in ("GET", "DELETE"):
-                await self._authorize(ctx)
+                ctx.authorize(self.cfg.access_key_sha256, self.cfg.upstream_api_key)
                 await state_route(self, ctx, method, path, tracked_send)
             elif method == "GET" and path == "/stats":
                 ctx.authorize(self.cfg.access_key_sha256, "")
                 await self._stats(scope, tracked_send)
-            elif path == keys_admin.PREFIX or path.startswith(keys_admin.PREFIX + "/"):
-                await keys_admin.handle(self, ctx, receive, tracked_send)  # docs/keys.md
             elif path == "/ui" or path.startswith("/ui/"):
                 await ui_handle(self, scope, receive, tracked_send)  # the dashboard (docs/ui.md)
             else:
@@ -311,14 +286,6 @@ class App:
             else:
                 body_bytes = openai_error_body(err)
             await send_bytes(send, err.status, body_bytes, headers=headers)
-
-    async def _authorize(self, ctx: RequestContext) -> None:
-        """Who may call a client route: a virtual key in keys mode (docs/keys.md), else the
-        access key (when set) and the caller's or the operator's Anthropic key."""
-        if self.cfg.auth == "keys":
-            await self.vkeys.admit(ctx)
-        else:
-            ctx.authorize(self.cfg.access_key_sha256, self.cfg.upstream_api_key)
 
     async def _until_disconnect(
         self,
@@ -406,33 +373,17 @@ class App:
             values = query.get(name)
             return values[-1] if values else None
 
-        ledger = self.cfg.database_url or ledger_path(self.data_dir)
         try:
             data = await asyncio.to_thread(
-                stats_from_query, ledger, one("since"), one("until"), one("by")
+                stats_from_query, ledger_path(self.data_dir), one("since"), one("until"), one("by")
             )
         except PeriodError as exc:
             raise ProxyError(400, str(exc)) from None
-        except Exception as exc:
-            if not self.cfg.database_url or not _is_db_error(exc):
-                raise
-            # The shared database is down: say so (the rows wait in the spool), not a 500.
-            raise ProxyError(
-                503, "the ledger database is unreachable; try again later", type="api_error"
-            ) from None
         await send_bytes(send, 200, orjson.dumps(data))
 
     async def _health(self, send: Send) -> None:
         body = {"status": "ok", "backend": backend.NAME, "version": __version__}
         await send_bytes(send, 200, orjson.dumps(body))
-
-
-def _is_db_error(exc: Exception) -> bool:
-    import psycopg
-
-    from .ledger import LedgerError
-
-    return isinstance(exc, (psycopg.Error, LedgerError))
 
 
 def _unexpected(ctx: RequestContext, exc: Exception) -> ProxyError:
