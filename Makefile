@@ -5,7 +5,7 @@ UV := $(VENV)/bin/uv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup develop demo test lint test-rust test-py fuzz-props bench wheel clean
+.PHONY: help setup develop demo test lint test-rust test-py fuzz-props bench wheel wheels clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,27 @@ bench: setup ## backend micro-benchmarks (pytest-benchmark), native and Python s
 
 wheel: ## one abi3 wheel in dist/
 	$(VENV)/bin/maturin build --release -o dist
+
+# Cross-built with zig (the ziglang package in the venv), for glibc >= 2.17 whatever this machine
+# has; tests/test_wheel.py uses dist/ when it is newer than the sources. DIST=folder to put them
+# elsewhere, WHEEL_TARGETS=... for a subset.
+DIST ?= dist
+WHEEL_TARGETS ?= x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu
+wheels: $(VENV)/.deps ## sdist + abi3 manylinux wheels (x86_64, aarch64) in dist/, auditwheel-checked
+	mkdir -p $(DIST) && rm -f $(DIST)/ferrule-*.whl $(DIST)/ferrule-*.tar.gz
+	$(VENV)/bin/maturin sdist -o $(DIST)
+	for t in $(WHEEL_TARGETS); do \
+	  rustup target list --installed | grep -qx $$t || rustup target add $$t || exit 1; \
+	  $(VENV)/bin/maturin build --release --locked --zig --target $$t \
+	    --compatibility manylinux_2_17 -o $(DIST) || exit 1; \
+	done
+	for w in $(DIST)/ferrule-*.whl; do \
+	  tag=$$(basename $$w .whl); tag=$${tag##*.}; \
+	  $(VENV)/bin/auditwheel show $$w | tr -s ' \n' ' ' \
+	    | grep -q "consistent with the following platform tag: \"$$tag\"" \
+	    || { echo "auditwheel: $$w is not $$tag"; exit 1; }; \
+	done
+	ls -l $(DIST)
 
 clean: ## remove build products (keeps .venv)
 	rm -rf target dist python/ferrule/_native*.so
