@@ -58,7 +58,12 @@ def _output(proc: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.fixture(scope="module")
 def codex() -> list[str]:
-    """The command that runs the pinned Codex CLI (``npm ci`` first when it is not installed)."""
+    return codex_command()
+
+
+def codex_command() -> list[str]:
+    """The command that runs the pinned Codex CLI (``npm ci`` first when it is not installed);
+    skips the test when node or npm is missing."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("node and npm are needed for the Codex CLI test (not installed)")
