@@ -11,7 +11,7 @@ import hashlib
 import ipaddress
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,9 @@ class Config:
     access_key_sha256: str = ""
     # The operator's Anthropic key, used when callers authenticate with the access key.
     upstream_api_key: str = ""
+    # Several operator keys ([[upstream_keys]] in the file; ferrule.upstream_pool): name,
+    # key_env, weight, models, and the key read from key_env at load.
+    upstream_keys: Sequence[Mapping[str, Any]] = ()
     # Comma lists. allowed_hosts: Host names besides the loopback ones accepted on the proxied
     # routes when Ferrule holds upstream_api_key on a loopback bind (or whenever it is set; "*":
     # any). allowed_origins: browser origins let through ("*": any); by default none.
@@ -265,8 +268,15 @@ def _from_file(path: Path) -> dict[str, Any]:
     # Settings may sit at the top level or under [ferrule].
     table = data.get("ferrule", data)
     out: dict[str, Any] = {}
+    if table is not data and "upstream_keys" in data:  # [[upstream_keys]] beside [ferrule]
+        table = {**table, "upstream_keys": data["upstream_keys"]}
     for key, value in table.items():
         name = key.replace("-", "_")
+        if name == "upstream_keys":
+            from .upstream_pool import parse_members  # (it imports this module)
+
+            out[name] = parse_members(value, str(path))
+            continue
         if name == "access_key":
             _take_access_key(out, value, str(path))
             continue
@@ -425,6 +435,10 @@ def load(
         else:
             merged[name] = _coerce(name, value, flag)
         where[name] = flag if name in _SECRET else f"{flag} {value}"
+    if merged.get("upstream_keys"):
+        from .upstream_pool import resolve_keys
+
+        resolve_keys(merged, env)
     try:
         return _validate(Config(**merged))
     except ConfigError as exc:

@@ -48,7 +48,7 @@ import shutil
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final, Literal
 
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
@@ -93,6 +93,8 @@ TTFB_BUCKETS: Final = (
 )  # fmt: skip
 TOKEN_KINDS: Final = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
 _LABEL_OK = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_POOL_LABEL_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # as config checks names
+_POOL_STATES: Final = ("ok", "cooling", "open", "removed")
 _DEAD_FILE = re.compile(r"^gauge_live\w*?_(\d+)\.db$")
 _FAILED: Final = frozenset(("upstream_error", "truncated", "error"))
 _CACHE_RESULTS: Final = frozenset(("hit", "miss", "bypass"))
@@ -343,6 +345,30 @@ class Metrics:
             "counter",
             ("reason",),
         )
+        # The upstream key pool (ferrule.upstream_pool): labelled by member name (from the
+        # config, at most MAX_POOL_MEMBERS), never by key.
+        self.upstream_key_requests = fam(
+            "ferrule_upstream_key_requests",
+            "Requests sent through each upstream key pool member (last member tried)",
+            "counter",
+            ("key",),
+        )
+        self.upstream_key_events = fam(
+            "ferrule_upstream_key_events",
+            "Upstream key pool events by member: rate_limited (a 429: it cools down alone), "
+            "auth_failed (a 401/403: taken out)",
+            "counter",
+            ("key", "event"),
+        )
+        self._upstream_key_state_family = fam(
+            "ferrule_upstream_key_state",
+            "Workers on which each upstream key pool member is in each state: ok, cooling "
+            "(after a 429), open (its circuit breaker), removed (after a 401/403)",
+            "gauge",
+            ("key", "state"),
+        )
+        self._upstream_key_states: Callable[[], dict[str, str]] | None = None
+        self._upstream_keys_written: dict[str, str] = {}
         self._open_streams_family = fam(
             "ferrule_open_streams", "Streaming responses in progress", "gauge"
         )
@@ -369,6 +395,8 @@ class Metrics:
             self.response_cache,
             self.retries,
             self.ledger_drops,
+            self.upstream_key_requests,
+            self.upstream_key_events,
         )
         self._histograms = (self.latency, self.ttfb)
 
@@ -444,6 +472,8 @@ class Metrics:
             self.ttfb.observe((route, stream), max(record.ttfb_ms, 0.0) / 1000)
         if record.attempts > 1:
             _inc(self.retries.series, (route,), float(record.attempts - 1))
+        if record.upstream_key:
+            _inc(self.upstream_key_requests.series, (self._pool_member(record.upstream_key),), 1.0)
         if record.cache_status in _CACHE_RESULTS:
             _inc(self.response_cache.series, (record.cache_status,), 1.0)
 
@@ -486,6 +516,19 @@ class Metrics:
         """This worker's upstream connections in use and its pool capacity."""
         self.pool_in_use = in_use
         self.pool_size = size
+
+    def upstream_key_event(self, name: str, event: str) -> None:
+        """A pool member got a 429 (``rate_limited``) or a 401/403 (``auth_failed``)."""
+        with self._lock:
+            _inc(self.upstream_key_events.series, (self._pool_member(name), _label(event)), 1.0)
+            self._version += 1
+
+    def watch_upstream_keys(self, states: Callable[[], dict[str, str]]) -> None:
+        """``states()``: member name -> state, read at each snapshot (the pool's own clock)."""
+        self._upstream_key_states = states
+
+    def _pool_member(self, name: str) -> str:
+        return name if _POOL_LABEL_OK.match(name) else OTHER
 
     def ledger_dropped(self, reason: str, n: int = 1) -> None:
         """``LedgerWriter(on_drop=metrics.ledger_dropped)``; any thread."""
@@ -544,6 +587,16 @@ class Metrics:
             (self._pool_in_use_family, {(): [float(self.pool_in_use)]}),
             (self._pool_size_family, {(): [float(self.pool_size)]}),
         ]
+        states = self._upstream_key_states
+        if states is not None:
+            now = states()
+            self._upstream_keys_written = now
+            series: dict[LabelValues, list[float]] = {
+                (self._pool_member(name), state): [1.0 if state == current else 0.0]
+                for name, current in now.items()
+                for state in _POOL_STATES
+            }
+            out.append((self._upstream_key_state_family, series))
         return out
 
     # -- the snapshot files -------------------------------------------------------------------
@@ -614,7 +667,8 @@ class Metrics:
             keys = self._keys.get((family.name, ()))
             if keys is None or w.get(keys[0]) != float(value):
                 return True
-        return False
+        states = self._upstream_key_states
+        return states is not None and states() != self._upstream_keys_written
 
     def close(self) -> None:
         """Write the last snapshot and stop the thread (idempotent). The files stay: a worker

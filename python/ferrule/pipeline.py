@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
+from . import upstream_pool
 from .asgi import Send, header, send_bytes
 from .cache import MessageAccumulator, hit_usage, storable_json
 from .errors import ProxyError
@@ -156,9 +157,15 @@ async def run(app: App, ctx: RequestContext, dialect: Dialect, body: Any, send: 
             ctx.prepared()
             payload = p.faithful if p.faithful is not None else orjson.dumps(p.body)
         version = p.anthropic_version or app.cfg.anthropic_version
-        up_headers = upstream_headers(ctx.scope, key, version)
+        pool = upstream_pool.of(app) if ctx.operator else None
         # ctx.attempts is kept by send (right even when every attempt failed)
-        resp = await app.resilience.send(app.upstream, p.path, payload, up_headers, ctx)
+        if pool is not None:  # [[upstream_keys]]: a member chosen by prompt-prefix affinity
+            resp = await upstream_pool.send(
+                app, pool, ctx, ex.record, p.body, p.path, payload, version
+            )
+        else:
+            up_headers = upstream_headers(ctx.scope, key, version)
+            resp = await app.resilience.send(app.upstream, p.path, payload, up_headers, ctx)
         try:
             ctx.upstream_request_id = resp.headers.get("request-id")
             ctx.extra_headers = await ex.compression_headers()

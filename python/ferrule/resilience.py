@@ -34,11 +34,14 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import ProxyError
 from .tenant import tenant_id
 from .upstream import Upstream, UpstreamResponse
+
+if TYPE_CHECKING:
+    from .upstream_pool import UpstreamPool
 
 __all__ = ["Breaker", "KeyCooldowns", "Resilience", "RetryBudget", "RetryPolicy", "Tally"]
 
@@ -211,6 +214,9 @@ class Resilience:
         self.breaker = Breaker(policy.breaker_threshold, policy.breaker_cooldown)
         self.cooldowns = KeyCooldowns()
         self.retries_total = 0
+        # With [[upstream_keys]]: the pool (per-member breakers and cool-downs) that
+        # ferrule.upstream_pool sends operator-mode requests through instead.
+        self.pool: UpstreamPool | None = None
 
     async def send(
         self,

@@ -72,6 +72,7 @@ class RequestContext:
         "extra_headers",
         "large",
         "max_body",
+        "operator",
         "outcome",
         "raw_body",
         "request_id",
@@ -101,6 +102,7 @@ class RequestContext:
         self.warnings: list[str] = []  # what Ferrule dropped or changed: x-ferrule-warning
         self.raw_body = b""
         self.api_key = _api_key(scope)
+        self.operator = False  # the operator's key goes upstream (a pool may pick another)
         # a large body (ferrule.largebody): prepared in a thread, within the worker's budget
         self.large = False
         self.ticket: Ticket | None = None
@@ -131,6 +133,7 @@ class RequestContext:
                 )
         if not self.api_key and upstream_api_key:
             self.api_key = upstream_api_key
+            self.operator = True
 
     def require_key(self) -> str:
         if not self.api_key:
