@@ -201,3 +201,107 @@ def test_stats_from_query(data_dir: Path) -> None:
         stats_cli.stats_from_query(ledger_path(data_dir), "soon")
     with pytest.raises(ValueError, match="unknown grouping"):
         stats_cli.stats_from_query(ledger_path(data_dir), by="model,colour")
+
+
+# -- an 80-column terminal and --plot -----------------------------------------------------------
+
+
+def _assert_no_wrapped_rows(out: str, width: int, keys: list[str]) -> None:
+    lines = out.splitlines()
+    assert all(len(line) <= width for line in lines), "\n".join(lines)
+    for key in keys:  # each row on one line: its key and its numbers together
+        (row,) = [line for line in lines if key in line and "│" in line]
+        assert row.count("│") >= 4 and ("$" in row or "unpriced" in row), row
+    # in each table every bordered line is a whole row: as many column separators as the others
+    for table in out.split("Ferrule by ")[1:]:
+        bordered = [line for line in table.splitlines() if line.startswith("│")]
+        assert len(bordered) >= 2 and len({line.count("│") for line in bordered}) == 1, table
+
+
+def test_table_fits_80_columns(
+    data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    assert run("--data-dir", str(data_dir), *PERIOD) == 0
+    out = capsys.readouterr().out
+    models = ["claude-sonnet-4-6", "claude-opus-4-6", "claude-haiku-4-5", "someone-elses-model"]
+    _assert_no_wrapped_rows(out, 80, [*models, "2026-11-25", "2026-11-26"])
+    sonnet = next(line for line in out.splitlines() if "claude-sonnet-4-6" in line)
+    cells = [c.strip() for c in sonnet.split("│")[1:-1]]
+    # the essentials stay: name, requests, output tokens, cost, total saved, errors
+    assert cells[:2] == ["claude-sonnet-4-6", "3"]
+    assert "1.0k" in cells and "$0.0270" in cells and "$0.0645" in cells
+    assert "Narrow terminal (80 columns): left out compress" in out
+    # the same data 200 wide (a pipe): every column, nothing left out
+    assert "Narrow terminal" not in stats_cli.render_text(
+        stats_cli.stats_json(ledger_path(data_dir), DAY1 - 9 * 3600, DAY3 - 9 * 3600),
+        ["model", "day"],
+        width=200,
+    )
+
+
+def _bars(out: str) -> dict[tuple[str, str], tuple[float, str]]:
+    """(day, spend|saved) -> (bar length in cells, the value printed after it)."""
+    eighths = {c: i / 8 for i, c in enumerate(" ▏▎▍▌▋▊▉")}
+    found, day = {}, ""
+    for line in out.splitlines():
+        if line[:10].strip() and line[11:17] not in ("spend ", "saved "):
+            continue
+        day = line[:10].strip() or day
+        label, body = line[11:16], line[17:]
+        fill = body.count("█") + sum(eighths.get(c, 0) for c in body if c != " ")
+        found[(day, label)] = (fill, body.replace("†", "").split()[-1])
+    return found
+
+
+def test_plot_spend_and_savings_per_day(
+    data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    assert run("--data-dir", str(data_dir), "--plot", *PERIOD) == 0
+    out = capsys.readouterr().out
+    assert all(len(line) <= 80 for line in out.splitlines()), out
+    assert out.startswith("Spend and savings per day, 2026-11-25T00:00:00Z to")
+    bars = _bars(out)
+    assert sorted(bars) == [
+        ("2026-11-25", "saved"),
+        ("2026-11-25", "spend"),
+        ("2026-11-26", "saved"),
+        ("2026-11-26", "spend"),
+    ]
+    spend1, cost1 = bars[("2026-11-25", "spend")]
+    saved1, net1 = bars[("2026-11-25", "saved")]
+    spend2, cost2 = bars[("2026-11-26", "spend")]
+    saved2, net2 = bars[("2026-11-26", "saved")]
+    # day 1: 13500*2 + 45500 micro-USD; saved 0.054 - 0.02 (net of the cache-write premium)
+    # day 2: 800 micro-USD (+ an unpriced request, flagged); saved 0.0105 + 0.002
+    assert (cost1, net1, cost2, net2) == ("$0.0725", "$0.0340", "$0.0008", "$0.0125")
+    # one scale: the biggest value fills the bar, the others in proportion (to half a cell)
+    assert spend1 == max(spend1, saved1, spend2, saved2) and spend1 >= 50
+    for fill, value in ((saved1, 0.034), (saved2, 0.0125), (spend2, 0.0008)):
+        assert abs(fill - spend1 * value / 0.0725) <= 0.5, (fill, value)
+    assert spend2 > 0  # tiny but visible
+    assert "2026-11-26 spend" in out and "† 1 request(s)" in out
+    assert "total: spent $0.0733, saved $0.0465" in out
+
+
+def test_plot_fills_days_without_requests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w = LedgerWriter(ledger_path(tmp_path), flush_interval=0.01)
+    w.submit(rec(1, DAY1, "claude-sonnet-4-6", input_tokens=1000))
+    w.submit(rec(2, DAY3, "claude-sonnet-4-6", input_tokens=2000))
+    w.close()
+    assert (
+        run("--data-dir", str(tmp_path), "--plot", "--since", "2026-11-25", "--until", "2026-11-27")
+        == 0
+    )
+    out = capsys.readouterr().out
+    days = [line.split()[0] for line in out.splitlines() if line[:4] == "2026"]
+    assert days == ["2026-11-25", "2026-11-26", "2026-11-27"]
+    assert "2026-11-26 spend" in out and "$0 " not in out.split("2026-11-26")[0]
+
+
+def test_plot_without_requests(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("--data-dir", str(tmp_path / "empty"), "--plot") == 0
+    assert "No requests recorded" in capsys.readouterr().out
