@@ -1,7 +1,8 @@
 """``ferrule doctor``: check what ``ferrule serve`` needs, and say what to fix.
 
 Checks, in order: the config, the port (free, or already served by a Ferrule), the data folder
-(writable), the ledger (opens, schema known, writable), the price table (loads, not stale), Redis (a PING, when FERRULE_REDIS_URL is
+(writable), the ledger (opens, schema known, writable; with database_url, the database:
+connects, schema version), the price table (loads, not stale), Redis (a PING, when FERRULE_REDIS_URL is
 set) and the upstream (reachable, WITHOUT a paid call: ``GET /v1/models`` with no key, where
 Anthropic's 401 proves the host, TLS and HTTP path work). Exit code 1 when any check failed."""
 
@@ -24,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import orjson
 
-from . import pricing
+from . import __version__, pricing
 from .config import Config, ConfigError, load
 from .ledger import SCHEMA_VERSION, LedgerError, ledger_path, open_db, resolve_data_dir
 
@@ -32,6 +33,7 @@ __all__ = [
     "Check",
     "add_arguments",
     "check_data_dir",
+    "check_database",
     "check_ledger",
     "check_port",
     "check_prices",
@@ -115,10 +117,14 @@ def run_checks(args: argparse.Namespace) -> list[Check]:
     if data_dir is not None:
         folder = check_data_dir(data_dir)
         checks.append(folder)
-        if folder.status == "ok":
+        if cfg is not None and cfg.database_url:
+            checks.append(Check("ledger", "skip", "the ledger is in the database (database_url)"))
+        elif folder.status == "ok":
             checks.append(check_ledger(ledger_path(data_dir)))
         else:
             checks.append(Check("ledger", "skip", "the data folder is not usable"))
+    if cfg is not None and cfg.database_url:
+        checks.append(check_database(cfg.database_url, timeout))
     checks.append(check_prices())
     redis_url = (cfg.redis_url if cfg is not None else "") or os.environ.get(REDIS_ENV)
     if redis_url:
@@ -237,6 +243,49 @@ def check_ledger(path: Path) -> Check:
             "put the data folder on a local disk: WAL needs shared memory",
         )
     return Check(name, "ok", f"{rows} rows, schema v{SCHEMA_VERSION}, WAL")
+
+
+def check_database(url: str, timeout: float) -> Check:
+    """database_url: connects, and reads the ledger's schema version (ferrule_schema). Never
+    shows the user or password."""
+    import psycopg
+
+    from .ledger import postgres
+
+    shown = postgres.redact(url)
+    name = "database"
+    try:
+        with postgres.connect(url, timeout=timeout, application="ferrule-doctor") as conn:
+            version = postgres.schema_version(conn)
+            server = conn.info.server_version
+    except psycopg.Error as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return Check(
+            name,
+            "fail",
+            f"{shown}: cannot connect ({text})",
+            "start PostgreSQL, or fix FERRULE_DATABASE_URL (host, port, database, user, "
+            "password; sslmode=require for TLS)",
+        )
+    major = f"PostgreSQL {server // 10000}"
+    if version > SCHEMA_VERSION:
+        return Check(
+            name,
+            "fail",
+            f"{shown} ({major}): ledger schema v{version}, newer than this Ferrule's "
+            f"v{SCHEMA_VERSION}",
+            "upgrade Ferrule on every replica (or point database_url at another database)",
+        )
+    if version < SCHEMA_VERSION:
+        now = f"v{version}" if version else "not created yet"
+        return Check(
+            name,
+            "warn",
+            f"{shown} ({major}): ledger schema {now}; Ferrule {__version__} migrates it to "
+            f"v{SCHEMA_VERSION} when it starts",
+            "start ferrule serve once with a role that may create tables in this database",
+        )
+    return Check(name, "ok", f"{shown} ({major}): ledger schema v{SCHEMA_VERSION}")
 
 
 def check_prices(today: dt.date | None = None) -> Check:

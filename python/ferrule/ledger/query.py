@@ -15,6 +15,8 @@ from typing import Any, Final
 
 from .schema import open_readonly
 
+PG_TABLE: Final = "ferrule_requests"  # ledger.postgres.LEDGER_TABLE (not imported: no psycopg)
+
 __all__ = ["GROUPS", "PeriodError", "parse_time", "summarize", "summarize_conn"]
 
 # Allowed group_by keys -> SQL expression (a whitelist: group names are never interpolated raw).
@@ -30,8 +32,17 @@ GROUPS: Final[dict[str, str]] = {
     "key": "key_name",
     "upstream-key": "upstream_key",
 }
+# The same groups in PostgreSQL (the ledger in database_url): only the time buckets differ.
+PG_GROUPS: Final[dict[str, str]] = {
+    **GROUPS,
+    "day": "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    "hour": """to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24":00Z"')""",
+}
 
 _BILLED = "CASE WHEN response_cache_hit = 0 THEN {c} ELSE 0 END"
+# Counts of rows matching a condition, in SQL both SQLite and PostgreSQL run (PostgreSQL cannot
+# SUM a boolean, nor has a two-argument MAX).
+_COUNT_IF = "SUM(CASE WHEN {c} THEN 1 ELSE 0 END)"
 # (result key, SQL aggregate)
 _AGGREGATES: Final[tuple[tuple[str, str], ...]] = (
     ("requests", "COUNT(*)"),
@@ -41,7 +52,7 @@ _AGGREGATES: Final[tuple[tuple[str, str], ...]] = (
     ("cache_read_tokens", f"SUM({_BILLED.format(c='cache_read_tokens')})"),
     ("output_tokens", f"SUM({_BILLED.format(c='output_tokens')})"),
     ("cost_usd", "SUM(cost_usd)"),
-    ("unpriced_requests", "SUM(cost_usd IS NULL)"),
+    ("unpriced_requests", _COUNT_IF.format(c="cost_usd IS NULL")),
     ("saved_caching_tokens", "SUM(saved_caching_tokens)"),
     ("saved_caching_usd", "SUM(saved_caching_usd)"),
     ("cache_write_premium_usd", "SUM(cache_write_premium_usd)"),
@@ -50,12 +61,15 @@ _AGGREGATES: Final[tuple[tuple[str, str], ...]] = (
     ("saved_response_cache_tokens", "SUM(saved_response_cache_tokens)"),
     ("saved_response_cache_usd", "SUM(saved_response_cache_usd)"),
     ("response_cache_hits", "SUM(response_cache_hit)"),
-    ("response_cache_misses", "SUM(response_cache = 'miss')"),
-    ("prompt_cache_hits", f"SUM({_BILLED.format(c='cache_read_tokens > 0')})"),
-    ("errors", "SUM(status >= 400 OR outcome IN ('upstream_error', 'truncated', 'error'))"),
-    ("client_cancelled", "SUM(outcome = 'client_cancelled')"),
+    ("response_cache_misses", _COUNT_IF.format(c="response_cache = 'miss'")),
+    ("prompt_cache_hits", _COUNT_IF.format(c="response_cache_hit = 0 AND cache_read_tokens > 0")),
+    (
+        "errors",
+        _COUNT_IF.format(c="status >= 400 OR outcome IN ('upstream_error', 'truncated', 'error')"),
+    ),
+    ("client_cancelled", _COUNT_IF.format(c="outcome = 'client_cancelled'")),
     ("usage_estimated", "SUM(usage_estimated)"),
-    ("retries", "SUM(MAX(attempts - 1, 0))"),
+    ("retries", "SUM(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END)"),
 )
 _USD_KEYS: Final = frozenset(k for k, _ in _AGGREGATES if k.endswith("_usd"))
 
@@ -136,21 +150,26 @@ def summarize(
 
 
 def summarize_conn(
-    conn: sqlite3.Connection,
+    conn: Any,
     since: float | None,
     until: float | None,
     group_by: tuple[str, ...] | list[str] = ("model", "day"),
 ) -> list[dict[str, Any]]:
+    """``conn``: a sqlite3 connection to the ledger file, or a psycopg one to database_url."""
     unknown = [g for g in group_by if g not in GROUPS]
     if unknown:
         raise ValueError(f"cannot group by {', '.join(unknown)}; use {', '.join(GROUPS)}")
     keys = list(group_by)
-    select = [f"{GROUPS[g]} AS g{i}" for i, g in enumerate(keys)]
+    sqlite = isinstance(conn, sqlite3.Connection)
+    groups, table, mark = (GROUPS, "requests", "?") if sqlite else (PG_GROUPS, PG_TABLE, "%s")
+    select = [f"{groups[g]} AS g{i}" for i, g in enumerate(keys)]
     select += [f"{sql} AS {name}" for name, sql in _AGGREGATES]
-    sql = f"SELECT {', '.join(select)} FROM requests WHERE ts >= ? AND ts < ?"
+    sql = f"SELECT {', '.join(select)} FROM {table} WHERE ts >= {mark} AND ts < {mark}"
     if keys:
         positions = ", ".join(f"g{i}" for i in range(len(keys)))
-        sql += f" GROUP BY {positions} ORDER BY {positions}"
+        # SQLite sorts NULL first; so does the shared ledger
+        order = ", ".join(f"g{i}" if sqlite else f"g{i} NULLS FIRST" for i in range(len(keys)))
+        sql += f" GROUP BY {positions} ORDER BY {order}"
     params = (
         since if since is not None else float("-inf"),
         until if until is not None else float("inf"),
@@ -162,7 +181,10 @@ def summarize_conn(
             rec["stream"] = bool(rec["stream"])
         for (name, _), v in zip(_AGGREGATES, values[len(keys) :], strict=True):
             if name in _USD_KEYS:
-                rec[name] = None if v is None else round(v, 6)
+                # PostgreSQL sums NUMERIC dollars exactly, as a Decimal: rounded exactly too
+                if v is not None:
+                    v = round(v, 6) if isinstance(v, float) else float(round(v, 6))
+                rec[name] = v
             else:
                 rec[name] = int(v or 0)
         if rec["requests"] == 0:
