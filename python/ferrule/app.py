@@ -139,7 +139,19 @@ class App:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             log.warning("data folder %s is not usable (%s): ledger disabled", self.data_dir, exc)
-        self.ledger = LedgerWriter(ledger_path(self.data_dir), on_drop=self.metrics.ledger_dropped)
+        if cfg.database_url:
+            # The shared ledger in PostgreSQL; rows spool under the data folder while it is down.
+            from .ledger.postgres import PostgresLedgerWriter, spool_root
+
+            self.ledger = PostgresLedgerWriter(
+                cfg.database_url,
+                spool_root=spool_root(self.data_dir),
+                on_drop=self.metrics.ledger_dropped,
+            )
+        else:
+            self.ledger = LedgerWriter(
+                ledger_path(self.data_dir), on_drop=self.metrics.ledger_dropped
+            )
         # The request path only queues each record: pricing, metrics and the access log run in
         # the writer's thread, in batches.
         self.recorder = Recorder(self.ledger, self.metrics, defer=True)
@@ -373,17 +385,33 @@ class App:
             values = query.get(name)
             return values[-1] if values else None
 
+        ledger = self.cfg.database_url or ledger_path(self.data_dir)
         try:
             data = await asyncio.to_thread(
-                stats_from_query, ledger_path(self.data_dir), one("since"), one("until"), one("by")
+                stats_from_query, ledger, one("since"), one("until"), one("by")
             )
         except PeriodError as exc:
             raise ProxyError(400, str(exc)) from None
+        except Exception as exc:
+            if not self.cfg.database_url or not _is_db_error(exc):
+                raise
+            # The shared database is down: say so (the rows wait in the spool), not a 500.
+            raise ProxyError(
+                503, "the ledger database is unreachable; try again later", type="api_error"
+            ) from None
         await send_bytes(send, 200, orjson.dumps(data))
 
     async def _health(self, send: Send) -> None:
         body = {"status": "ok", "backend": backend.NAME, "version": __version__}
         await send_bytes(send, 200, orjson.dumps(body))
+
+
+def _is_db_error(exc: Exception) -> bool:
+    import psycopg
+
+    from .ledger import LedgerError
+
+    return isinstance(exc, (psycopg.Error, LedgerError))
 
 
 def _unexpected(ctx: RequestContext, exc: Exception) -> ProxyError:
