@@ -52,7 +52,7 @@ _SECURITY = [
     (b"content-security-policy", _CSP),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make form posts say Origin: null
     (b"cache-control", b"no-store"),
 ]
 _MAX_FORM = 16 * 1024
