@@ -22,6 +22,8 @@ from .cache.sealed import SealedStore
 from .cache.stores import DEFAULT_SQLITE_NAME
 from .config import Config, from_environment
 from .errors import ProxyError, anthropic_error_body, openai_error_body
+from .keys import admin as keys_admin
+from .keys.gate import KeyGate
 from .largebody import LargeBodies
 from .ledger import LedgerWriter, PeriodError, Recorder, ledger_path, resolve_data_dir
 from .metrics import Metrics
@@ -84,7 +86,9 @@ class App:
             cfg.large_body_bytes, cfg.large_body_budget, cfg.body_timeout
         )
         self.draining = False
-        self.metrics = Metrics(tenant_label=cfg.metrics_tenant_label)
+        self.metrics = Metrics(
+            tenant_label=cfg.metrics_tenant_label, key_label=cfg.metrics_key_label
+        )
         # The ledger writer (a thread) and the stores start in the lifespan, inside the worker.
         self.ledger: LedgerWriter | None = None
         self.recorder = Recorder(None, self.metrics)
@@ -96,6 +100,8 @@ class App:
         self.responses: ResponseState | None = None
         self.sealer: Sealer | None = None
         self.data_dir = resolve_data_dir(cfg.data_dir or None)
+        # Virtual keys (keys mode, /admin/keys): the key store, opened on first use
+        self.vkeys = KeyGate(cfg, self.data_dir)
 
     @property
     def upstream(self) -> Upstream:
@@ -129,6 +135,7 @@ class App:
                     await self.responses.close()
                 if self.ledger is not None:
                     await asyncio.to_thread(self.ledger.close)  # flushes what is queued
+                await self.vkeys.close()
                 await asyncio.to_thread(self.metrics.close)  # this worker's last snapshot
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -241,7 +248,7 @@ class App:
                     )
                 self.in_flight += 1
                 try:
-                    ctx.authorize(self.cfg.access_key_sha256, self.cfg.upstream_api_key)
+                    await self._authorize(ctx)
                     body = await ctx.read_json(receive, self.large_bodies)
                     await self._until_disconnect(
                         route[1](self, ctx, body, tracked_send), receive, ctx, answered
@@ -255,7 +262,7 @@ class App:
                 if header(scope, b"anthropic-version") is not None:
                     ctx.route = "anthropic"  # an Anthropic SDK gets its own error shape
                 # Like the POST routes: with an access key only its holders see this server.
-                ctx.authorize(self.cfg.access_key_sha256, self.cfg.upstream_api_key)
+                await self._authorize(ctx)
                 await self._models(scope, tracked_send)
             elif method == "GET" and path in ("/health", "/healthz"):
                 await self._health(tracked_send)
@@ -270,13 +277,15 @@ class App:
                 body_bytes, ctype = await asyncio.to_thread(self._render_metrics)
                 await send_bytes(tracked_send, 200, body_bytes, ctype.encode())
             elif path.startswith("/v1/responses/") and method in ("GET", "DELETE"):
-                ctx.authorize(self.cfg.access_key_sha256, self.cfg.upstream_api_key)
+                await self._authorize(ctx)
                 await state_route(self, ctx, method, path, tracked_send)
             elif method == "GET" and path == "/stats":
                 ctx.authorize(self.cfg.access_key_sha256, "")
                 await self._stats(scope, tracked_send)
             elif path == "/ui" or path.startswith("/ui/"):
                 await ui_handle(self, scope, receive, tracked_send)  # the dashboard (docs/ui.md)
+            elif path == keys_admin.PREFIX or path.startswith(keys_admin.PREFIX + "/"):
+                await keys_admin.handle(self, ctx, receive, tracked_send)  # docs/keys.md
             else:
                 raise ProxyError(404, f"no route {method} {path}", type="not_found_error")
         except ClientGone:
@@ -298,6 +307,14 @@ class App:
             else:
                 body_bytes = openai_error_body(err)
             await send_bytes(send, err.status, body_bytes, headers=headers)
+
+    async def _authorize(self, ctx: RequestContext) -> None:
+        """Who may call a client route: a virtual key in keys mode (docs/keys.md), else the
+        access key (when set) and the caller's or the operator's Anthropic key."""
+        if self.cfg.auth == "keys":
+            await self.vkeys.admit(ctx)
+        else:
+            ctx.authorize(self.cfg.access_key_sha256, self.cfg.upstream_api_key)
 
     async def _until_disconnect(
         self,

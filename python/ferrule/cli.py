@@ -91,7 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_demo)
     from . import doctor, stats_cli
+    from .keys import cli as keys_cli
 
+    p = sub.add_parser("keys", help="virtual keys: create, list, show, update, revoke, rotate")
+    keys_cli.add_arguments(p)
+    p.set_defaults(func=keys_cli.run)
     p = sub.add_parser("stats", help="requests, tokens, cost and savings from the ledger")
     stats_cli.add_arguments(p)
     p.set_defaults(func=stats_cli.run)

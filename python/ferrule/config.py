@@ -113,6 +113,11 @@ class Config:
     # off | lossless | aggressive; a request may choose with x-ferrule-compression.
     compression: str = "lossless"
     metrics_tenant_label: bool = False
+    # Prometheus request/token/cost series labelled by virtual key name (keys mode; cardinality).
+    metrics_key_label: bool = False
+    # passthrough: callers send their Anthropic key (or the access key); keys: callers send a
+    # virtual key (ferrule keys, docs/keys.md) and upstream_api_key goes upstream.
+    auth: str = "passthrough"
     # /metrics without the access key even when one is configured (a scraper on a private net).
     metrics_public: bool = False
     # The client side (docs/reliability.md, "Connection and protocol limits"): HTTP/1.1 only
@@ -203,6 +208,8 @@ _ENV: dict[str, tuple[str, Any]] = {
     "prompt_cache_ttl": ("FERRULE_PROMPT_CACHE_TTL", _str),
     "compression": ("FERRULE_COMPRESSION", _str),
     "metrics_tenant_label": ("FERRULE_METRICS_TENANT_LABEL", _bool),
+    "metrics_key_label": ("FERRULE_METRICS_KEY_LABEL", _bool),
+    "auth": ("FERRULE_AUTH", _str),
     "metrics_public": ("FERRULE_METRICS_PUBLIC", _bool),
     "http": ("FERRULE_HTTP", _str),
     "max_connections": ("FERRULE_MAX_CONNECTIONS", _INT),
@@ -378,6 +385,13 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("header_read_timeout must be between 0.1 and 3600 seconds")
     if not 128 <= cfg.backlog <= 65535:
         raise ConfigError("backlog must be between 128 and 65535")
+    if cfg.auth not in ("passthrough", "keys"):
+        raise ConfigError(f"auth must be passthrough or keys, not {cfg.auth!r}")
+    if cfg.auth == "keys" and not cfg.upstream_api_key:
+        raise ConfigError(
+            "auth = keys needs the operator's Anthropic key (FERRULE_UPSTREAM_API_KEY): callers "
+            "present virtual keys, which never go upstream"
+        )
     if not 1 <= cfg.ui_session_ttl <= 30 * 86400:
         raise ConfigError("ui_session_ttl must be between 1 second and 30 days")
     if cfg.log_level.lower() not in LOG_LEVELS:

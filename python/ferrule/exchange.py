@@ -26,6 +26,7 @@ from .cache import (
 )
 from .compression import MODES, CompressionResult, compress_request
 from .errors import ProxyError
+from .keys.gate import model_allowed, model_refused
 from .largebody import prepare
 from .ledger import RequestRecord
 from .pricing import Usage
@@ -77,6 +78,9 @@ class Exchange:
     )
 
     def __init__(self, app: App, ctx: RequestContext, route: str, model: str, stream: bool) -> None:
+        vkey = ctx.vkey  # keys mode: the model sent upstream must be one the key may use
+        if vkey is not None and not model_allowed(vkey, model):
+            raise model_refused(vkey, model)
         self.app = app
         self.ctx = ctx
         self._t0 = time.monotonic()
@@ -93,6 +97,7 @@ class Exchange:
             tenant=tenant_id(ctx.api_key) if ctx.api_key else None,
             stream=stream,
             backend=backend.NAME,
+            key_name=vkey.name if vkey is not None else None,
         )
         app.live.started(self.record)  # the dashboard's live feed: nothing unless a page watches
 

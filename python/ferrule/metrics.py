@@ -80,6 +80,7 @@ MAX_MODELS: Final = 32
 MAX_ROUTES: Final = 16
 MAX_ERROR_TYPES: Final = 32
 MAX_TENANTS: Final = 200
+MAX_KEY_NAMES: Final = 1000  # virtual key names labelled (metrics_key_label), then "other"
 OTHER: Final = "other"
 FLUSH_INTERVAL: Final = 1.0  # seconds between a worker's snapshots
 
@@ -239,6 +240,7 @@ class Metrics:
         self,
         *,
         tenant_label: bool = False,
+        key_label: bool = False,
         multiprocess_dir: str | None = None,
         flush_interval: float = FLUSH_INTERVAL,
     ) -> None:
@@ -247,6 +249,8 @@ class Metrics:
         to that folder."""
         self.multiprocess_dir = multiprocess_dir or os.environ.get(ENV) or None
         self.tenant_label = tenant_label
+        self.key_label = key_label  # the virtual key's name (keys mode): metrics_key_label
+        self._key_names: set[str] = set()
         self._lock = threading.Lock()
         self._models: set[str] = set()
         self._routes: set[str] = set()
@@ -259,6 +263,8 @@ class Metrics:
         self._version = 0  # bumped on every change of a counter or histogram
 
         tenant = ("tenant",) if tenant_label else ()
+        if key_label:
+            tenant = (*tenant, "key")
         fam = _Family
         self.requests = fam(
             "ferrule_requests",
@@ -454,6 +460,8 @@ class Metrics:
         route = self._route(record.route)
         model = self._model(record.model)
         tenant = (self._tenant(record.tenant),) if self.tenant_label else ()
+        if self.key_label:
+            tenant = (*tenant, self._key_name(record.key_name))
         outcome = record.outcome
         status = record.status
         status_class = f"{status // 100}xx" if 100 <= status <= 599 else OTHER
@@ -712,6 +720,10 @@ class Metrics:
         if not tenant:
             return "none"
         return _bounded(self._tenants, tenant[:12].lower(), MAX_TENANTS)
+
+    def _key_name(self, name: str | None) -> str:
+        # a name, never a key; bounded like the tenant label
+        return _bounded(self._key_names, name, MAX_KEY_NAMES) if name else "none"
 
 
 class _Local:

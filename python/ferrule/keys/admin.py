@@ -81,7 +81,7 @@ async def _dispatch(
                 return 200, {"object": "list", "data": [i.as_json() for i in infos]}
             if method == "POST":
                 kw = limits_from_json(body, creating=True)
-                name = validate_name(kw.pop("name", ""))
+                name = validate_name(body.get("name", ""))
                 info, key = await asyncio.to_thread(_create, store, name, kw)
                 await _changed(app, redis_url)
                 return 201, {**info.as_json(), "key": key}
