@@ -28,6 +28,7 @@ from .largebody import LargeBodies
 from .ledger import LedgerWriter, PeriodError, Recorder, ledger_path, resolve_data_dir
 from .metrics import Metrics
 from .models import KNOWN_MODELS
+from .quota import Quota
 from .resilience import Resilience, RetryPolicy
 from .routes.chat import chat_completions
 from .routes.common import Admission, RequestContext, Route
@@ -89,6 +90,8 @@ class App:
         self.metrics = Metrics(
             tenant_label=cfg.metrics_tenant_label, key_label=cfg.metrics_key_label
         )
+        # Virtual keys' limits and budgets (ferrule.quota); its store opens on first use.
+        self.quota = Quota(cfg, self.metrics, lambda: self.data_dir)
         # The ledger writer (a thread) and the stores start in the lifespan, inside the worker.
         self.ledger: LedgerWriter | None = None
         self.recorder = Recorder(None, self.metrics)
@@ -136,6 +139,7 @@ class App:
                 if self.ledger is not None:
                     await asyncio.to_thread(self.ledger.close)  # flushes what is queued
                 await self.vkeys.close()
+                await self.quota.close()  # settlements still being written first
                 await asyncio.to_thread(self.metrics.close)  # this worker's last snapshot
                 await send({"type": "lifespan.shutdown.complete"})
                 return

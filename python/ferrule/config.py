@@ -104,6 +104,14 @@ class Config:
     response_cache_ttl: float = 3600.0
     response_cache_max_bytes: int = 256 * 1024 * 1024
     redis_url: str = ""
+    # Virtual keys' limits and budgets (ferrule.quota, docs/limits.md) when their store (Redis,
+    # or the ledger's SQLite file) cannot answer: limits fail open (served unlimited, with a
+    # warning and ferrule_quota_store_errors_total), budgets fail closed (503); "open"/"closed".
+    limits_on_redis_error: str = "open"
+    budgets_on_redis_error: str = "closed"
+    # How much of a per-minute limit may be used at once (GCRA burst), as a fraction; at least
+    # one request/token. Any 60 s window admits at most limit * (1 + limits_burst).
+    limits_burst: float = 0.01
     # postgresql:// URL: the ledger (and keys) in a database shared by replicas; "" = SQLite in
     # data_dir. Rows go to a local spool in data_dir while it is unreachable.
     database_url: str = ""
@@ -203,6 +211,9 @@ _ENV: dict[str, tuple[str, Any]] = {
     "response_cache_ttl": ("FERRULE_RESPONSE_CACHE_TTL", _FLOAT),
     "response_cache_max_bytes": ("FERRULE_RESPONSE_CACHE_MAX_BYTES", _INT),
     "redis_url": ("FERRULE_REDIS_URL", _str),
+    "limits_on_redis_error": ("FERRULE_LIMITS_ON_REDIS_ERROR", _str),
+    "budgets_on_redis_error": ("FERRULE_BUDGETS_ON_REDIS_ERROR", _str),
+    "limits_burst": ("FERRULE_LIMITS_BURST", _FLOAT),
     "database_url": ("FERRULE_DATABASE_URL", _str),
     "prompt_cache": ("FERRULE_PROMPT_CACHE", _bool),
     "prompt_cache_ttl": ("FERRULE_PROMPT_CACHE_TTL", _str),
@@ -371,6 +382,11 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("redis_url must be a redis://, rediss:// or unix:// URL")
     if cfg.database_url and urlsplit(cfg.database_url).scheme not in ("postgresql", "postgres"):
         raise ConfigError("database_url must be a postgresql:// URL")
+    for name in ("limits_on_redis_error", "budgets_on_redis_error"):
+        if getattr(cfg, name) not in ("open", "closed"):
+            raise ConfigError(f"{name} must be open or closed, not {getattr(cfg, name)!r}")
+    if not 0 < cfg.limits_burst <= 1:
+        raise ConfigError("limits_burst must be above 0 and at most 1 (a fraction of the limit)")
     if cfg.prompt_cache_ttl not in ("5m", "1h"):
         raise ConfigError("prompt_cache_ttl must be 5m or 1h")
     if cfg.compression not in ("off", "lossless", "aggressive"):

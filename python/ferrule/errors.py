@@ -65,6 +65,7 @@ class ProxyError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: list[tuple[bytes, bytes]] | None = None,
+        extra: dict[str, object] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -73,19 +74,20 @@ class ProxyError(Exception):
         self.param = param
         self.code = code
         self.headers = headers or []
+        # more fields of the OpenAI error object (e.g. a budget's reset time)
+        self.extra = extra
 
 
 def openai_error_body(err: ProxyError) -> bytes:
-    return orjson.dumps(
-        {
-            "error": {
-                "message": err.message,
-                "type": err.type or openai_type_for_status(err.status),
-                "param": err.param,
-                "code": err.code,
-            }
-        }
-    )
+    error: dict[str, object] = {
+        "message": err.message,
+        "type": err.type or openai_type_for_status(err.status),
+        "param": err.param,
+        "code": err.code,
+    }
+    if err.extra:
+        error.update(err.extra)
+    return orjson.dumps({"error": error})
 
 
 def anthropic_error_body(err: ProxyError, request_id: str | None = None) -> bytes:

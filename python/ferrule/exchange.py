@@ -34,6 +34,7 @@ from .tenant import tenant_id
 
 if TYPE_CHECKING:
     from .app import App
+    from .quota import Ticket
     from .routes.common import RequestContext
 
 __all__ = ["Exchange", "usage_from_counts"]
@@ -74,6 +75,7 @@ class Exchange:
         "compression",
         "ctx",
         "decision",
+        "quota",
         "record",
     )
 
@@ -88,6 +90,7 @@ class Exchange:
         self._open_stream = False
         self._key: str | None = None
         self.decision: Decision | None = None
+        self.quota: Ticket | None = None  # what the virtual key's limits reserved
         self.compression: CompressionResult | None = None
         self._counts: asyncio.Future[tuple[int, int]] | None = None
         self.record = RequestRecord(
@@ -100,6 +103,29 @@ class Exchange:
             key_name=vkey.name if vkey is not None else None,
         )
         app.live.started(self.record)  # the dashboard's live feed: nothing unless a page watches
+
+    # -- virtual key limits and budget (ferrule.quota) -----------------------------------------
+
+    async def admit(self, body: dict[str, Any], *, rpm_only: bool = False) -> None:
+        """Reserve this request's share of its virtual key's limits and budget (a 429 when it
+        does not fit); settled in ``close``. Nothing without a virtual key."""
+        if self.ctx.vkey is not None:
+            self.quota = await self.app.quota.admit(
+                self.ctx, model=self.record.model, body=body, rpm_only=rpm_only
+            )
+
+    @property
+    def quota_headers(self) -> list[tuple[bytes, bytes]]:
+        return self.quota.headers if self.quota is not None else []
+
+    def own_limits(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """An answer's headers with the upstream's rate-limit headers of the names the key's
+        own limits set dropped: the caller sees its key's limits, not the operator account's."""
+        mine = self.quota_headers
+        if not mine:
+            return headers
+        names = {k for k, _ in mine}
+        return [*(h for h in headers if h[0] not in names), *mine]
 
     # -- response cache -----------------------------------------------------------------------
 
@@ -316,6 +342,8 @@ class Exchange:
         rec.latency_ms = (time.monotonic() - self._t0) * 1000.0
         if rec.outcome == "complete" and self.ctx.outcome != "complete":
             rec.outcome = self.ctx.outcome
+        if self.quota is not None:  # release, charge the exact cost, refund unused tokens
+            self.app.quota.settle(self.quota, rec)
         self.app.recorder.record(rec)
         self.app.live.finished(rec)  # one bounded deque append (ferrule.ui.live)
 

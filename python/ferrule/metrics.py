@@ -351,6 +351,21 @@ class Metrics:
             "counter",
             ("reason",),
         )
+        # Virtual keys' limits and budgets (ferrule.quota): not labelled by key (cardinality).
+        self.quota_rejections = fam(
+            "ferrule_quota_rejections",
+            "Requests Ferrule refused with a 429 for a virtual key's limit: rpm, tpm, parallel, "
+            "budget",
+            "counter",
+            ("reason",),
+        )
+        self.quota_store_errors = fam(
+            "ferrule_quota_store_errors",
+            "Quota store (Redis, SQLite) failures by what was done: open (let through "
+            "unlimited), closed (refused with 503), settle (a finished request not charged)",
+            "counter",
+            ("policy",),
+        )
         # The upstream key pool (ferrule.upstream_pool): labelled by member name (from the
         # config, at most MAX_POOL_MEMBERS), never by key.
         self.upstream_key_requests = fam(
@@ -401,6 +416,8 @@ class Metrics:
             self.response_cache,
             self.retries,
             self.ledger_drops,
+            self.quota_rejections,
+            self.quota_store_errors,
             self.upstream_key_requests,
             self.upstream_key_events,
         )
@@ -537,6 +554,18 @@ class Metrics:
 
     def _pool_member(self, name: str) -> str:
         return name if _POOL_LABEL_OK.match(name) else OTHER
+
+    def quota_rejected(self, reason: str) -> None:
+        """A request refused for its virtual key's limit or budget (ferrule.quota)."""
+        with self._lock:
+            _inc(self.quota_rejections.series, (_label(reason),), 1.0)
+            self._version += 1
+
+    def quota_store_error(self, policy: str) -> None:
+        """The quota store failed; ``policy``: open, closed or settle."""
+        with self._lock:
+            _inc(self.quota_store_errors.series, (_label(policy),), 1.0)
+            self._version += 1
 
     def ledger_dropped(self, reason: str, n: int = 1) -> None:
         """``LedgerWriter(on_drop=metrics.ledger_dropped)``; any thread."""

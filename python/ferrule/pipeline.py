@@ -139,13 +139,16 @@ async def run(app: App, ctx: RequestContext, dialect: Dialect, body: Any, send: 
     key = ctx.require_key()
     p = await dialect.prepare(app, ctx, body)  # parse + translate
     with Exchange(app, ctx, dialect.route, p.model, p.stream) as ex:
+        # a virtual key's limits and budget (ferrule.quota): a 429 before any other work;
+        # count_tokens costs nothing, so only its requests are counted
+        await ex.admit(p.body, rpm_only=dialect.route == "/v1/messages/count_tokens")
         await dialect.restore(app, ctx, ex, p)
         if p.cacheable:
             await ex.compress(p.body)
             changed = ex.compression is not None and ex.compression.changed > 0
             cached = await ex.lookup(p.body)
             if cached is not None:
-                ctx.extra_headers = await ex.compression_headers()
+                ctx.extra_headers = [*ex.quota_headers, *await ex.compression_headers()]
                 ex.set_usage(Usage.from_anthropic(hit_usage(cached)))
                 out, ctype, headers = dialect.hit(p, cached, ctx)
                 ex.first_byte()
@@ -168,7 +171,7 @@ async def run(app: App, ctx: RequestContext, dialect: Dialect, body: Any, send: 
             resp = await app.resilience.send(app.upstream, p.path, payload, up_headers, ctx)
         try:
             ctx.upstream_request_id = resp.headers.get("request-id")
-            ctx.extra_headers = await ex.compression_headers()
+            ctx.extra_headers = [*ex.quota_headers, *await ex.compression_headers()]
             if resp.status_code != 200:
                 secrets = held_secrets(ctx, app.cfg.upstream_api_key)
                 raise await upstream_error(resp, openai=p.openai_errors, secrets=secrets)
@@ -210,7 +213,7 @@ async def _json(
         if ex.storing:
             await ex.store(storable_json(raw))
         await dialect.finished(app, ex, p, message)
-    headers = dialect.answer_headers(p, resp, ctx)
+    headers = ex.own_limits(dialect.answer_headers(p, resp, ctx))
     if not any(k == b"content-type" for k, _ in headers):
         headers.insert(0, (b"content-type", b"application/json"))
     headers.append((b"content-length", str(len(out)).encode()))
@@ -236,7 +239,7 @@ async def _stream(
     async def start() -> None:
         nonlocal started
         ex.first_byte()
-        headers = [*relay.headers(), *dialect.answer_headers(p, resp, ctx)]
+        headers = ex.own_limits([*relay.headers(), *dialect.answer_headers(p, resp, ctx)])
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         started = True
 

@@ -1,0 +1,354 @@
+"""Admission and settlement of a virtual key's limits and budget, for the pipeline.
+
+``Quota.admit`` runs before the upstream call: it reserves one request (RPM), the request's
+token estimate (TPM: prompt + ``max_tokens``), a parallel slot, and its dollar estimate against
+the budget, in one atomic step of the store, or refuses with a 429 in the route's own shape.
+``Quota.settle`` runs when the ``Exchange`` writes the ledger row (once, however the request
+ended): the parallel slot and the reservation are released, the budget is charged the exact
+cost the ledger row gets (``ledger.recorder.account`` of the same record), and the TPM bucket
+is refunded what was reserved and not used. No virtual key on the request: nothing happens.
+
+The prompt estimate is one token per 4 bytes of the request body (no tokenizer on the hot
+path); it is only a reservation: what is charged is Anthropic's usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import pricing
+from ..errors import ProxyError
+from ..ledger.recorder import account
+from .limiter import NANO, Bucket, cost_nano, duration_text, estimate_reserve_nano, period_bounds
+from .limiter import rfc3339 as _rfc3339
+from .store import AdmitRequest, AdmitResult, QuotaStore, Settlement, SQLiteQuotaStore, StoreError
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..keys.model import VirtualKey
+    from ..ledger.record import RequestRecord
+    from ..metrics import Metrics
+    from ..routes.common import RequestContext
+
+__all__ = ["Quota", "Ticket", "open_store"]
+
+log = logging.getLogger("ferrule.quota")
+
+_BYTES_PER_TOKEN = 4
+_WARN_EVERY_S = 10.0
+
+
+@dataclass(slots=True)
+class Ticket:
+    """What an admitted request holds until it settles."""
+
+    key: str
+    lease_id: str | None
+    tpm: Bucket | None
+    tokens: int  # reserved for TPM
+    period: str  # "" without a budget
+    headers: list[tuple[bytes, bytes]]
+    settled: bool = False
+
+
+def open_store(cfg: Config, data_dir: Path) -> QuotaStore:
+    """Redis when ``redis_url`` is set (shared by every process using it), else SQLite in the
+    ledger's file (shared by this host's workers)."""
+    if cfg.redis_url:
+        from .redis_store import RedisQuotaStore
+
+        return RedisQuotaStore(cfg.redis_url)
+    from ..ledger import ledger_path
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return SQLiteQuotaStore(ledger_path(data_dir))
+
+
+class Quota:
+    """One per worker. The store is opened on first use (a worker that never sees a virtual
+    key never opens it)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        metrics: Metrics | None = None,
+        data_dir: Callable[[], Path] | None = None,
+        store: QuotaStore | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self._data_dir = data_dir
+        self._store = store
+        self._pending: set[asyncio.Task[None]] = set()
+        self._warned_at = -math.inf
+        self.lease_ttl_s = cfg.stream_deadline + cfg.first_byte_timeout * cfg.max_attempts + 60
+
+    @property
+    def store(self) -> QuotaStore:
+        if self._store is None:
+            assert self._data_dir is not None
+            self._store = open_store(self.cfg, self._data_dir())
+        return self._store
+
+    # -- admission ------------------------------------------------------------------------------
+
+    async def admit(
+        self,
+        ctx: RequestContext,
+        *,
+        model: str,
+        body: dict[str, Any],
+        rpm_only: bool = False,
+    ) -> Ticket | None:
+        """Reserve this request's share of its key's limits and budget; a ``ProxyError`` (429)
+        when it does not fit. None when the request has no virtual key or the key no limit."""
+        vkey: VirtualKey | None = getattr(ctx, "vkey", None)
+        if vkey is None:
+            return None
+        burst = self.cfg.limits_burst
+        rpm = Bucket.per_minute(vkey.rpm, burst) if vkey.rpm else None
+        tpm = Bucket.per_minute(vkey.tpm, burst) if vkey.tpm and not rpm_only else None
+        parallel = vkey.max_parallel if vkey.max_parallel and not rpm_only else None
+        budgeted = vkey.budget_usd is not None and not rpm_only
+        if rpm is None and tpm is None and parallel is None and not budgeted:
+            return None
+        prompt = len(ctx.raw_body) // _BYTES_PER_TOKEN
+        max_out = body.get("max_tokens")
+        max_out = max_out if isinstance(max_out, int) and max_out > 0 else 0
+        tokens = prompt + max_out
+        budget_nano: int | None = None
+        reserve = 0
+        period, period_end = "", None
+        if budgeted:
+            assert vkey.budget_usd is not None
+            price = pricing.price_for(model)
+            if price is None:
+                raise ProxyError(
+                    400,
+                    f"model {model!r} has no price in Ferrule's table, so the budget of key "
+                    f"{vkey.name!r} cannot be enforced for it",
+                    code="model_unpriced",
+                )
+            budget_nano = round(vkey.budget_usd * NANO)
+            reserve = estimate_reserve_nano(price, prompt, max_out, self.cfg.prompt_cache_ttl)
+            period, period_end = period_bounds(vkey.budget_period, time.time())
+        lease = uuid.uuid4().hex if parallel is not None or budgeted else None
+        req = AdmitRequest(
+            key=vkey.name,
+            rpm=rpm,
+            tpm=tpm,
+            tokens=tokens,
+            max_parallel=parallel,
+            budget_nano=budget_nano,
+            reserve_nano=reserve,
+            period=period,
+            period_end=period_end,
+            lease_id=lease,
+            lease_ttl_s=self.lease_ttl_s,
+        )
+        try:
+            res = await self.store.admit(req)
+        except (StoreError, OSError) as exc:
+            self._store_failed(exc, req)
+            return None
+        if not res.allowed:
+            if self.metrics is not None:
+                self.metrics.quota_rejected(res.reason or "")
+            raise self._refusal(ctx, vkey, req, res)
+        return Ticket(
+            key=vkey.name,
+            lease_id=lease,
+            tpm=tpm,
+            tokens=tokens,
+            period=period,
+            headers=_headers(ctx.route, res, rpm, tpm),
+        )
+
+    def _store_failed(self, exc: BaseException, req: AdmitRequest) -> None:
+        """The store did not answer: refuse (closed) or let the request through (open), as
+        configured, with a warning (at most one per 10 s per worker) and a metric."""
+        budget_closed = req.budget_nano is not None and self.cfg.budgets_on_redis_error == "closed"
+        limits = req.rpm is not None or req.tpm is not None or req.max_parallel is not None
+        limits_closed = limits and self.cfg.limits_on_redis_error == "closed"
+        closed = budget_closed or limits_closed
+        if self.metrics is not None:
+            self.metrics.quota_store_error("closed" if closed else "open")
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY_S:
+            self._warned_at = now
+            log.warning(
+                "quota store (%s) unavailable (%s): requests with %s are %s",
+                self.store.kind,
+                exc,
+                "budgets" if budget_closed else "limits",
+                "refused (503)" if closed else "let through unlimited",
+            )
+        if closed:
+            raise ProxyError(
+                503,
+                "Ferrule cannot check this key's "
+                + ("budget" if budget_closed else "rate limits")
+                + " right now (its quota store is unavailable); retry shortly",
+                type="api_error",
+                code="quota_unavailable",
+                headers=[(b"retry-after", b"1")],
+            )
+
+    def _refusal(
+        self, ctx: RequestContext, vkey: VirtualKey, req: AdmitRequest, res: AdmitResult
+    ) -> ProxyError:
+        anthropic = ctx.route == "anthropic"
+        headers = _headers(ctx.route, res, req.rpm, req.tpm)
+        retry = res.retry_after_s
+        if res.reason == "budget":
+            assert vkey.budget_usd is not None
+            reset = rfc3339(req.period_end) if req.period_end is not None else None
+            when = f"; it resets at {reset}" if reset else " (a total budget does not reset)"
+            message = (
+                f"key {vkey.name!r} is over its {vkey.budget_period} budget of "
+                f"${vkey.budget_usd:.2f}: ${res.spent_nano / NANO:.4f} spent, "
+                f"${res.reserved_nano / NANO:.4f} reserved by requests in flight, and this "
+                f"request may cost up to ${req.reserve_nano / NANO:.4f}{when}"
+            )
+            # The SDKs would retry a 429: a budget does not come back within their back-off.
+            headers.append((b"x-should-retry", b"false"))
+            if reset is not None:
+                headers.append((b"x-ferrule-budget-reset", reset.encode()))
+                headers.append((b"retry-after", str(max(1, math.ceil(retry))).encode()))
+            return ProxyError(
+                429,
+                message,
+                type="rate_limit_error" if anthropic else "insufficient_quota",
+                code="budget_exceeded",
+                headers=headers,
+                extra={"budget_reset_at": reset},
+            )
+        if res.reason == "parallel":
+            message = (
+                f"key {vkey.name!r} already has {req.max_parallel} requests in flight, its "
+                "limit; retry when one finishes"
+            )
+            code, etype = "parallel_limit_exceeded", "rate_limit_error"
+        else:
+            what = "requests" if res.reason == "rpm" else "tokens"
+            limit = (
+                req.rpm.limit
+                if res.reason == "rpm" and req.rpm
+                else (req.tpm.limit if req.tpm else 0)
+            )
+            message = (
+                f"rate limit of key {vkey.name!r} reached: {limit} {what} per minute; "
+                f"retry in {retry:.3f} s"
+            )
+            # OpenAI's own 429s name the limit as the type ("requests", "tokens")
+            code, etype = "rate_limit_exceeded", what
+        headers.append((b"retry-after", str(max(1, math.ceil(retry))).encode()))
+        # read first by the openai and anthropic SDKs: the exact wait, not a whole second more
+        headers.append((b"retry-after-ms", str(max(1, math.ceil(retry * 1000))).encode()))
+        return ProxyError(
+            429,
+            message,
+            type="rate_limit_error" if anthropic else etype,
+            code=code,
+            headers=headers,
+        )
+
+    # -- settlement -----------------------------------------------------------------------------
+
+    def settle(self, ticket: Ticket, record: RequestRecord) -> None:
+        """Settle ``ticket`` with the finished request's ledger record (once). Called from
+        ``Exchange.close`` (synchronous, possibly while the request is being cancelled): the
+        exact cost is computed here, the store is written by a task."""
+        if ticket.settled:
+            return
+        ticket.settled = True
+        cost = 0
+        if ticket.period:
+            acct = account(record)
+            cost = cost_nano(acct.cost.total_usd if acct.cost is not None else None)
+        delta = 0
+        if ticket.tpm is not None:
+            used = 0
+            if not record.response_cache_hit:
+                used = (
+                    record.input_tokens
+                    + record.cache_write_5m_tokens
+                    + record.cache_write_1h_tokens
+                    + record.cache_read_tokens
+                    + record.output_tokens
+                )
+            delta = used - ticket.tokens
+        if ticket.lease_id is None and not delta and not cost:
+            return
+        s = Settlement(ticket.key, ticket.lease_id, ticket.tpm, delta, ticket.period, cost)
+        task = asyncio.ensure_future(self._settle(s))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _settle(self, s: Settlement) -> None:
+        try:
+            await self.store.settle(s)
+        except (StoreError, OSError) as exc:
+            if self.metrics is not None:
+                self.metrics.quota_store_error("settle")
+            # the lease expires by itself; the spend of this request is not counted
+            log.warning(
+                "quota store (%s): request of key %r not settled (%s): $%.6f not charged",
+                self.store.kind,
+                s.key,
+                exc,
+                s.cost_nano / NANO,
+            )
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait for settlements still being written (tests, shutdown)."""
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=timeout)
+
+    async def close(self) -> None:
+        await self.drain()
+        if self._store is not None:
+            await self._store.close()
+
+
+def rfc3339(unix_s: float) -> str:
+    return _rfc3339(unix_s)
+
+
+def _headers(
+    route: str, res: AdmitResult, rpm: Bucket | None, tpm: Bucket | None
+) -> list[tuple[bytes, bytes]]:
+    """The key's own rate-limit headers, in the route's convention.
+
+    OpenAI (``x-ratelimit-limit-requests``, ``-remaining-``, ``-reset-`` and the ``-tokens``
+    trio; resets as Go durations such as ``12ms``): as api.openai.com sends them, see
+    https://community.openai.com/t/how-to-get-rate-limit-reset-time-for-response-api/1268905
+    and https://github.com/sashabaranov/go-openai/blob/master/ratelimit.go (parses the reset
+    as a duration). Anthropic (``anthropic-ratelimit-requests-limit``, ``-remaining``,
+    ``-reset`` and ``anthropic-ratelimit-tokens-*``; resets as RFC 3339 times): as
+    api.anthropic.com sends them, see a recorded response at
+    https://rdrr.io/cran/tidyllm/src/tests/testthat/claude/api.anthropic.com/v1/messages-e050b5-POST.R
+    "remaining" is what would pass right now (the burst), "reset" when the bucket is full."""
+    out: list[tuple[bytes, bytes]] = []
+    for what, bucket, g in (("requests", rpm, res.rpm), ("tokens", tpm, res.tpm)):
+        if bucket is None or g is None:
+            continue
+        limit, remaining = str(bucket.limit).encode(), str(g.remaining).encode()
+        if route == "anthropic":
+            name = b"anthropic-ratelimit-" + what.encode()
+            reset = rfc3339(res.now + g.reset_us / 1_000_000).encode()
+            out += [(name + b"-limit", limit), (name + b"-remaining", remaining)]
+            out.append((name + b"-reset", reset))
+        else:
+            w = what.encode()
+            out += [(b"x-ratelimit-limit-" + w, limit), (b"x-ratelimit-remaining-" + w, remaining)]
+            out.append((b"x-ratelimit-reset-" + w, duration_text(g.reset_us).encode()))
+    return out

@@ -1,0 +1,164 @@
+"""The arithmetic of limits and budgets, free of any store: the same rules run in SQLite (this
+module, inside one transaction) and in Redis (the Lua scripts of ``redis_store``, which mirror
+these functions line for line).
+
+Rate limits are GCRA (the generic cell rate algorithm, a token bucket kept as one timestamp):
+a limit of ``N`` units per minute has an emission interval ``T = 60 s / N`` per unit and a
+*burst* of ``B`` units (``limits_burst`` of the per-minute limit, at least 1). The state is the
+theoretical arrival time ``tat``: the bucket is full when ``tat <= now``. A request of ``cost``
+units fits when ``max(tat, now) + cost*T - max(B, cost)*T <= now``, and then sets
+``tat = max(tat, now) + cost*T``. So any window of 60 s admits at most ``N + B`` units (``N``
+in the steady state), and a request larger than the burst (a big ``max_tokens``) is admitted
+only when the bucket is full, after which the key waits its debt out.
+
+A token reservation that turns out too large is refunded: ``tat`` moves back by the unused
+units (never before ``now``: a bucket holds no more than full), exactly as if only the used
+units had been taken; usage above the reservation is charged the same way.
+
+Budgets are in integer nano-dollars (1e-9 USD), so sums across workers and stores are exact
+and a counter equals the ledger's float sum to far better than a cent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
+
+from .. import pricing
+
+__all__ = [
+    "NANO",
+    "Bucket",
+    "Gcra",
+    "cost_nano",
+    "duration_text",
+    "estimate_reserve_nano",
+    "period_bounds",
+    "refund",
+    "rfc3339",
+]
+
+NANO = 1_000_000_000  # nano-dollars per dollar
+_MICRO = 1_000_000  # microseconds per second
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One per-minute limit: ``limit`` units, ``burst`` of them at once."""
+
+    limit: int
+    burst: int
+
+    @classmethod
+    def per_minute(cls, limit: int, burst_fraction: float) -> Bucket:
+        return cls(limit, max(1, math.floor(limit * burst_fraction)))
+
+    @property
+    def interval_us(self) -> float:
+        """Microseconds per unit."""
+        return 60 * _MICRO / self.limit
+
+
+@dataclass(frozen=True, slots=True)
+class Gcra:
+    """One decision. Times are microseconds on the store's clock."""
+
+    allowed: bool
+    tat: float  # the new state (unchanged when refused)
+    retry_after_us: float  # 0 when allowed
+    remaining: int  # units that would pass right now, after this decision
+    reset_us: float  # until the bucket is full again
+
+
+def gcra(bucket: Bucket, tat: float, now: float, cost: int) -> Gcra:
+    t = bucket.interval_us
+    base = max(tat, now)
+    new_tat = base + cost * t
+    allow_at = new_tat - max(bucket.burst, cost) * t
+    if now < allow_at:
+        return Gcra(False, tat, allow_at - now, _remaining(bucket, base, now), base - now)
+    return Gcra(True, new_tat, 0.0, _remaining(bucket, new_tat, now), new_tat - now)
+
+
+def _remaining(bucket: Bucket, tat: float, now: float) -> int:
+    return max(0, math.floor((now + bucket.burst * bucket.interval_us - tat) / bucket.interval_us))
+
+
+def refund(bucket: Bucket, tat: float, now: float, units: int) -> float:
+    """``tat`` after ``units`` more (positive) or fewer (negative) were used than reserved."""
+    if units >= 0:
+        return max(tat, now) + units * bucket.interval_us
+    return max(now, tat + units * bucket.interval_us)
+
+
+# -- budgets -----------------------------------------------------------------------------------
+
+
+def period_bounds(period: str, now: float) -> tuple[str, float | None]:
+    """The id of the budget period ``now`` (Unix seconds) falls in, and when it ends (None for
+    ``total``). UTC: a day from midnight, a week from Monday (ISO), a month from the 1st."""
+    if period == "total":
+        return "total", None
+    d = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
+    if period == "day":
+        start, end = d, d + dt.timedelta(days=1)
+        pid = f"d{d.isoformat()}"
+    elif period == "week":
+        start = d - dt.timedelta(days=d.weekday())
+        end = start + dt.timedelta(days=7)
+        pid = f"w{start.isoformat()}"
+    elif period == "month":
+        start = d.replace(day=1)
+        end = (start + dt.timedelta(days=32)).replace(day=1)
+        pid = f"m{start.isoformat()[:7]}"
+    else:
+        raise ValueError(f"unknown budget period {period!r}")
+    midnight = dt.datetime.combine(end, dt.time(), dt.timezone.utc)
+    return pid, midnight.timestamp()
+
+
+def cost_nano(usd: float | None) -> int:
+    """A settled cost (the ledger's float) in nano-dollars."""
+    return 0 if usd is None else max(0, round(usd * NANO))
+
+
+def estimate_reserve_nano(
+    price: pricing.Price, prompt_tokens: int, max_output: int, cache_ttl: str = "5m"
+) -> int:
+    """What a request may cost at most, by estimate: its prompt at the dearest rate a prompt
+    token of it can be billed (a cache write, when Ferrule places breakpoints) and its whole
+    ``max_tokens`` at the output rate (thinking is output), long-context tier included."""
+    usage = pricing.Usage(
+        input_tokens=prompt_tokens,
+        cache_write_5m_tokens=0,
+        cache_write_1h_tokens=0,
+        cache_read_tokens=0,
+        output_tokens=max_output,
+    )
+    r_in, r_w5, r_w1, _, r_out = price.rates(usage)
+    r_prompt = max(r_in, r_w1 if cache_ttl == "1h" else r_w5)
+    usd = (prompt_tokens * r_prompt + max_output * r_out) / Decimal(1_000_000)
+    return int((usd * NANO).to_integral_value(rounding=ROUND_CEILING))
+
+
+# -- header values -------------------------------------------------------------------------
+
+
+def duration_text(us: float) -> str:
+    """OpenAI's reset format (a Go duration: ``12ms``, ``6.5s``, ``1m0s``)."""
+    ms = max(0, math.ceil(us / 1000))
+    if ms < 1000:
+        return f"{ms}ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:g}s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{rest:g}s"
+
+
+def rfc3339(unix_s: float) -> str:
+    """Anthropic's reset format (RFC 3339, UTC, whole seconds rounded up)."""
+    t = dt.datetime.fromtimestamp(math.ceil(unix_s), dt.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,426 @@
+"""The quota engine without a server: GCRA and budget arithmetic, then the two stores (SQLite in
+a ledger file, a real redis-server) under concurrency from several processes, then the engine's
+429s, headers and store-failure policies with ``VirtualKey`` records built here."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import multiprocessing
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+from redis_server import RedisServer, needs_redis, redis_server_fixture  # noqa: F401
+
+from ferrule import pricing
+from ferrule.config import Config
+from ferrule.errors import ProxyError, anthropic_error_body, openai_error_body
+from ferrule.keys.model import VirtualKey
+from ferrule.ledger.record import RequestRecord
+from ferrule.ledger.recorder import account
+from ferrule.quota import AdmitRequest, Bucket, Quota, Settlement, SQLiteQuotaStore, StoreError
+from ferrule.quota.limiter import (
+    NANO,
+    cost_nano,
+    duration_text,
+    estimate_reserve_nano,
+    gcra,
+    period_bounds,
+    refund,
+    rfc3339,
+)
+from ferrule.quota.redis_store import RedisQuotaStore
+from ferrule.quota.store import QuotaStore
+
+MODEL = "claude-fable-5-2"  # priced in the packaged table: $8 in, $40 out per Mtok
+US = 1_000_000
+
+
+# -- arithmetic -----------------------------------------------------------------------------
+
+
+def test_gcra_burst_then_one_per_interval() -> None:
+    b = Bucket(limit=600, burst=6)  # one every 100 ms
+    tat, now = 0.0, 1_000 * US
+    taken = 0
+    for _ in range(10):
+        g = gcra(b, tat, now, 1)
+        if g.allowed:
+            tat, taken = g.tat, taken + 1
+    assert taken == 6
+    refused = gcra(b, tat, now, 1)
+    assert not refused.allowed and refused.retry_after_us == pytest.approx(100_000)
+    assert refused.remaining == 0
+    assert gcra(b, tat, now + 100_000, 1).allowed
+
+
+@pytest.mark.parametrize("rate", [11.0, 25.0, 400.0])
+def test_gcra_any_minute_admits_at_most_limit_plus_burst(rate: float) -> None:
+    """Open-loop arrivals above the limit: every sliding 60 s window holds at most N + B
+    admissions, and a window in the steady state N (+-1)."""
+    b = Bucket.per_minute(600, 0.01)
+    assert b.burst == 6
+    tat, admitted = 0.0, []
+    t = 0.0
+    while t < 180:
+        g = gcra(b, tat, t * US, 1)
+        if g.allowed:
+            tat = g.tat
+            admitted.append(t)
+        t += 1 / rate
+    for start in [x / 2 for x in range(0, 240)]:
+        n = sum(1 for a in admitted if start <= a < start + 60)
+        assert n <= 600 + 6
+        if start >= 10:
+            assert 599 <= n <= 601, (start, n)
+
+
+def test_large_request_waits_for_a_full_bucket_then_pays_its_debt() -> None:
+    b = Bucket.per_minute(6_000, 0.01)  # 100 tokens/s, burst 60
+    g = gcra(b, 0.0, 0.0, 1_000)  # larger than the burst: only into a full bucket
+    assert g.allowed and g.tat == pytest.approx(10 * US)
+    assert not gcra(b, g.tat, 5 * US, 1).allowed  # the debt: 10 s of tokens
+    # a refund of 900 tokens: as if only 100 had been taken (1 s)
+    tat = refund(b, g.tat, 0.5 * US, -900)
+    assert tat == pytest.approx(1 * US)
+    assert refund(b, g.tat, 20 * US, -900) == 20 * US  # never fuller than full
+    assert refund(b, 0.0, 3 * US, 50) == pytest.approx(3.5 * US)  # usage above the reservation
+
+
+def test_period_bounds_are_utc_calendar_periods() -> None:
+    t = dt.datetime(2026, 12, 9, 15, 30, tzinfo=dt.timezone.utc).timestamp()  # a Wednesday
+    day, day_end = period_bounds("day", t)
+    week, week_end = period_bounds("week", t)
+    month, month_end = period_bounds("month", t)
+    assert (day, rfc3339(day_end or 0)) == ("d2026-12-09", "2026-12-10T00:00:00Z")
+    assert (week, rfc3339(week_end or 0)) == ("w2026-12-07", "2026-12-14T00:00:00Z")
+    assert (month, rfc3339(month_end or 0)) == ("m2026-12", "2027-01-01T00:00:00Z")
+    assert period_bounds("total", t) == ("total", None)
+    with pytest.raises(ValueError):
+        period_bounds("year", t)
+
+
+def test_reserve_estimate_prices_prompt_and_max_output() -> None:
+    price = pricing.price_for(MODEL)
+    assert price is not None
+    # 1,000 prompt tokens at the 5-minute write rate (1.25 x input) + 500 output tokens
+    expected = (1000 * price.cache_write_5m + 500 * price.output) / 1_000_000
+    assert estimate_reserve_nano(price, 1000, 500) == round(expected * NANO)
+    assert estimate_reserve_nano(price, 1000, 500, "1h") > estimate_reserve_nano(price, 1000, 500)
+    assert cost_nano(0.0123456789) == 12_345_679 and cost_nano(None) == 0
+    assert duration_text(12_000) == "12ms" and duration_text(6_500_000) == "6.5s"
+    assert duration_text(60_000_000) == "1m0s"
+
+
+# -- the stores -----------------------------------------------------------------------------
+
+
+def _req(key: str, **kw: Any) -> AdmitRequest:
+    base: dict[str, Any] = {
+        "key": key,
+        "rpm": None,
+        "tpm": None,
+        "tokens": 0,
+        "max_parallel": None,
+        "budget_nano": None,
+        "reserve_nano": 0,
+        "period": "",
+        "period_end": None,
+        "lease_id": None,
+        "lease_ttl_s": 600.0,
+    }
+    base.update(kw)
+    return AdmitRequest(**base)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=needs_redis)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield "sqlite:" + str(tmp_path / "ledger.sqlite3")
+        return
+    server = RedisServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.kill()
+
+
+def _open(url: str) -> QuotaStore:
+    if url.startswith("sqlite:"):
+        return SQLiteQuotaStore(url.removeprefix("sqlite:"))
+    return RedisQuotaStore(url)
+
+
+def _worker(url: str, key: str, kind: str, n: int, start_at: float) -> list[str]:
+    """One process: ``n`` concurrent admissions, all released at ``start_at``."""
+
+    async def main() -> list[str]:
+        store = _open(url)
+        try:
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+            if kind == "rpm":
+                reqs = [_req(key, rpm=Bucket(50, 50)) for _ in range(n)]
+            elif kind == "budget":
+                reqs = [
+                    _req(key, budget_nano=500, reserve_nano=10, period="total",
+                         lease_id=uuid.uuid4().hex)
+                    for _ in range(n)
+                ]  # fmt: skip
+            else:
+                reqs = [_req(key, max_parallel=7, lease_id=uuid.uuid4().hex) for _ in range(n)]
+            results = await asyncio.gather(*(store.admit(r) for r in reqs))
+            return [r.lease_id or "ok" for r, res in zip(reqs, results, strict=True) if res.allowed]
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def _from_processes(url: str, key: str, kind: str) -> tuple[list[str], float]:
+    ctx = multiprocessing.get_context("fork")
+    start_at = time.time() + 1.0
+    t0 = time.monotonic()
+    with ctx.Pool(4) as pool:
+        parts = pool.starmap(_worker, [(url, key, kind, 20, start_at)] * 4)
+    return [x for p in parts for x in p], time.monotonic() - t0
+
+
+def test_rpm_is_exact_across_processes(store_url: str) -> None:
+    """4 processes x 20 concurrent admissions against a burst of 50 at 50/min: exactly the
+    burst passes (plus what refilled while they ran: one per 1.2 s)."""
+    admitted, took = _from_processes(store_url, "k-rpm", "rpm")
+    assert 50 <= len(admitted) <= 50 + int(took / 1.2) + 1
+
+
+def test_budget_and_parallel_are_exact_across_processes(store_url: str) -> None:
+    admitted, _ = _from_processes(store_url, "k-budget", "budget")
+    assert len(admitted) == 50  # 500 nano budget / 10 reserved each
+    admitted_p, _ = _from_processes(store_url, "k-par", "parallel")
+    assert len(admitted_p) == 7
+
+    async def settle_then_admit() -> tuple[int, int, int]:
+        store = _open(store_url)
+        try:
+            for lease in admitted:  # each cost 7 of its 10 reserved: 350 spent
+                await store.settle(Settlement("k-budget", lease, None, 0, "total", 7))
+            spent = await store.spent("k-budget", "total")
+            more = [
+                await store.admit(
+                    _req("k-budget", budget_nano=500, reserve_nano=10, period="total",
+                         lease_id=uuid.uuid4().hex)
+                )
+                for _ in range(40)
+            ]  # fmt: skip
+            for lease in admitted_p[:2]:
+                await store.settle(Settlement("k-par", lease, None, 0, "", 0))
+            par = [
+                await store.admit(_req("k-par", max_parallel=7, lease_id=uuid.uuid4().hex))
+                for _ in range(5)
+            ]
+            return spent, sum(r.allowed for r in more), sum(r.allowed for r in par)
+        finally:
+            await store.close()
+
+    spent, more, par = asyncio.run(settle_then_admit())
+    assert spent == 350
+    assert more == 15  # (500 - 350) / 10
+    assert par == 2
+
+
+def test_a_lease_expires_so_a_dead_worker_frees_its_slot(store_url: str) -> None:
+    async def main() -> tuple[bool, bool, bool]:
+        store = _open(store_url)
+        try:
+            req = _req("k-lease", max_parallel=1, lease_ttl_s=0.2)
+            first = await store.admit(replace(req, lease_id="a"))
+            second = await store.admit(replace(req, lease_id="b"))
+            await asyncio.sleep(0.3)
+            third = await store.admit(replace(req, lease_id="c"))
+            return first.allowed, second.allowed, third.allowed
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == (True, False, True)
+
+
+def test_tpm_refund_through_the_store(store_url: str) -> None:
+    async def main() -> list[bool]:
+        store = _open(store_url)
+        tpm = Bucket(6000, 60)  # 100 tokens/s
+        try:
+            out = [(await store.admit(_req("k-tpm", tpm=tpm, tokens=1000))).allowed]
+            out.append((await store.admit(_req("k-tpm", tpm=tpm, tokens=10))).allowed)
+            # 950 of the 1000 were not used: the bucket is nearly full again
+            await store.settle(Settlement("k-tpm", None, tpm, -950, "", 0))
+            out.append((await store.admit(_req("k-tpm", tpm=tpm, tokens=10))).allowed)
+            return out
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == [True, False, True]
+
+
+# -- the engine -------------------------------------------------------------------------------
+
+
+def _key(**kw: Any) -> VirtualKey:
+    base: dict[str, Any] = {
+        "name": "agent-7",
+        "digest": "0" * 64,
+        "budget_usd": None,
+        "budget_period": "day",
+        "rpm": None,
+        "tpm": None,
+        "max_parallel": None,
+        "models": (),
+        "expires_at": None,
+        "created_at": 0.0,
+    }
+    base.update(kw)
+    return VirtualKey(**base)
+
+
+def _ctx(vkey: VirtualKey | None, route: str = "openai", body: bytes = b"x" * 400) -> Any:
+    return SimpleNamespace(vkey=vkey, route=route, raw_body=body)
+
+
+def _quota(tmp_path: Path, **cfg: Any) -> Quota:
+    return Quota(Config(**cfg), None, lambda: tmp_path)
+
+
+def test_no_virtual_key_costs_nothing(tmp_path: Path) -> None:
+    q = _quota(tmp_path)
+
+    async def main() -> Any:
+        return await q.admit(_ctx(None), model=MODEL, body={"max_tokens": 10})
+
+    assert asyncio.run(main()) is None
+    assert q._store is None  # never opened
+
+
+def test_rpm_refusal_openai_and_anthropic_shapes(tmp_path: Path) -> None:
+    q = _quota(tmp_path)
+    vkey = _key(rpm=60)  # burst 1
+
+    async def main() -> tuple[Any, ProxyError, ProxyError]:
+        ok = await q.admit(_ctx(vkey), model=MODEL, body={"max_tokens": 10})
+        errs = []
+        for route in ("openai", "anthropic"):
+            with pytest.raises(ProxyError) as info:
+                await q.admit(_ctx(vkey, route), model=MODEL, body={"max_tokens": 10})
+            errs.append(info.value)
+        await q.close()
+        return ok, errs[0], errs[1]
+
+    ok, oa, an = asyncio.run(main())
+    assert dict(ok.headers)[b"x-ratelimit-limit-requests"] == b"60"
+    assert dict(ok.headers)[b"x-ratelimit-remaining-requests"] == b"0"
+    assert oa.status == 429 and oa.code == "rate_limit_exceeded" and oa.type == "requests"
+    h = dict(oa.headers)
+    assert 0 < int(h[b"retry-after-ms"]) <= 1000 and h[b"retry-after"] == b"1"
+    assert b"x-ratelimit-reset-requests" in h
+    body = orjson.loads(anthropic_error_body(an))
+    assert body["error"]["type"] == "rate_limit_error"
+    assert b"anthropic-ratelimit-requests-reset" in dict(an.headers)
+
+
+def test_budget_refusal_and_exact_settlement(tmp_path: Path) -> None:
+    q = _quota(tmp_path)
+    vkey = _key(budget_usd=0.01, budget_period="day")
+    body = {"max_tokens": 100}  # 100 prompt tokens (400 bytes / 4) + 100 output: ~ $0.005
+
+    async def main() -> tuple[int, ProxyError, int]:
+        t1 = await q.admit(_ctx(vkey), model=MODEL, body=body)
+        t2 = await q.admit(_ctx(vkey), model=MODEL, body=body)
+        with pytest.raises(ProxyError) as info:
+            await q.admit(_ctx(vkey), model=MODEL, body=body)
+        rec = RequestRecord(request_id="r", route="/v1/chat/completions", model=MODEL)
+        rec.input_tokens, rec.output_tokens = 90, 37
+        assert t1 is not None and t2 is not None
+        q.settle(t1, rec)
+        q.settle(t1, rec)  # once only
+        q.settle(t2, RequestRecord(request_id="s", route="x", model=MODEL))  # failed: $0
+        await q.drain()
+        spent = await q.store.spent(vkey.name, period_bounds("day", time.time())[0])
+        again = await q.admit(_ctx(vkey), model=MODEL, body=body)
+        await q.close()
+        return spent, info.value, int(again is not None)
+
+    spent, err, again = asyncio.run(main())
+    rec = RequestRecord(request_id="r", route="x", model=MODEL, input_tokens=90, output_tokens=37)
+    ledger_cost = account(rec).cost
+    assert ledger_cost is not None and spent == round(ledger_cost.total_usd * NANO)
+    assert err.status == 429 and err.type == "insufficient_quota" and err.code == "budget_exceeded"
+    payload = orjson.loads(openai_error_body(err))["error"]
+    assert payload["budget_reset_at"].endswith("T00:00:00Z")
+    headers = dict(err.headers)
+    assert headers[b"x-should-retry"] == b"false"
+    assert 0 < int(headers[b"retry-after"]) <= 86400
+    assert again == 1  # released reservations make room again
+
+
+def test_unpriced_model_with_a_budget_is_refused_clearly(tmp_path: Path) -> None:
+    q = _quota(tmp_path)
+
+    async def main() -> None:
+        await q.admit(_ctx(_key(budget_usd=1.0)), model="claude-nonesuch", body={})
+
+    with pytest.raises(ProxyError) as info:
+        asyncio.run(main())
+    assert info.value.status == 400 and info.value.code == "model_unpriced"
+
+
+@needs_redis
+@pytest.mark.parametrize(
+    ("limits", "budgets", "with_budget", "refused"),
+    [
+        ("open", "closed", False, False),  # the defaults: limits open...
+        ("open", "closed", True, True),  # ... budgets closed
+        ("closed", "closed", False, True),
+        ("open", "open", True, False),
+    ],
+)
+def test_redis_down_policies(
+    redis_server: RedisServer, limits: str, budgets: str, with_budget: bool, refused: bool
+) -> None:
+    from ferrule.metrics import Metrics
+
+    metrics = Metrics()
+    cfg = Config(redis_url=redis_server.url, limits_on_redis_error=limits,
+                 budgets_on_redis_error=budgets)  # fmt: skip
+    q = Quota(cfg, metrics, store=RedisQuotaStore(redis_server.url))
+    vkey = _key(rpm=600, budget_usd=5.0 if with_budget else None)
+    redis_server.kill()
+
+    async def main() -> Any:
+        try:
+            return await q.admit(_ctx(vkey), model=MODEL, body={"max_tokens": 5})
+        finally:
+            await q.close()
+
+    if refused:
+        with pytest.raises(ProxyError) as info:
+            asyncio.run(main())
+        assert info.value.status == 503 and info.value.code == "quota_unavailable"
+    else:
+        assert asyncio.run(main()) is None  # let through, unlimited
+    policy = "closed" if refused else "open"
+    assert metrics.quota_store_errors.series[(policy,)] == 1.0
+
+
+def test_sqlite_unwritable_is_a_store_error(tmp_path: Path) -> None:
+    store = SQLiteQuotaStore(tmp_path / "missing-dir" / "ledger.sqlite3")
+
+    async def main() -> None:
+        await store.admit(_req("k", rpm=Bucket(1, 1)))
+
+    with pytest.raises(StoreError):
+        asyncio.run(main())
