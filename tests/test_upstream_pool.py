@@ -63,7 +63,9 @@ def members(weights: dict[str, float]) -> list[Member]:
     return [Member(name, f"key-{name}", w) for name, w in weights.items()]
 
 
-def conversation(turns: int, *, first: str = "Fix the failing test in parser.py") -> dict[str, Any]:
+def conversation(
+    turns: int, *, first: str = "Fix the failing test in parser.py", mark_system: bool = True
+) -> dict[str, Any]:
     """An Anthropic request of an agent loop after ``turns`` tool turns, with markers where
     Ferrule's placement slides them (on the newest user turn)."""
     msgs: list[dict[str, Any]] = [{"role": "user", "content": [{"type": "text", "text": first}]}]
@@ -77,10 +79,13 @@ def conversation(turns: int, *, first: str = "Fix the failing test in parser.py"
                                           "content": f"output {t}"}]}
         )  # fmt: skip
     msgs[-1]["content"][-1]["cache_control"] = {"type": "ephemeral"}
+    system: dict[str, Any] = {"type": "text", "text": "You are an agent."}
+    if mark_system:
+        system["cache_control"] = {"type": "ephemeral"}
     return {
         "model": MODEL,
         "max_tokens": 100,
-        "system": [{"type": "text", "text": "You are an agent.", "cache_control": {"type": "ephemeral"}}],
+        "system": [system],
         "tools": [{"name": "run", "input_schema": {"type": "object"}}],
         "messages": msgs,
     }  # fmt: skip
@@ -93,15 +98,41 @@ def test_a_conversation_keeps_its_member_while_its_markers_move() -> None:
     pool = members({"a": 1, "b": 1, "c": 1})
     chosen = set()
     for turns in range(0, 12):
-        d = affinity_digest(conversation(turns))
+        d = affinity_digest(conversation(turns, mark_system=False))
         assert d is not None
         chosen.add(rendezvous_order(d, pool)[0].name)
     assert len(chosen) == 1
-    # another conversation (another first message) is another digest
-    assert affinity_digest(conversation(3)) != affinity_digest(conversation(3, first="Other task"))
+    # another conversation (another first message) is another digest (its system prompt is too
+    # short to be cached alone, so the conversation's opening is the cacheable prefix)
+    c3 = conversation(3, mark_system=False)
+    assert affinity_digest(c3) != affinity_digest(
+        conversation(3, first="Other task", mark_system=False)
+    )
     # ... and so is another model: the prompt cache is per model
-    other_model = {**conversation(3), "model": "claude-opus-4-6"}
-    assert affinity_digest(other_model) != affinity_digest(conversation(3))
+    assert affinity_digest({**c3, "model": "claude-opus-4-6"}) != affinity_digest(c3)
+
+
+def test_prefix_scope_keeps_an_agents_conversations_on_its_cached_system_prompt() -> None:
+    short = conversation(2, mark_system=False)
+    long_system = [{"type": "text", "text": "You are an agent. " * 400}]  # ~2,400 tokens
+    one = {**conversation(2), "system": long_system}
+    two = {**conversation(5, first="Another task entirely"), "system": long_system}
+    # tools + system are cacheable alone: the first breakpoint is there, shared by both
+    assert affinity_digest(one) == affinity_digest(two)
+    # conversation scope: the first message always counts
+    assert affinity_digest(one, scope="conversation") != affinity_digest(two, scope="conversation")
+    # a short system prompt is not cached alone: the conversation's opening decides
+    other = conversation(2, first="Another task entirely", mark_system=False)
+    assert affinity_digest(short) != affinity_digest(other)
+    # ... unless the client marked it (its own first breakpoint is on the system prompt)
+    marked, marked_other = conversation(2), conversation(2, first="Another task entirely")
+    assert affinity_digest(marked) == affinity_digest(marked_other)
+    assert affinity_digest(marked, prompt_cache=False) is not None
+    # Opus needs 4,096 tokens: the same system prompt is too short there
+    opus_one, opus_two = ({**c, "model": "claude-opus-4-6"} for c in (one, two))
+    unmarked = [{"type": "text", "text": "You are an agent. " * 400}]
+    opus_one["system"] = opus_two["system"] = unmarked
+    assert affinity_digest(opus_one) != affinity_digest(opus_two)
 
 
 def test_no_cacheable_prefix_has_no_digest() -> None:
@@ -151,9 +182,7 @@ def test_removing_a_member_moves_only_its_conversations() -> None:
 
 
 def test_models_restrict_members() -> None:
-    pool = UpstreamPool(
-        [Member("opus-only", "k1", 1, ["claude-opus-*"]), Member("any", "k2", 1)]
-    )
+    pool = UpstreamPool([Member("opus-only", "k1", 1, ["claude-opus-*"]), Member("any", "k2", 1)])
     assert {m.name for m in pool.order(digest(1), MODEL)} == {"any"}
     assert {m.name for m in pool.order(digest(1), "claude-opus-4-6")} == {"opus-only", "any"}
     narrow = UpstreamPool([Member("opus-only", "k1", 1, ["claude-opus-*"])])
@@ -284,6 +313,7 @@ def test_config_reads_keys_from_the_environment_only(tmp_path: Path) -> None:
         ('[[upstream_keys]]\nname = "a"\nkey_env = "FERRULE_TEST_POOL_KEY_A"\ncolour = 1\n', KEYS, "unknown field 'colour'"),
         (POOL_TOML + '[[upstream_keys]]\nname = "a"\nkey_env = "FERRULE_TEST_POOL_KEY_A"\n', KEYS, "used twice"),
         (POOL_TOML, {**KEYS, "FERRULE_UPSTREAM_API_KEY": "sk-ant-solo-000000000000"}, "both set"),
+        ('upstream_affinity = "session"\n' + POOL_TOML, KEYS, "upstream_affinity must be prefix or conversation"),
         (POOL_TOML, {**KEYS, "FERRULE_TEST_POOL_KEY_C": KEYS["FERRULE_TEST_POOL_KEY_A"]}, "hold the same key"),
     ],
 )  # fmt: skip
@@ -385,7 +415,10 @@ def test_a_429_moves_traffic_to_the_other_members_without_client_errors(
     seen = keys_seen(mock)
     assert home not in seen
     assert seen[0] == second and seen[-1] == second
-    assert metric(proxy, "ferrule_upstream_key_events_total", {"key": home, "event": "rate_limited"}) == 1
+    assert (
+        metric(proxy, "ferrule_upstream_key_events_total", {"key": home, "event": "rate_limited"})
+        == 1
+    )
     assert metric(proxy, "ferrule_upstream_key_state", {"key": home, "state": "cooling"}) == 1
     assert metric(proxy, "ferrule_upstream_key_state", {"key": second, "state": "ok"}) == 1
     time.sleep(1.5)  # the ledger writer's batch, and the metrics snapshot
@@ -412,7 +445,10 @@ def test_a_401_takes_the_member_out_and_reports_it(
     mock.reset()
     assert [ask(proxy, conv).status_code for conv in range(100, 115)] == [200] * 15
     assert home not in keys_seen(mock)
-    assert metric(proxy, "ferrule_upstream_key_events_total", {"key": home, "event": "auth_failed"}) == 1
+    assert (
+        metric(proxy, "ferrule_upstream_key_events_total", {"key": home, "event": "auth_failed"})
+        == 1
+    )
     assert metric(proxy, "ferrule_upstream_key_state", {"key": home, "state": "removed"}) == 1
     text = Path(proxy.log).read_text(encoding="utf-8")
     assert f"upstream key '{home}' of the pool was refused by the upstream (HTTP 401)" in text
@@ -430,3 +466,27 @@ def test_a_callers_own_key_bypasses_the_pool(
     )
     assert r.status_code == 200
     assert [q["headers"]["x-api-key"] for q in mock.requests()] == [own]
+
+
+# -- the corpus replay (benches/key_pool) ---------------------------------------------------------
+
+
+def test_replay_affinity_costs_what_one_key_costs_and_round_robin_more() -> None:
+    """tau-bench and SWE-agent sessions across 3 keys, one simulated prompt cache per key."""
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benches.cache_sim.corpus import shared_corpus_dir
+    from benches.key_pool.run import run
+
+    if shared_corpus_dir() is None:
+        pytest.skip("../shared/corpus is not here")
+    results = run("shared", schedules=("sequential",))
+    assert {r.corpus for r in results} == {"swe-agent", "tau-bench airline"}
+    for r in results:
+        assert r.requests > 200
+        assert abs(r.gap_pp("affinity")) <= 1.0, r
+        assert r.gap_pp("round-robin") > 5.0, r  # rotating keys re-writes the cached prefixes
+        assert r.shares["round-robin"] > r.shares["affinity"]

@@ -85,6 +85,12 @@ class Config:
     upstream_api_key: str = ""
     # Several operator keys ([[upstream_keys]] in the file; ferrule.upstream_pool): name,
     # key_env, weight, models, and the key read from key_env at load.
+    upstream_keys: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    # What keeps requests on one pool member: "prefix" (the bytes up to the first prompt-cache
+    # breakpoint: an agent's shared system prompt when it is cacheable) or "conversation".
+    upstream_affinity: str = "prefix"
+    # Several operator keys ([[upstream_keys]] in the file; ferrule.upstream_pool): name,
+    # key_env, weight, models, and the key read from key_env at load.
     upstream_keys: Sequence[Mapping[str, Any]] = ()
     # Comma lists. allowed_hosts: Host names besides the loopback ones accepted on the proxied
     # routes when Ferrule holds upstream_api_key on a loopback bind (or whenever it is set; "*":
@@ -202,6 +208,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "breaker_threshold": ("FERRULE_BREAKER_THRESHOLD", _INT),
     "breaker_cooldown": ("FERRULE_BREAKER_COOLDOWN", _FLOAT),
     "upstream_api_key": ("FERRULE_UPSTREAM_API_KEY", _str),
+    "upstream_affinity": ("FERRULE_UPSTREAM_AFFINITY", _str),
     "allowed_hosts": ("FERRULE_ALLOWED_HOSTS", _str),
     "allowed_origins": ("FERRULE_ALLOWED_ORIGINS", _str),
     "log_level": ("FERRULE_LOG_LEVEL", _str),
@@ -387,6 +394,8 @@ def _validate(cfg: Config) -> Config:
             raise ConfigError(f"{name} must be open or closed, not {getattr(cfg, name)!r}")
     if not 0 < cfg.limits_burst <= 1:
         raise ConfigError("limits_burst must be above 0 and at most 1 (a fraction of the limit)")
+    if cfg.upstream_affinity not in ("prefix", "conversation"):
+        raise ConfigError("upstream_affinity must be prefix or conversation")
     if cfg.prompt_cache_ttl not in ("5m", "1h"):
         raise ConfigError("prompt_cache_ttl must be 5m or 1h")
     if cfg.compression not in ("off", "lossless", "aggressive"):

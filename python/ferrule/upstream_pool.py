@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from .breakpoints import min_cacheable_tokens
 from .errors import ProxyError
 from .largebody import prepare
 from .resilience import Breaker, Resilience, Tally, _retry_after, _should_retry
@@ -255,21 +256,55 @@ def _marked(body: Mapping[str, Any]) -> bool:
     return any(isinstance(p, dict) and p.get("cache_control") is not None for p in parts)
 
 
-def affinity_digest(body: Mapping[str, Any], *, prompt_cache: bool = True) -> bytes | None:
-    """The digest of what every request of one conversation starts with (model, tools, system,
-    first message; ``cache_control`` excluded), or None when the request has no cacheable
-    prefix (no messages; or Ferrule places no breakpoints and the client marked none)."""
+def _shared_head_marked(body: Mapping[str, Any]) -> bool:
+    """The client marked a tool or system block: its first breakpoint is in the shared head."""
+    for name in ("tools", "system"):
+        value = body.get(name)
+        if isinstance(value, list) and any(
+            isinstance(b, dict) and b.get("cache_control") is not None for b in value
+        ):
+            return True
+    return False
+
+
+def affinity_digest(
+    body: Mapping[str, Any], *, prompt_cache: bool = True, scope: str = "prefix"
+) -> bytes | None:
+    """The digest of the request's cacheable prefix, or None when it has none (no messages; or
+    Ferrule places no breakpoints and the client marked none). ``cache_control`` is excluded.
+
+    ``scope="prefix"``: the bytes up to the first breakpoint. When tools and system are long
+    enough to be cached on their own (Ferrule's ``system`` breakpoint goes there) or the client
+    marked one of them, that is model + tools + system, shared by every conversation of an
+    agent: they all read one cache entry. Otherwise the first breakpoint is in the messages,
+    and the first message is added (what every turn of the conversation starts with: later
+    breakpoints slide, the conversation's opening does not).
+    ``scope="conversation"``: model + tools + system + first message always: every turn of a
+    conversation on one member, conversations spread by weight (each member then writes a
+    shared system prompt once per cache TTL)."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return None
     if not prompt_cache and not _marked(body):
         return None
     h = hashlib.blake2b(digest_size=16, person=b"ferrule-affinity")
-    h.update(str(body.get("model")).encode())
-    for part in (body.get("tools"), body.get("system"), messages[0]):
+    model = str(body.get("model"))
+    h.update(model.encode())
+    size = 0
+    for part in (body.get("tools"), body.get("system")):
         data = orjson.dumps(_plain(part), option=orjson.OPT_SORT_KEYS)
         h.update(len(data).to_bytes(8, "big"))
         h.update(data)
+        size += len(data)
+    if scope == "prefix" and (
+        # as ferrule.breakpoints estimates (generously): one token per 3 bytes
+        (prompt_cache and (size + 2) // 3 >= min_cacheable_tokens(model))
+        or _shared_head_marked(body)
+    ):
+        return h.digest()
+    data = orjson.dumps(_plain(messages[0]), option=orjson.OPT_SORT_KEYS)
+    h.update(len(data).to_bytes(8, "big"))
+    h.update(data)
     return h.digest()
 
 
@@ -500,7 +535,13 @@ async def send(
     """An operator-mode request through the pool: its members in the order of ``body``'s
     affinity digest; the member of each attempt goes into the request's key (so an error that
     quotes it is redacted) and its name into the ledger row."""
-    digest = await prepare(ctx.large, affinity_digest, body, prompt_cache=app.cfg.prompt_cache)
+    digest = await prepare(
+        ctx.large,
+        affinity_digest,
+        body,
+        prompt_cache=app.cfg.prompt_cache,
+        scope=app.cfg.upstream_affinity,
+    )
     order = pool.order(digest, str(body.get("model", "")))
 
     def headers_for(member: Member) -> list[tuple[str, str]]:
