@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend", choices=["auto", "rust", "python"], help="FERRULE_BACKEND for the demo"
     )
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the simulated upstream and Ferrule running after the tour (Ctrl-C stops them)",
+    )
     p.set_defaults(func=_cmd_demo)
     from . import doctor, stats_cli
     from .keys import cli as keys_cli
@@ -108,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help()  # `ferrule` alone: what it can do, not a usage error
+        return 0
+    args = parser.parse_args(argv)
     code: int = args.func(args)
     return code
 
