@@ -1,14 +1,23 @@
 """``ferrule demo``: an offline tour. Starts the simulated Anthropic API and Ferrule on free
 loopback ports, then talks to Ferrule with the official ``openai`` SDK exactly as an app would:
 one plain request, one streamed request (tokens printed as they arrive), a cached agent turn, and
-a Responses API turn (a function tool call, then a streamed ``previous_response_id`` follow-up)."""
+a Responses API turn (a function tool call, then a streamed ``previous_response_id`` follow-up).
+
+Everything lives in one temporary folder (logs, the demo's own ledger), removed at the end unless
+something failed (then its path is printed, for the logs). ``--serve`` leaves both servers
+running after the tour, for the dashboard at ``/ui``, until Ctrl-C."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
+import shutil
+import signal
+import socket
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,27 +27,58 @@ from .procs import ServerFailed, free_port, running_server
 if TYPE_CHECKING:
     from openai import OpenAI
 
-__all__ = ["run"]
+__all__ = ["TOKEN_DELAY_MS", "run"]
 
 DEMO_KEY = "sk-ant-demo-not-a-real-key"
+# The simulated upstream waits this long before each piece of an answer, as a real model takes
+# time to generate: most of each request's time below is this wait, not Ferrule's.
+TOKEN_DELAY_MS = 15
+SERVE_PORT = 8766  # --serve listens where the README's examples point, when that port is free
+CHAT_REQUESTS = 4  # what the tour sends, for waiting on the ledger in --serve mode
+RESPONSES_REQUESTS = 2
 
 
 def run(args: argparse.Namespace) -> int:
+    import openai
+
+    keep = bool(getattr(args, "serve", False))
+    folder = Path(tempfile.mkdtemp(prefix="ferrule-demo-"))
+    failed = True
     try:
-        import openai
-    except ImportError:
-        print("ferrule demo needs the openai SDK: pip install 'ferrule[demo]'", file=sys.stderr)
-        return 1
-    logs = Path(tempfile.mkdtemp(prefix="ferrule-demo-"))
+        code = _run(openai, args, folder, keep)
+        failed = code != 0
+        return code
+    except KeyboardInterrupt:
+        failed = False
+        return 0 if keep else 130
+    finally:
+        if failed:
+            print(f"ferrule demo: logs kept in {folder}", file=sys.stderr)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(openai: object, args: argparse.Namespace, logs: Path, keep: bool) -> int:
     data_dir = logs / "data"  # the demo's own ledger, so its savings table shows only its requests
-    env = {"FERRULE_DATA_DIR": str(data_dir)}
+    admin_key = "demo-admin-" + secrets.token_urlsafe(12)  # signs in to /ui; loopback only
+    env = {"FERRULE_DATA_DIR": str(data_dir), "FERRULE_ADMIN_KEY": admin_key}
     if getattr(args, "backend", None):
         env["FERRULE_BACKEND"] = args.backend
-    mock_port, proxy_port = free_port(), free_port()
+    mock_port = free_port()
+    proxy_port = SERVE_PORT if keep and _port_free(SERVE_PORT) else free_port()
+    if keep:
+        # Ctrl-C may come at any point; SIGTERM (a test, a service manager) ends it the same way.
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         with (
             running_server(
-                ["mock-upstream", "--port", str(mock_port), "--token-delay-ms", "15"],
+                [
+                    "mock-upstream",
+                    "--port",
+                    str(mock_port),
+                    "--token-delay-ms",
+                    str(TOKEN_DELAY_MS),
+                ],
                 mock_port,
                 ready_path="/v1/models",
                 log_path=str(logs / "mock-upstream.log"),
@@ -57,12 +97,64 @@ def run(args: argparse.Namespace) -> int:
             ),
         ):
             code = _tour(openai, proxy_port, mock_port)
-        # the proxy has stopped: its ledger is flushed
-        _savings(data_dir)
+            if code == 0 and keep:
+                _wait_for_ledger(data_dir, CHAT_REQUESTS + RESPONSES_REQUESTS)
+                _savings(data_dir)
+                _serving(proxy_port, mock_port, admin_key)
+                threading.Event().wait()  # until Ctrl-C / SIGTERM (KeyboardInterrupt)
+        if not keep:
+            # the proxy has stopped: its ledger is flushed
+            _savings(data_dir)
+            print(
+                "\nNext: `ferrule demo --serve` runs the same tour and leaves Ferrule running,\n"
+                "with its dashboard at /ui."
+            )
         return code
     except ServerFailed as exc:
-        print(f"ferrule demo: {exc}; logs in {logs}", file=sys.stderr)
+        print(f"ferrule demo: {exc}", file=sys.stderr)
         return 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_for_ledger(data_dir: Path, rows: int, timeout: float = 10.0) -> None:
+    """A running proxy writes its ledger in batches (about once a second): wait for the tour's
+    rows, so the table below counts them all."""
+    from .ledger import ledger_path
+    from .stats_cli import stats_json
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if stats_json(ledger_path(data_dir))["totals"]["requests"] >= rows:
+            return
+        time.sleep(0.2)
+
+
+def _serving(port: int, mock_port: int, admin_key: str) -> None:
+    base = f"http://127.0.0.1:{port}"
+    body = '{"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "Hello"}]}'
+    lines = [
+        "",
+        f"Ferrule keeps running on {base} (OpenAI SDKs: {base}/v1),",
+        f"in front of the simulated Anthropic API on http://127.0.0.1:{mock_port}. Try:",
+        f"   curl {base}/v1/chat/completions -H 'Authorization: Bearer {DEMO_KEY}' \\",
+        f"     -H 'Content-Type: application/json' -d '{body}'",
+        "Ctrl-C stops both servers and removes the demo's folder.",
+        f"Dashboard: {base}/ui  (admin key: {admin_key})",
+    ]
+    print("\n".join(lines), flush=True)
 
 
 def _tour(openai: object, port: int, mock_port: int) -> int:
@@ -74,6 +166,8 @@ def _tour(openai: object, port: int, mock_port: int) -> int:
     print(
         f"Ferrule {health['version']} on {base} (backend: {health['backend']}), "
         f"upstream: simulated Anthropic on http://127.0.0.1:{mock_port}\n"
+        f"(the simulated model waits {TOKEN_DELAY_MS} ms before each piece of its answer, as a\n"
+        "real one takes time to generate: the times below are mostly that wait, not Ferrule's)\n"
     )
     client = OpenAI(base_url=base, api_key=DEMO_KEY)
     model = "tokenpak-anthropic/claude-sonnet-4-6"
@@ -117,11 +211,15 @@ def _tour(openai: object, port: int, mock_port: int) -> int:
                 print(choice.delta.content, end="", flush=True)
     total = time.perf_counter() - t0
     print("\n")
-    print("Summary")
+    paced = chunks * TOKEN_DELAY_MS  # the simulated upstream's own wait, one per piece
+    print(f"Summary (times include the simulated upstream's {TOKEN_DELAY_MS} ms per piece)")
     print(f"   backend                 {health['backend']}")
     print(f"   plain request           {plain_ms:.1f} ms")
     print(f"   first streamed token    {(first or 0) * 1000:.1f} ms")
-    print(f"   streamed total          {total * 1000:.1f} ms ({chunks} content chunks)")
+    print(
+        f"   streamed total          {total * 1000:.1f} ms ({chunks} content chunks; "
+        f"~{paced} ms of it the upstream's {TOKEN_DELAY_MS} ms x {chunks} wait)"
+    )
     if usage is not None:
         print(
             f"   streamed usage          prompt={usage.prompt_tokens} completion={usage.completion_tokens}"
@@ -229,7 +327,9 @@ def _savings(data_dir: Path) -> None:
     from .stats_cli import render_text, stats_json
 
     print("\nWhat it cost and saved (ferrule stats, from this demo's ledger):")
-    print(render_text(stats_json(ledger_path(data_dir)), ["model"]))
+    # as wide as the terminal (80 columns when not a terminal): no wrapped rows
+    width = shutil.get_terminal_size().columns
+    print(render_text(stats_json(ledger_path(data_dir)), ["model"], width=width))
 
 
 if __name__ == "__main__":  # pragma: no cover
