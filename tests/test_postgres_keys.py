@@ -1,0 +1,154 @@
+"""Virtual keys in PostgreSQL (ferrule.keys.store_pg): the same behaviour as the SQLite store,
+step by step, and shared by replicas: a key revoked or rotated through one store is refused by
+another at its next lookup, its change counter moved; the database down is a clear 503."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from ferrule.keys.model import VirtualKey
+from ferrule.keys.store import KeyProblem, KeyStore, SQLiteKeyStore, new_key
+from ferrule.keys.store_pg import PostgresKeyStore
+from pg_server import PgServer, needs_postgres, pg_server_fixture
+
+pytestmark = needs_postgres
+pg_server = pg_server_fixture
+
+
+@pytest.fixture
+def db(pg_server: PgServer) -> Iterator[str]:
+    if pg_server.proc is None:
+        pg_server.start()
+    name = "k_" + uuid.uuid4().hex[:10]
+    admin = pg_server.url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield pg_server.url.rsplit("/", 1)[0] + "/" + name
+
+
+def vkey(name: str, digest: str, **kw: Any) -> VirtualKey:
+    fields: dict[str, Any] = {
+        "budget_usd": 1.5, "budget_period": "day", "rpm": 60, "tpm": None, "max_parallel": 2,
+        "models": ("claude-haiku-*",), "expires_at": None, "created_at": 1_790_000_000.0,
+    }  # fmt: skip
+    fields.update(kw)
+    return VirtualKey(name=name, digest=digest, **fields)
+
+
+def scenario(store: KeyStore) -> list[Any]:
+    """Every operation of the protocol; what each returned, without the clock's values."""
+    out: list[Any] = []
+
+    def info(name: str) -> Any:
+        i = store.get(name)
+        if i is None:
+            return None
+        j = i.as_json()
+        j["previous_key_valid_until"] = j["previous_key_valid_until"] is not None
+        j["revoked_at"] = j["revoked_at"] is not None
+        return j
+
+    def problem(call: Any) -> Any:
+        try:
+            call()
+        except KeyProblem as exc:
+            return ("problem", exc.status)
+        return "ok"
+
+    c0 = store.changes()
+    store.create(vkey("alice", "a" * 64))
+    store.create(vkey("bob", "b" * 64, models=(), rpm=None))
+    out.append(problem(lambda: store.create(vkey("alice", "c" * 64))))  # names never reused
+    out.append(problem(lambda: store.create(vkey("bad name!", "d" * 64))))
+    out.append(problem(lambda: store.create(vkey("carol", "e" * 64, rpm=0))))
+    out.append(info("alice"))
+    out.append([i.key.name for i in store.list_keys()])
+    found = store.lookup("a" * 64)
+    out.append((found[0], found[1]) if found else None)
+    out.append(store.update("alice", {"rpm": 120, "models": ("claude-*",)}).as_json()["rpm"])
+    out.append(problem(lambda: store.update("alice", {"name": "x"})))
+    out.append(problem(lambda: store.update("nobody", {"rpm": 1})))
+    # rotation: the old digest keeps working through the grace, then a 0 s grace ends it
+    store.rotate("alice", "f" * 64, 3600)
+    old = store.lookup("a" * 64)
+    out.append(old is not None and old[1] is not None)
+    out.append(store.lookup("f" * 64) is not None)
+    out.append(info("alice"))
+    store.rotate("alice", "9" * 64, 0)
+    out.append([store.lookup(d) is not None for d in ("a" * 64, "f" * 64, "9" * 64)])
+    # revocation: every digest at once; the name stays
+    out.append(info("bob"))
+    store.revoke("bob")
+    out.append(store.lookup("b" * 64))
+    out.append(info("bob"))
+    out.append(problem(lambda: store.rotate("bob", "8" * 64, 10)))
+    out.append(problem(lambda: store.revoke("nobody")))
+    out.append(store.changes() - c0)  # failed operations do not count
+    return out
+
+
+def test_same_behaviour_as_the_sqlite_store(db: str, tmp_path: Path) -> None:
+    lite = SQLiteKeyStore(tmp_path / "keys.sqlite3")
+    shared = PostgresKeyStore(db)
+    try:
+        expected = scenario(lite)
+        got = scenario(shared)
+    finally:
+        lite.close()
+        shared.close()
+    for step, (a, b) in enumerate(zip(got, expected, strict=True)):
+        assert a == b, f"step {step}: {a!r} != {b!r}"
+    assert expected[-1] == 6  # two creates, an update, two rotations, a revocation
+
+
+def test_replicas_share_keys_and_revocation(db: str) -> None:
+    one, two = PostgresKeyStore(db), PostgresKeyStore(db)  # two replicas; migrated once
+    try:
+        key, digest = new_key()
+        one.create(vkey("team", digest))
+        assert two.lookup(digest) is not None
+        before = two.changes()
+        one.revoke("team")
+        t = time.monotonic()
+        assert two.changes() > before  # what a replica's cache watches
+        assert two.lookup(digest) is None
+        assert time.monotonic() - t < 1.0
+        with psycopg.connect(db) as conn:
+            applied = conn.execute(
+                "SELECT version FROM ferrule_schema WHERE component = 'keys'"
+            ).fetchall()
+            stored = conn.execute("SELECT string_agg(digest, ',') FROM ferrule_virtual_keys")
+            assert key not in str(stored.fetchone())  # digests only, never the key
+        assert applied == [(1,)]
+    finally:
+        one.close()
+        two.close()
+
+
+def test_database_down_is_a_clear_503(pg_server: PgServer, db: str) -> None:
+    store = PostgresKeyStore(db, timeout=1.0)
+    try:
+        pg_server.stop()
+        with pytest.raises(KeyProblem) as err:
+            store.lookup("a" * 64)
+        assert err.value.status == 503 and "postgresql" not in str(err.value)
+    finally:
+        pg_server.start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # the pool reconnects by itself
+            try:
+                assert store.lookup("a" * 64) is None
+                break
+            except KeyProblem:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+    finally:
+        store.close()
