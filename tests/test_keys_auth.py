@@ -280,7 +280,9 @@ def test_admin_api_is_off_without_an_admin_key(proxy: Proxy) -> None:
     assert resp.status_code == 404
 
 
-def test_per_key_accounting_and_no_key_in_any_sink(keys_server: KeysServer) -> None:
+def test_per_key_accounting_and_no_key_in_any_sink(
+    keys_server: KeysServer, capsys: pytest.CaptureFixture[str]
+) -> None:
     from ferrule.ledger import ledger_path
 
     srv = keys_server
@@ -300,6 +302,14 @@ def test_per_key_accounting_and_no_key_in_any_sink(keys_server: KeysServer) -> N
     srv.sent.append(stats)
     rows = {r["key"]: r for r in stats.json()["by_key"]}
     assert rows["accounted"]["requests"] >= 3, rows
+    # ferrule stats --by key: the same rows, by name (text and JSON)
+    from ferrule.cli import main
+
+    assert main(["stats", "--by", "key", "--json", "--data-dir", str(srv.data_dir)]) == 0
+    cli_rows = {r["key"]: r for r in orjson.loads(capsys.readouterr().out)["by_key"]}
+    assert cli_rows["accounted"]["requests"] == rows["accounted"]["requests"]
+    assert main(["stats", "--by", "key", "--data-dir", str(srv.data_dir)]) == 0
+    assert "accounted" in capsys.readouterr().out
     import sqlite3
 
     with sqlite3.connect(ledger_path(srv.data_dir)) as db:

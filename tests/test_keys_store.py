@@ -1,0 +1,228 @@
+"""The virtual key store (ferrule.keys.store) and a worker's view of it (ferrule.keys.gate):
+digests only, names never reused, rotation grace, revocation, expiry, model globs, the
+change counter that bounds how long a worker trusts its cache, and coexistence with the
+ledger in one SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from ferrule.config import load
+from ferrule.errors import ProxyError
+from ferrule.keys import VirtualKey
+from ferrule.keys import gate as gate_mod
+from ferrule.keys.gate import KeyGate, model_allowed
+from ferrule.keys.ops import (
+    create_key,
+    limits_from_json,
+    open_key_store,
+    parse_duration,
+    parse_models,
+    rotate_key,
+)
+from ferrule.keys.store import (
+    KEY_PREFIX,
+    KeyProblem,
+    SQLiteKeyStore,
+    digest_of,
+)
+from ferrule.ledger import SCHEMA_VERSION, ledger_path, open_db
+from ferrule.routes.common import RequestContext
+
+OPERATOR = "sk-ant-operator-000000000000"
+
+
+def _store(tmp_path: Path) -> SQLiteKeyStore:
+    store = open_key_store(tmp_path)
+    assert isinstance(store, SQLiteKeyStore)
+    return store
+
+
+def test_only_the_digest_is_stored(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    info, key = create_key(store, "agent-7", budget_usd=5.0, rpm=60, models=("claude-haiku-*",))
+    store.close()
+    assert key.startswith(KEY_PREFIX) and len(key) >= len(KEY_PREFIX) + 43  # 32 random bytes
+    assert info.key.digest == digest_of(key)
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert key.encode() not in raw and key[-20:].encode() not in raw
+    assert digest_of(key).encode() in raw
+
+
+def test_lookup_rotation_revocation_and_the_counter(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    before = store.changes()
+    info, old = create_key(store, "bot")
+    assert store.changes() > before
+    found = store.lookup(digest_of(old))
+    assert found is not None and found[0].name == "bot" and found[1] is None
+    assert store.lookup(digest_of(old + "x")) is None
+    # rotation: the old key carries the end of its grace period, the new one none
+    t0 = time.time()
+    info, new = rotate_key(store, "bot", grace=3600)
+    assert new != old and info.key.digest == digest_of(new)
+    old_entry, new_entry = store.lookup(digest_of(old)), store.lookup(digest_of(new))
+    assert old_entry is not None and old_entry[1] is not None
+    assert t0 + 3599 <= old_entry[1] <= time.time() + 3600
+    assert new_entry is not None and new_entry[1] is None
+    assert old_entry[0].digest == new_entry[0].digest == digest_of(new)  # one identity
+    assert info.previous_valid_until == old_entry[1]
+    # grace 0: every older key is gone at once
+    _, newest = rotate_key(store, "bot", grace=0)
+    assert store.lookup(digest_of(old)) is None and store.lookup(digest_of(new)) is None
+    # revocation: nothing opens the name; the name is never reused
+    counter = store.changes()
+    revoked = store.revoke("bot")
+    assert revoked.status() == "revoked" and store.changes() > counter
+    assert store.lookup(digest_of(newest)) is None
+    with pytest.raises(KeyProblem) as exc:
+        create_key(store, "bot")
+    assert exc.value.status == 409
+    with pytest.raises(KeyProblem):
+        rotate_key(store, "bot")
+    with pytest.raises(KeyProblem) as exc:
+        store.revoke("nobody")
+    assert exc.value.status == 404
+
+
+def test_limits_are_checked(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    for bad in ("", "has space", "-dash-first", "x" * 65, "a/b"):
+        with pytest.raises(KeyProblem):
+            create_key(store, bad)
+    with pytest.raises(KeyProblem, match="budget_period"):
+        create_key(store, "p", budget_period="year")
+    with pytest.raises(KeyProblem, match="rpm"):
+        create_key(store, "r", rpm=0)
+    with pytest.raises(KeyProblem, match="budget_usd"):
+        create_key(store, "b", budget_usd=-1.0)
+    create_key(store, "ok", rpm=10)
+    updated = store.update("ok", {"rpm": None, "tpm": 500, "models": ("claude-*",)})
+    assert updated.key.rpm is None and updated.key.tpm == 500
+    assert updated.key.models == ("claude-*",)
+    with pytest.raises(KeyProblem):
+        store.update("ok", {"name": "other"})
+    assert [i.key.name for i in store.list_keys()] == ["ok"]
+
+
+def test_parsing() -> None:
+    assert parse_duration("90s") == 90 and parse_duration("12h") == 43200
+    assert parse_duration("30d") == 30 * 86400 and parse_duration("2w") == 14 * 86400
+    assert parse_duration("45") == 45
+    for bad in ("soon", "-1h", "1y", ""):
+        with pytest.raises(KeyProblem):
+            parse_duration(bad)
+    assert parse_models(" claude-haiku-*, claude-sonnet-4-6 ,") == (
+        "claude-haiku-*",
+        "claude-sonnet-4-6",
+    )
+    assert limits_from_json({"rpm": None, "expires_in": "1h"}, creating=True)["expires_in"] == 3600
+    with pytest.raises(KeyProblem):
+        limits_from_json({"rpm": True}, creating=False)
+    with pytest.raises(KeyProblem):
+        limits_from_json({"nme": "typo"}, creating=True)
+
+
+def test_model_globs() -> None:
+    key = VirtualKey("k", "0" * 64, None, "total", None, None, None, ("claude-haiku-*",), None, 0)
+    assert model_allowed(key, "claude-haiku-4-5")
+    assert not model_allowed(key, "claude-sonnet-4-6")
+    assert not model_allowed(key, "CLAUDE-HAIKU-4-5")  # case-sensitive, like model ids
+    anything = VirtualKey("k", "0" * 64, None, "total", None, None, None, (), None, 0)
+    assert model_allowed(anything, "claude-opus-4-5")
+
+
+def test_the_key_tables_live_beside_the_ledger(tmp_path: Path) -> None:
+    # the key store first, then the ledger: both schemas in one file, neither version moved
+    store = _store(tmp_path)
+    create_key(store, "first")
+    conn = open_db(ledger_path(tmp_path))
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+    store.close()
+    store = _store(tmp_path)  # reopening migrates nothing and keeps the keys
+    assert store.get("first") is not None
+    with sqlite3.connect(ledger_path(tmp_path)) as db:
+        assert db.execute("SELECT version FROM keys_schema").fetchall() == [(1,)]
+    store.close()
+
+
+def _ctx(key: str | None) -> RequestContext:
+    headers = [(b"authorization", f"Bearer {key}".encode())] if key else []
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": headers}
+    return RequestContext(scope, "openai", 1 << 20, 5.0)
+
+
+def test_gate_admits_and_sees_a_revocation_within_its_refresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = load(env={"FERRULE_AUTH": "keys", "FERRULE_UPSTREAM_API_KEY": OPERATOR})
+    admin = _store(tmp_path)
+    _, key = create_key(admin, "gated")
+    _, soon = create_key(admin, "expiring", expires_in=0.3)
+
+    async def run() -> None:
+        gate = KeyGate(cfg, tmp_path)
+        ctx = _ctx(key)
+        await gate.admit(ctx)
+        assert ctx.vkey is not None and ctx.vkey.name == "gated"
+        assert ctx.api_key == OPERATOR  # the operator's key goes up, never the virtual one
+        for missing in (None, key + "x", OPERATOR):
+            with pytest.raises(ProxyError) as exc:
+                await gate.admit(_ctx(missing))
+            assert exc.value.status == 401 and exc.value.type == "authentication_error"
+        await gate.admit(_ctx(soon))
+        await asyncio.sleep(0.35)
+        with pytest.raises(ProxyError, match="expired"):
+            await gate.admit(_ctx(soon))
+        # another process revokes; this worker's cache holds at most REFRESH seconds
+        admin.revoke("gated")
+        await asyncio.sleep(gate_mod.REFRESH + 0.05)
+        with pytest.raises(ProxyError) as exc:
+            await gate.admit(_ctx(key))
+        assert exc.value.status == 401
+        await gate.close()
+
+    asyncio.run(run())
+    admin.close()
+
+
+def test_gate_cache_spares_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within REFRESH a known key costs no store query (the hot path stays in memory)."""
+    cfg = load(env={"FERRULE_AUTH": "keys", "FERRULE_UPSTREAM_API_KEY": OPERATOR})
+    _, key = create_key(_store(tmp_path), "hot")
+    monkeypatch.setattr(gate_mod, "REFRESH", 60.0)
+    calls = {"lookup": 0, "changes": 0}
+
+    async def run() -> None:
+        gate = KeyGate(cfg, tmp_path)
+        store = await gate.store()
+        for name in calls:
+            real = getattr(store, name)
+
+            def counted(*a: object, _real: object = real, _name: str = name) -> object:
+                calls[_name] += 1
+                return _real(*a)  # type: ignore[operator]
+
+            monkeypatch.setattr(store, name, counted)
+        for _ in range(50):
+            await gate.admit(_ctx(key))
+        await gate.close()
+
+    asyncio.run(run())
+    assert calls == {"lookup": 1, "changes": 1}
+
+
+def test_keys_mode_needs_the_operator_key() -> None:
+    from ferrule.config import ConfigError
+
+    with pytest.raises(ConfigError, match="FERRULE_UPSTREAM_API_KEY"):
+        load(env={"FERRULE_AUTH": "keys"})
+    with pytest.raises(ConfigError, match="passthrough or keys"):
+        load(env={"FERRULE_AUTH": "virtual"})
+    assert load(env={}).auth == "passthrough"
