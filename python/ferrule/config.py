@@ -89,9 +89,6 @@ class Config:
     # What keeps requests on one pool member: "prefix" (the bytes up to the first prompt-cache
     # breakpoint: an agent's shared system prompt when it is cacheable) or "conversation".
     upstream_affinity: str = "prefix"
-    # Several operator keys ([[upstream_keys]] in the file; ferrule.upstream_pool): name,
-    # key_env, weight, models, and the key read from key_env at load.
-    upstream_keys: Sequence[Mapping[str, Any]] = ()
     # Comma lists. allowed_hosts: Host names besides the loopback ones accepted on the proxied
     # routes when Ferrule holds upstream_api_key on a loopback bind (or whenever it is set; "*":
     # any). allowed_origins: browser origins let through ("*": any); by default none.

@@ -416,8 +416,6 @@ class Metrics:
             self.response_cache,
             self.retries,
             self.ledger_drops,
-            self.upstream_key_requests,
-            self.upstream_key_events,
             self.quota_rejections,
             self.quota_store_errors,
             self.upstream_key_requests,
@@ -568,19 +566,6 @@ class Metrics:
         with self._lock:
             _inc(self.quota_store_errors.series, (_label(policy),), 1.0)
             self._version += 1
-
-    def upstream_key_event(self, name: str, event: str) -> None:
-        """A pool member got a 429 (``rate_limited``) or a 401/403 (``auth_failed``)."""
-        with self._lock:
-            _inc(self.upstream_key_events.series, (self._pool_member(name), _label(event)), 1.0)
-            self._version += 1
-
-    def watch_upstream_keys(self, states: Callable[[], dict[str, str]]) -> None:
-        """``states()``: member name -> state, read at each snapshot (the pool's own clock)."""
-        self._upstream_key_states = states
-
-    def _pool_member(self, name: str) -> str:
-        return name if _POOL_LABEL_OK.match(name) else OTHER
 
     def ledger_dropped(self, reason: str, n: int = 1) -> None:
         """``LedgerWriter(on_drop=metrics.ledger_dropped)``; any thread."""
