@@ -151,9 +151,10 @@ def test_linux_x86_64_wheel_installs_in_a_fresh_venv_and_serves(
     venv = tmp_path / "venv"
     subprocess.run([str(uv), "venv", "-q", "--python", sys.executable, str(venv)], check=True)
     python = venv / "bin" / "python"
-    # the locked versions of the runtime dependencies, then the wheel itself
+    # as the Dockerfile installs it: with the postgres extra, the locked versions of the
+    # runtime dependencies as constraints
     subprocess.run(
-        [str(uv), "pip", "install", "-q", "--python", str(python), str(wheel),
+        [str(uv), "pip", "install", "-q", "--python", str(python), f"{wheel}[postgres]",
          "-c", str(ROOT / "requirements-dev.lock")],
         check=True,
         timeout=600,
@@ -163,7 +164,7 @@ def test_linux_x86_64_wheel_installs_in_a_fresh_venv_and_serves(
         [
             str(python),
             "-c",
-            "import ferrule, ferrule.backend as b; print(ferrule.__file__, b.NAME)",
+            "import ferrule, ferrule.backend as b, psycopg_pool; print(ferrule.__file__, b.NAME)",
         ],
         capture_output=True,
         text=True,
