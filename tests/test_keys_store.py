@@ -18,6 +18,7 @@ from ferrule.keys import VirtualKey
 from ferrule.keys import gate as gate_mod
 from ferrule.keys.gate import KeyGate, model_allowed
 from ferrule.keys.ops import (
+    announce,
     create_key,
     limits_from_json,
     open_key_store,
@@ -33,6 +34,7 @@ from ferrule.keys.store import (
 )
 from ferrule.ledger import SCHEMA_VERSION, ledger_path, open_db
 from ferrule.routes.common import RequestContext
+from redis_server import RedisServer, needs_redis, redis_server_fixture  # noqa: F401
 
 OPERATOR = "sk-ant-operator-000000000000"
 
@@ -226,3 +228,50 @@ def test_keys_mode_needs_the_operator_key() -> None:
     with pytest.raises(ConfigError, match="passthrough or keys"):
         load(env={"FERRULE_AUTH": "virtual"})
     assert load(env={}).auth == "passthrough"
+
+
+@needs_redis
+def test_redis_announcement_drops_every_cache_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer
+) -> None:
+    """With FERRULE_REDIS_URL, a change is announced and a worker drops its cache on the
+    message, long before its counter check would (REFRESH made 60 s here to show it)."""
+    env = {
+        "FERRULE_AUTH": "keys",
+        "FERRULE_UPSTREAM_API_KEY": OPERATOR,
+        "FERRULE_REDIS_URL": redis_server.url,
+    }
+    cfg = load(env=env)
+    admin = _store(tmp_path)
+    _, key = create_key(admin, "announced")
+    monkeypatch.setattr(gate_mod, "REFRESH", 60.0)
+
+    async def run() -> None:
+        gate = KeyGate(cfg, tmp_path)
+        await gate.admit(_ctx(key))
+        admin.revoke("announced")
+        await gate.admit(_ctx(key))  # still cached: no announcement yet
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            # again until it lands: the listener may still be subscribing on a busy machine
+            await asyncio.to_thread(announce, redis_server.url)
+            await asyncio.sleep(0.05)
+            try:
+                await gate.admit(_ctx(key))
+            except ProxyError as exc:
+                assert exc.status == 401
+                break
+        else:
+            raise AssertionError("the announcement did not reach the worker")
+        await gate.close()
+
+    asyncio.run(run())
+    admin.close()
+
+
+def test_the_admin_key_is_not_the_access_key() -> None:
+    from ferrule.config import ConfigError
+
+    same = "shared-secret-0123456789"
+    with pytest.raises(ConfigError, match="admin key"):
+        load(env={"FERRULE_ADMIN_KEY": same, "FERRULE_ACCESS_KEY": same})

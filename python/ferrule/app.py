@@ -23,7 +23,7 @@ from .cache.stores import DEFAULT_SQLITE_NAME
 from .config import Config, from_environment
 from .errors import ProxyError, anthropic_error_body, openai_error_body
 from .keys import admin as keys_admin
-from .keys.gate import KeyGate
+from .keys.gate import KeyGate, refuse_ferrule_keys
 from .largebody import LargeBodies
 from .ledger import LedgerWriter, PeriodError, Recorder, ledger_path, resolve_data_dir
 from .metrics import Metrics
@@ -319,6 +319,7 @@ class App:
             await self.vkeys.admit(ctx)
         else:
             ctx.authorize(self.cfg.access_key_sha256, self.cfg.upstream_api_key)
+            refuse_ferrule_keys(ctx, self.cfg.admin_key_sha256)  # never sent upstream
 
     async def _until_disconnect(
         self,

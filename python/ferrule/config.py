@@ -409,6 +409,8 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("backlog must be between 128 and 65535")
     if cfg.auth not in ("passthrough", "keys"):
         raise ConfigError(f"auth must be passthrough or keys, not {cfg.auth!r}")
+    if cfg.admin_key_sha256 and cfg.admin_key_sha256 == cfg.access_key_sha256:
+        raise ConfigError("the admin key must not be the access key: it opens /admin/keys")
     if cfg.auth == "keys" and not cfg.upstream_api_key:
         raise ConfigError(
             "auth = keys needs the operator's Anthropic key (FERRULE_UPSTREAM_API_KEY): callers "

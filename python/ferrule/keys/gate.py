@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime
 import fnmatch
+import hmac
 import logging
 import time
 from pathlib import Path
@@ -21,13 +22,13 @@ from typing import TYPE_CHECKING
 from ..errors import ProxyError
 from .model import VirtualKey
 from .ops import CHANNEL, open_key_store
-from .store import KeyStore, digest_of
+from .store import KEY_PREFIX, KeyStore, digest_of
 
 if TYPE_CHECKING:
     from ..config import Config
     from ..routes.common import RequestContext
 
-__all__ = ["REFRESH", "KeyGate", "model_allowed", "model_refused"]
+__all__ = ["REFRESH", "KeyGate", "model_allowed", "model_refused", "refuse_ferrule_keys"]
 
 log = logging.getLogger("ferrule.keys")
 
@@ -181,6 +182,21 @@ class KeyGate:
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
             self._store = None
+
+
+def refuse_ferrule_keys(ctx: RequestContext, admin_sha256: str) -> None:
+    """Passthrough mode: the caller's key goes upstream, so a virtual key (``fk-``) or the admin
+    key sent by mistake would reach Anthropic. Refused here instead, with a hint."""
+    key = ctx.api_key
+    if not key:
+        return
+    if key.startswith(KEY_PREFIX):
+        raise _unauthorized(
+            "a Ferrule virtual key works only when Ferrule runs with FERRULE_AUTH=keys; "
+            "in passthrough mode send your Anthropic key"
+        )
+    if admin_sha256 and hmac.compare_digest(digest_of(key), admin_sha256):
+        raise _unauthorized("the admin key opens /admin/keys only, never the API routes")
 
 
 def _store_error(exc: Exception) -> ProxyError:
