@@ -490,3 +490,37 @@ def test_replay_affinity_costs_what_one_key_costs_and_round_robin_more() -> None
         assert abs(r.gap_pp("affinity")) <= 1.0, r
         assert r.gap_pp("round-robin") > 5.0, r  # rotating keys re-writes the cached prefixes
         assert r.shares["round-robin"] > r.shares["affinity"]
+
+
+def test_keys_mode_sends_through_the_pool(mock: MockUpstream, tmp_path: Path) -> None:
+    """Keys mode (callers present virtual keys): the operator's keys are the pool's."""
+    admin_key = "ferrule-admin-pool-test-000000"
+    env = {
+        **QUICK,
+        "FERRULE_DATA_DIR": str(tmp_path / "data"),
+        "FERRULE_AUTH": "keys",
+        "FERRULE_ADMIN_KEY": admin_key,
+    }
+    config = write_config(tmp_path, POOL_TOML)
+    log = str(tmp_path / "ferrule.log")
+    with start_proxy("python", mock.url, log, "--config", config, env=env) as proxy:
+        made = httpx.post(
+            proxy.url + "/admin/keys",
+            json={"name": "team-a"},
+            headers={"authorization": f"Bearer {admin_key}"},
+            timeout=10,
+        )
+        assert made.status_code == 201, made.text
+        virtual = made.json()["key"]
+        body = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+        for conv in range(9):
+            body["messages"][0]["content"] = f"conversation {conv}"
+            r = httpx.post(
+                proxy.v1 + "/chat/completions",
+                json=body,
+                headers={"authorization": f"Bearer {virtual}"},
+                timeout=30,
+            )
+            assert r.status_code == 200, r.text
+    sent = {q["headers"]["x-api-key"] for q in mock.requests()}
+    assert sent <= set(KEYS.values()) and len(sent) > 1

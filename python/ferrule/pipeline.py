@@ -160,7 +160,9 @@ async def run(app: App, ctx: RequestContext, dialect: Dialect, body: Any, send: 
             ctx.prepared()
             payload = p.faithful if p.faithful is not None else orjson.dumps(p.body)
         version = p.anthropic_version or app.cfg.anthropic_version
-        pool = upstream_pool.of(app) if ctx.operator else None
+        # the operator's key goes upstream (operator mode, or keys mode: a virtual key)
+        operator = ctx.operator or ctx.vkey is not None
+        pool = upstream_pool.of(app) if operator else None
         # ctx.attempts is kept by send (right even when every attempt failed)
         if pool is not None:  # [[upstream_keys]]: a member chosen by prompt-prefix affinity
             resp = await upstream_pool.send(
