@@ -16,11 +16,21 @@ $(VENV)/.deps: requirements-dev.lock
 	$(UV) pip install -q --python $(PY) -r requirements-dev.lock
 	touch $@
 
-setup: $(VENV)/.deps develop ## create .venv with the locked dev dependencies and build the extension
+# The extension is a file target: built again only when a source it is made from changed (or
+# the venv is new), so a second `make demo` or `make test` does not spend 20 s relinking it.
+NATIVE := python/ferrule/_native.abi3.so
+NATIVE_SOURCES := $(shell find rust -name '*.rs') Cargo.toml Cargo.lock pyproject.toml
 
-develop: $(VENV)/.deps ## (re)build the native extension into the venv, in release mode
+setup: $(VENV)/.deps $(NATIVE) ## create .venv with the locked dev dependencies and build the extension
+
+$(NATIVE): $(VENV)/.deps $(NATIVE_SOURCES)
 	rm -f python/ferrule/_native*.so
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/maturin develop --release --uv -q
+	touch $@
+
+develop: $(VENV)/.deps ## rebuild the native extension into the venv, in release mode, even if unchanged
+	rm -f $(NATIVE)
+	$(MAKE) --no-print-directory $(NATIVE)
 
 demo: setup ## offline demo: simulated Anthropic + Ferrule + the openai SDK
 	$(VENV)/bin/ferrule demo
@@ -37,8 +47,8 @@ lint: $(VENV)/.deps ## rustfmt, clippy, ruff, mypy
 test-rust: ## cargo test on the pure-Rust core
 	cargo test -q
 
-test-py: setup ## pytest, every test on both backends
-	$(PY) -m pytest -q
+test-py: setup ## pytest, every test on both backends (a line per file, then the 10 slowest)
+	$(PY) -m pytest --durations=10
 
 test: setup lint test-rust test-py ## everything CI checks (the README's test command)
 
