@@ -5,11 +5,13 @@ with key B. A gateway that rotates keys round-robin therefore re-writes every ca
 1.25x the input price where it could have read it at 0.1x. This pool keeps requests that share a
 cacheable prefix on the same key, and spreads the rest by weight:
 
-- the *affinity digest* of a request covers what every request of one conversation starts with:
-  the model, the tools, the system prompt and the first message (``cache_control`` markers
-  excluded: Ferrule slides them from turn to turn). Every turn of a conversation, which is where
-  the prompt cache earns its savings, lands on the same member; different conversations spread
-  over the members by weight, each member writing a shared system prompt once per cache TTL;
+- the *affinity digest* of a request covers its cacheable prefix, ``cache_control`` markers
+  excluded (Ferrule slides them from turn to turn). With ``upstream_affinity = "prefix"`` (the
+  default) that is the bytes up to the first breakpoint: model, tools and system prompt when
+  they are cacheable on their own (so every conversation of an agent reads one cache entry on
+  one member), else those and the first message (what every turn of a conversation starts
+  with). ``"conversation"`` always adds the first message: conversations spread over the
+  members by weight, each member writing a shared system prompt once per cache TTL;
 - the member is chosen by weighted rendezvous hashing (highest random weight, score
   ``-weight / ln(u)`` with ``u`` a hash of digest and member name in (0, 1)): the probability
   of a member is its share of the weights, and adding or removing a member moves only the
