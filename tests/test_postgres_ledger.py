@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import subprocess
 import sys
 import time
@@ -294,4 +293,3 @@ def test_doctor_checks_the_database(db: str, monkeypatch: pytest.MonkeyPatch) ->
     )  # fmt: skip
     names = {c.name: c.status for c in doctor.run_checks(args)}
     assert names["database"] == "fail" and names["ledger"] == "skip"
-    del os.environ["FERRULE_DATABASE_URL"]

@@ -243,7 +243,7 @@ class PostgresLedgerWriter(LedgerWriter):
         *,
         spool_root: str | os.PathLike[str] | None = None,
         spool_max_bytes: int = 256 * 1024 * 1024,
-        connect_timeout: float = 5.0,
+        connect_timeout: float = 3.0,
         max_queue: int = 10_000,
         batch_size: int = 200,
         flush_interval: float = 0.5,
@@ -302,6 +302,13 @@ class PostgresLedgerWriter(LedgerWriter):
     def _run(self) -> None:
         conn: psycopg.Connection | None = None
         retry_at = 0.0
+        if self._spool is not None and self._spool.has_orphans():
+            # A previous process left rows behind: replay them now, not at the first request.
+            try:
+                conn = self._connect()
+                self._up()
+            except (psycopg.Error, LedgerError) as exc:
+                conn, retry_at = self._down(conn, exc)
         while True:
             woken = self._wakeup.wait(self._interval)
             self._wakeup.clear()
@@ -333,6 +340,11 @@ class PostgresLedgerWriter(LedgerWriter):
             rows = [row(record, acct) for record, acct in batch]
         except Exception as exc:  # a record that cannot be priced or turned into a row
             self._finish(batch, error=f"{type(exc).__name__}: {exc}")
+            return conn, retry_at
+        if conn is None and self._stop.is_set() and not self._db_healthy:
+            # Shutting down while the database is away: no connection attempt to wait out
+            # (close() will not wait long); the spool keeps the rows for the next writer.
+            self._to_spool(batch, rows)
             return conn, retry_at
         if self.spooled:
             # Older rows wait on disk: they go first, so the database sees rows in order.

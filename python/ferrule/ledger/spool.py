@@ -171,6 +171,13 @@ class Spool:
 
     # -- other writers' leftovers --------------------------------------------------------------
 
+    def has_orphans(self) -> bool:
+        """True when another folder exists (maybe a dead writer's, maybe a live one's)."""
+        try:
+            return any(p.is_dir() and p != self.dir for p in self.root.iterdir())
+        except OSError:
+            return False
+
     def orphans(self) -> Iterator[tuple[Path, list[Path]]]:
         """Folders of writers that are gone, each locked while the caller replays it: yields
         (folder, its segments oldest first); the folder is removed when the caller asks for
