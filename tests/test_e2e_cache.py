@@ -505,9 +505,12 @@ def test_redis_shared_by_workers_and_killed_mid_run(
             assert resp.status_code == 200, resp.text
             assert resp.headers["x-cache"] == "BYPASS"  # served, and says the cache took no part
         assert max(timings) < 1.5 and statistics.median(timings) < 0.5, timings
-        not_ready = httpx.get(p.url + "/health/readiness", timeout=5)
-        assert not_ready.status_code == 503
-        assert not_ready.json()["checks"]["redis_reachable"] is False
+        # still ready (every replica shares Redis: all of them unready would leave a balancer
+        # nowhere to send), and says what is missing
+        degraded = httpx.get(p.url + "/health/readiness", timeout=5)
+        assert degraded.status_code == 200, degraded.text
+        assert degraded.json()["status"] == "degraded"
+        assert degraded.json()["checks"]["redis_reachable"] is False
 
         redis_server.start()  # same port, empty: the stores reconnect by themselves
 

@@ -358,3 +358,21 @@ def test_passthrough_keeps_ferrule_keys_from_upstream(mock: MockUpstream, tmp_pa
         )
         assert ok.status_code == 200, ok.text
     assert [r["headers"].get("x-api-key") for r in mock.requests()] == [OPERATOR_KEY]
+
+
+def test_every_key_is_its_own_tenant(keys_server: KeysServer) -> None:
+    """The response cache (and kept thinking, stored state) is per virtual key, though every
+    key's requests go upstream with the same operator key; a rotation keeps the tenant."""
+    one, other = keys_server.new_key("tenant-one"), keys_server.new_key("tenant-two")
+    same = {**CHAT, "temperature": 0, "messages": [{"role": "user", "content": "tenant test"}]}
+
+    def cache(key: str) -> str:
+        resp = keys_server.call("POST", "/chat/completions", key, json=same)
+        assert resp.status_code == 200, resp.text
+        return resp.headers["x-cache"]
+
+    assert cache(one) == "MISS"
+    assert cache(one) == "HIT"
+    assert cache(other) == "MISS"
+    rotated = keys_server.admin("POST", "/tenant-one/rotate").json()["key"]
+    assert cache(rotated) == "HIT"

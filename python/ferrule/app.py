@@ -394,10 +394,16 @@ class App:
             "not_draining": not self.draining,
             "ledger_writable": self.ledger is not None and self.ledger.healthy,
         }
-        if self.cfg.redis_url and self.store is not None:
-            checks["redis_reachable"] = await self.store.ping()
         ready = all(checks.values())
-        body = orjson.dumps({"status": "ready" if ready else "not_ready", "checks": checks})
+        if self.cfg.redis_url and self.store is not None:
+            # Reported, never gating: Redis is shared by every replica, so an outage would make
+            # them all not-ready at once (a balancer then has nowhere to send), while each one
+            # still serves: the cache is bypassed, limits fail open, budgets as configured.
+            checks["redis_reachable"] = await self.store.ping()
+        status = "ready" if ready else "not_ready"
+        if ready and not all(checks.values()):
+            status = "degraded"
+        body = orjson.dumps({"status": status, "checks": checks})
         await send_bytes(send, 200 if ready else 503, body)
 
     async def _stats(self, scope: Scope, send: Send) -> None:

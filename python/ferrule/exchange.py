@@ -97,7 +97,7 @@ class Exchange:
             request_id=ctx.request_id,
             route=route,
             model=model,
-            tenant=tenant_id(ctx.api_key) if ctx.api_key else None,
+            tenant=tenant_id(source) if (source := ctx.tenant_source()) else None,
             stream=stream,
             backend=backend.NAME,
             key_name=vkey.name if vkey is not None else None,

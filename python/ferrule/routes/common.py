@@ -135,6 +135,14 @@ class RequestContext:
             self.api_key = upstream_api_key
             self.operator = True
 
+    def tenant_source(self) -> str | None:
+        """What the caller's tenant id (``ferrule.tenant``) is derived from: in keys mode the
+        virtual key's name, so every key has its own response cache, kept thinking and stored
+        state, unchanged by a rotation (names are never reused); else the key sent upstream."""
+        if self.vkey is not None:
+            return "ferrule-virtual-key\x00" + self.vkey.name
+        return self.api_key
+
     def require_key(self) -> str:
         if not self.api_key:
             raise ProxyError(
