@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import ipaddress
 import os
 import sys
@@ -386,6 +387,8 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("redis_url must be a redis://, rediss:// or unix:// URL")
     if cfg.database_url and urlsplit(cfg.database_url).scheme not in ("postgresql", "postgres"):
         raise ConfigError("database_url must be a postgresql:// URL")
+    if cfg.database_url and importlib.util.find_spec("psycopg") is None:
+        raise ConfigError("database_url needs psycopg: pip install 'ferrule[postgres]'")
     for name in ("limits_on_redis_error", "budgets_on_redis_error"):
         if getattr(cfg, name) not in ("open", "closed"):
             raise ConfigError(f"{name} must be open or closed, not {getattr(cfg, name)!r}")
