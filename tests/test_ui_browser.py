@@ -46,6 +46,7 @@ class UI:
     data: Path
     shots: Path
     page: Any
+    browser: Any
     problems: list[str] = field(default_factory=list)  # console errors, page errors
 
     def go(self, path: str) -> None:
@@ -53,7 +54,9 @@ class UI:
         self.page.wait_for_selector("body[data-ready='1']", timeout=15_000)
 
     def shot(self, name: str) -> None:
-        self.page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+        # a key shown once is masked: even a throwaway one does not go into a picture
+        mask = [self.page.locator("#new-key-value")]
+        self.page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True, mask=mask)
 
 
 def chat(p: Proxy, text: str, model: str = MODELS[0], **extra: Any) -> httpx.Response:
@@ -119,15 +122,28 @@ def ui(mock_server: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> I
         sent = scripted_load(p, mock_server)
         wait_for_rows(p, t0, sent)
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        context = browser.new_context(viewport={"width": 1280, "height": 860})
-        page = context.new_page()
-        state = UI(p, data, shots, page)
-        page.on("console", lambda m: m.type == "error" and state.problems.append(m.text))
-        page.on("pageerror", lambda e: state.problems.append(f"page error: {e}"))
+        state = watched(UI(p, data, shots, None, browser))
         try:
             yield state
         finally:
             browser.close()
+
+
+def watched(state: UI) -> UI:
+    """``state`` with a new page whose console errors and page errors it collects."""
+    context = state.browser.new_context(viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    page.on("console", lambda m: m.type == "error" and state.problems.append(m.text))
+    page.on("pageerror", lambda e: state.problems.append(f"page error: {e}"))
+    state.page = page
+    return state
+
+
+def sign_in(ui: UI) -> None:
+    ui.page.goto(ui.proxy.url + "/ui/login")
+    ui.page.fill("#key", ADMIN)
+    ui.page.click("button[type=submit]")
+    ui.page.wait_for_selector("body[data-ready='1']")
 
 
 @pytest.fixture
@@ -161,7 +177,7 @@ def test_sign_in_and_overview_equals_stats(clean: UI) -> None:
 
     page.click("button[data-period='1h']")
     page.wait_for_selector("button[data-period='1h'][aria-pressed='true']")
-    page.wait_for_function("document.querySelector('#kpi-requests').dataset.value !== ''")
+    page.wait_for_selector("#kpi-requests:not([data-value=''])")
     since = page.get_attribute("#period", "data-since")
     until = page.get_attribute("#period", "data-until")
     assert since and until
@@ -295,5 +311,96 @@ def test_pages_pass_axe(clean: UI) -> None:
         == 0
     )
     assert failures == {}
-    ui.go("/ui/key/%28none%29")
+
+
+# -- keys mode ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keys_ui(
+    ui: UI, mock_server: MockUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[UI]:
+    """A second Ferrule, in keys mode (callers send virtual keys, the operator's key goes
+    upstream), seen through a page of the same browser."""
+    base = tmp_path_factory.mktemp("ui-keys")
+    env = {
+        "FERRULE_ADMIN_KEY": ADMIN,
+        "FERRULE_DATA_DIR": str(base / "data"),
+        "FERRULE_AUTH": "keys",
+        "FERRULE_UPSTREAM_API_KEY": TEST_KEY,
+    }
+    with start_proxy("python", mock_server.url, str(base / "ferrule.log"), env=env) as p:
+        state = watched(UI(p, base / "data", ui.shots, None, ui.browser))
+        sign_in(state)
+        yield state
+
+
+def keyed_chat(p: Proxy, key: str) -> httpx.Response:
+    body = {"model": MODELS[0], "messages": [{"role": "user", "content": "hi " + uuid.uuid4().hex}]}
+    return httpx.post(
+        p.v1 + "/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+
+
+def test_keys_create_use_revoke(keys_ui: UI) -> None:
+    ui = keys_ui
+    ui.problems.clear()
+    page = ui.page
+    page.on("dialog", lambda d: d.accept())  # the confirm() before revoke and rotate
+    ui.go("/ui/keys")
+    assert page.locator("#nav-keys").is_visible()
+    page.fill("#new-name", "alice")
+    page.fill("#new-budget_usd", "5")
+    page.select_option("#new-budget_period", "day")
+    page.fill("#new-rpm", "600")
+    page.click("#create-key button[type=submit]")
+    key = page.locator("#new-key-value").inner_text()
+    assert len(key) >= 20
+    assert page.locator("#keys-table tr[data-key='alice'] .key-status").inner_text() == "active"
+    # the key works, and its request is in its page, with the budget bar
+    assert keyed_chat(ui.proxy, key).status_code == 200
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        ui.go("/ui/key/alice")
+        if (
+            page.locator("#key-recent tbody tr td").first.inner_text()
+            != "No requests with this key."
+        ):
+            break
+        time.sleep(0.3)
+    assert page.get_attribute("#kpi-key-requests", "data-value") == "1"
+    assert page.locator("#budget-bar").count() == 1
+    assert "remaining" in page.locator("#budget-remaining").inner_text()
     ui.shot("key")
+    # change its limits
+    ui.go("/ui/keys")
+    page.select_option("#upd-name", "alice")
+    page.fill("#upd-rpm", "1200")
+    page.click("#update-key button[type=submit]")
+    # (selectors, not wait_for_function: the page's CSP forbids the eval that would need)
+    page.wait_for_selector("#keys-table tr[data-key='alice'] td:nth-child(4):text-is('1200')")
+    # a second key, rotated: the new value is shown once
+    page.fill("#new-name", "bob")
+    page.click("#create-key button[type=submit]")
+    first = page.locator("#new-key-value").inner_text()
+    page.click("#keys-table tr[data-key='bob'] button[data-action='rotate']")
+    page.wait_for_selector("#new-key:has-text('New key for bob')")
+    assert page.locator("#new-key-value").inner_text() != first
+    ui.shot("keys")
+    # revoke alice: her key is refused from then on
+    page.click("#keys-table tr[data-key='alice'] button[data-action='revoke']")
+    page.wait_for_selector("#keys-table tr[data-key='alice'] .key-status:text-is('revoked')")
+    refused = keyed_chat(ui.proxy, key)
+    assert refused.status_code == 401, refused.text
+    axe = AXE.read_text("utf-8")
+    page.evaluate(axe)
+    found = page.evaluate(
+        "axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'best-practice']})"
+        ".then(r => r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')"
+        ".map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', ')))"
+    )
+    assert found == []
+    assert ui.problems == [], ui.problems

@@ -25,7 +25,7 @@ import orjson
 from ..asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, header, read_body
 from ..errors import ProxyError
 from ..ledger import ledger_path
-from . import queries
+from . import keys, queries
 from .auth import COOKIE, Session, admin_key_matches, csrf_ok, new_session, open_session
 
 if TYPE_CHECKING:
@@ -93,6 +93,10 @@ async def _send(
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def send_json(send: Send, status: int, body: bytes) -> None:
+    await _send(send, status, body)
 
 
 async def _redirect(send: Send, to: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -194,9 +198,7 @@ async def handle(app: App, scope: Scope, receive: Receive, send: Send) -> None:
     if method == "POST" and path == "/ui/logout":
         await _send(send, 200, b'{"signed_out":true}', extra=[_set_cookie("", 0)])
         return
-    if path.startswith("/ui/api/keys"):
-        from . import keys
-
+    if path == keys.PREFIX or path.startswith(keys.PREFIX + "/"):
         await keys.handle(app, scope, receive, send, method, path)
         return
     raise ProxyError(404, f"no route {method} {path}", type="not_found_error")
@@ -257,7 +259,7 @@ async def _get(
         data: dict[str, Any] = {
             "csrf": session.csrf,
             "expires": session.expires,
-            "keys_mode": _keys_mode(app),
+            "keys_mode": keys.keys_mode(app),
             "workers": app.cfg.workers,
         }
     elif path == "/ui/api/overview":
@@ -272,10 +274,8 @@ async def _get(
         if not _NAME.match(name):
             raise ProxyError(400, "name must be a key's name (printable ASCII, 1-200 characters)")
         data = await _read(queries.key_page, db, name, _period(q))
-        data["key"] = await _key_limits(app, name)
-    elif path.startswith("/ui/api/keys"):
-        from . import keys
-
+        data["key"] = await keys.describe(app, name)
+    elif path == keys.PREFIX or path.startswith(keys.PREFIX + "/"):
         await keys.handle(app, scope, receive, send, "GET", path)
         return
     else:
@@ -285,16 +285,6 @@ async def _get(
 
 async def _read(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     return await asyncio.to_thread(fn, *args)
-
-
-def _keys_mode(app: App) -> bool:
-    return str(getattr(app.cfg, "auth", "")) == "keys"
-
-
-async def _key_limits(app: App, name: str) -> dict[str, Any] | None:
-    from . import keys
-
-    return await keys.describe(app, name)
 
 
 async def _live(app: App, receive: Receive, send: Send, session: Session) -> None:

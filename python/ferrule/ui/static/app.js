@@ -16,7 +16,7 @@ function el(tag, attrs, ...kids) {
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const kid of kids.flat()) {
+  for (const kid of kids.flat(Infinity)) {
     if (kid === null || kid === undefined) continue;
     node.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
   }
@@ -246,9 +246,111 @@ function live() {
 
 // -- Keys -------------------------------------------------------------------------------------
 
+const FIELDS = [
+  ["budget_usd", "Budget (USD)", "number"],
+  ["rpm", "Requests/min", "number"],
+  ["tpm", "Tokens/min", "number"],
+  ["max_parallel", "Parallel", "number"],
+  ["models", "Models (comma list)", "text"],
+  ["expires_in", "Expires in (e.g. 30d)", "text"],
+];
+
+function limitsFrom(form, creating) {
+  const body = {};
+  for (const [name, , kind] of FIELDS) {
+    const v = form.elements[name].value.trim();
+    if (v === "") continue;
+    if (v === "none") { body[name] = null; continue; }
+    if (name === "models") body[name] = v.split(",").map((m) => m.trim()).filter(Boolean);
+    else if (name === "budget_usd") body[name] = Number(v);
+    else if (kind === "number") body[name] = parseInt(v, 10);
+    else body[name] = v;
+  }
+  const period = form.elements.budget_period.value;
+  if (period) body.budget_period = period;
+  return body;
+}
+
+function limitFields(prefix) {
+  return [
+    FIELDS.map(([name, label, kind]) => el("label", {for: prefix + name}, label,
+      el("input", {id: prefix + name, name, type: kind === "number" ? "text" : "text", inputmode: kind === "number" ? "decimal" : null, size: "10"}))),
+    el("label", {for: prefix + "budget_period"}, "Budget period",
+      el("select", {id: prefix + "budget_period", name: "budget_period"},
+        el("option", {value: "", text: "(unchanged / month)"}),
+        ["day", "week", "month", "total"].map((p) => el("option", {value: p, text: p})))),
+  ];
+}
+
+function shownOnce(title, info) {
+  return el("div", {class: "shown-once", role: "alert", id: "new-key"},
+    el("strong", {text: title + " — copy it now, it is not shown again: "}),
+    el("code", {id: "new-key-value", text: info.key}));
+}
+
 async function keys() {
-  if (window.FerruleKeys) return window.FerruleKeys.render({api, el, main, usd, num, status, when});
-  main(el("h1", {text: "Keys"}), el("p", {text: "Virtual keys are off: start Ferrule with FERRULE_AUTH=keys to manage them here."}));
+  const data = await api("/ui/api/keys");
+  const notice = el("div", {id: "key-notice"});
+  const limit = (v) => (v === null || v === undefined ? "–" : String(v));
+  const rows = data.data.map((k) => el("tr", {"data-key": k.name},
+    el("th", {scope: "row"}, el("a", {href: "/ui/key/" + encodeURIComponent(k.name), text: k.name})),
+    el("td", {class: "key-status", text: k.status}),
+    el("td", {text: k.budget_usd === null ? "–" : usd(k.budget_usd) + " / " + k.budget_period}),
+    el("td", {text: limit(k.rpm)}), el("td", {text: limit(k.tpm)}), el("td", {text: limit(k.max_parallel)}),
+    el("td", {text: k.models.length ? k.models.join(", ") : "any"}),
+    el("td", {text: k.expires_at ? when(k.expires_at) : "never"}),
+    el("td", {}, k.status === "revoked" ? "" : [
+      el("button", {type: "button", class: "plain", "data-action": "rotate", "aria-label": "Rotate " + k.name, text: "Rotate",
+        onclick: async () => {
+          if (!confirm("Rotate " + k.name + "? The old key keeps working for 24 hours.")) return;
+          const info = await api("/ui/api/keys/" + encodeURIComponent(k.name) + "/rotate", {method: "POST", headers: {"content-type": "application/json"}, body: "{}"});
+          await keys();
+          document.getElementById("key-notice").replaceChildren(shownOnce("New key for " + k.name, info));
+        }}),
+      " ",
+      el("button", {type: "button", class: "danger", "data-action": "revoke", "aria-label": "Revoke " + k.name, text: "Revoke",
+        onclick: async () => {
+          if (!confirm("Revoke " + k.name + "? Requests with it are refused at once.")) return;
+          await api("/ui/api/keys/" + encodeURIComponent(k.name), {method: "DELETE"});
+          await keys();
+          status("Revoked " + k.name + ".");
+        }}),
+    ])));
+  const table = el("table", {class: "data", id: "keys-table"}, el("caption", {text: "Virtual keys"}),
+    el("thead", {}, el("tr", {}, ["Name", "Status", "Budget", "RPM", "TPM", "Parallel", "Models", "Expires", "Actions"].map((c) => el("th", {scope: "col", text: c})))),
+    el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", {colspan: "9", text: "No keys yet."}))));
+  const create = el("form", {class: "inline", id: "create-key", "aria-label": "Create a key"},
+    el("label", {for: "new-name"}, "Name", el("input", {id: "new-name", name: "name", required: true, size: "14"})),
+    limitFields("new-"),
+    el("button", {type: "submit", text: "Create key"}));
+  create.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const body = Object.assign({name: create.elements.name.value.trim()}, limitsFrom(create, true));
+      const info = await api("/ui/api/keys", {method: "POST", headers: {"content-type": "application/json"}, body: JSON.stringify(body)});
+      await keys();
+      document.getElementById("key-notice").replaceChildren(shownOnce("Key " + info.name, info));
+    } catch (err) { status("Not created: " + err.message); }
+  });
+  const names = data.data.filter((k) => k.status !== "revoked").map((k) => k.name);
+  const update = el("form", {class: "inline", id: "update-key", "aria-label": "Change a key's limits"},
+    el("label", {for: "upd-name"}, "Key", el("select", {id: "upd-name", name: "name"}, names.map((n) => el("option", {value: n, text: n})))),
+    limitFields("upd-"),
+    el("button", {type: "submit", text: "Update limits"}));
+  update.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const name = update.elements.name.value;
+      const body = limitsFrom(update, false);
+      await api("/ui/api/keys/" + encodeURIComponent(name), {method: "PATCH", headers: {"content-type": "application/json"}, body: JSON.stringify(body)});
+      await keys();
+      status("Updated " + name + ".");
+    } catch (err) { status("Not updated: " + err.message); }
+  });
+  main(el("h1", {text: "Keys"}), notice, table,
+    el("section", {class: "card"}, el("h2", {text: "Create a key"}), create),
+    names.length ? el("section", {class: "card"}, el("h2", {text: "Change limits"}),
+      el("p", {class: "hint", text: "Empty fields stay as they are; \"none\" removes a limit."}), update) : "");
 }
 
 // -- start ------------------------------------------------------------------------------------
