@@ -676,7 +676,8 @@ def test_doctor_and_serve_reject_a_bad_config(tmp_path: Path) -> None:
     bad = cli(*args, "--data-dir", "/dev/null/ferrule", env={"FERRULE_REDIS_URL": dead_redis})
     assert bad.returncode == 1, bad.stdout
     out = bad.stdout
-    assert "[FAIL] config: upstream_url must be an http(s) URL" in out
+    # the flag that carried the bad value is named
+    assert "[FAIL] config: --upstream-url ftp://example.invalid: upstream_url must be an" in out
     assert "not writable" in out and "FERRULE_DATA_DIR" in out  # says what to fix
     assert "[FAIL] redis" in out and "cannot connect" in out
     assert out.count("fix:") >= 3 and "3 problem(s) found." in out
