@@ -1,0 +1,106 @@
+"""The dashboard's own pieces without a server: its ledger reads (series, percentiles, errors by
+kind, a key's page), the SVG charts, and the live feed's cost when nobody watches."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from ferrule.ledger import LedgerWriter, RequestRecord, ledger_path
+from ferrule.ui import queries, svg
+from ferrule.ui.live import RECENT, Live
+
+NOW = 1_800_000_000.0
+
+
+def rec(i: int, ts: float, **kw: object) -> RequestRecord:
+    return RequestRecord(
+        request_id=f"r{i}", route="/v1/chat/completions", model="claude-sonnet-4-6", ts=ts, **kw
+    )  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Path:
+    w = LedgerWriter(ledger_path(tmp_path), flush_interval=0.01)
+    for i in range(10):  # latencies 10, 20, ..., 100 ms, one a minute in the last 10 minutes
+        w.submit(
+            rec(
+                i,
+                NOW - 600 + i * 60,
+                latency_ms=10.0 * (i + 1),
+                ttfb_ms=float(i + 1),
+                input_tokens=100,
+                output_tokens=10,
+                key_name="alice" if i < 4 else None,
+            )
+        )
+    w.submit(rec(10, NOW - 30, status=429, outcome="upstream_error", error_type="rate_limit_error"))
+    w.submit(rec(11, NOW - 20, status=400, outcome="error", error_type="invalid_request_error"))
+    w.submit(rec(12, NOW - 10, status=499, outcome="client_cancelled"))
+    w.submit(rec(13, NOW - 7200, input_tokens=5))  # outside the last hour
+    w.close()
+    return ledger_path(tmp_path)
+
+
+def test_overview_series_percentiles_errors(ledger: Path) -> None:
+    d = queries.overview(ledger, "1h", now=NOW)
+    assert d["totals"]["requests"] == 13
+    assert len(d["series"]) == 60  # one bucket a minute, empty ones included
+    assert sum(s["requests"] for s in d["series"]) == 13
+    assert sum(s["tokens"] for s in d["series"]) == d["tokens"] == 10 * 110
+    # nearest rank over the 13 latencies (three of them 0): p50 is the 7th, p90 the 12th
+    assert d["percentiles"]["latency_ms"] == {"p50": 40.0, "p90": 90.0, "p99": 100.0}
+    assert d["percentiles"]["ttfb_ms"]["p50"] == 5.0  # rows without a first byte left out
+    # errors by kind: the error type, else the outcome (a 499 counts, as in ferrule stats)
+    kinds = {e["kind"]: e["requests"] for e in d["errors_by_kind"]}
+    assert kinds == {"rate_limit_error": 1, "invalid_request_error": 1, "client_cancelled": 1}
+    assert d["error_rate"] == pytest.approx(3 / 13)
+    assert d["requests_per_s"] == pytest.approx(13 / 3600)
+    assert "<svg" in d["charts"]["requests"] and "<title>" in d["charts"]["spend"]
+
+
+def test_overview_without_a_ledger(tmp_path: Path) -> None:
+    d = queries.overview(tmp_path / "none.sqlite3", "30d", now=NOW)
+    assert d["totals"]["requests"] == 0
+    assert d["error_rate"] is None and d["response_cache_hit_ratio"] is None
+    assert d["series"] == [] and d["charts"] == {}
+
+
+def test_table_and_key_page(ledger: Path) -> None:
+    rows = queries.table(ledger, "key", "1h", now=NOW)["rows"]
+    assert {r["name"]: r["requests"] for r in rows} == {None: 9, "alice": 4}
+    page = queries.key_page(ledger, "alice", "1h", now=NOW)
+    assert page["totals"]["requests"] == 4
+    assert [r["request_id"] for r in page["recent"]] == ["r3", "r2", "r1", "r0"]
+    assert "tenant" not in page["recent"][0]  # what was asked is never kept, nor who by hash
+    assert queries.key_page(ledger, "nobody", "1h", now=NOW)["totals"]["requests"] == 0
+
+
+def test_svg_escapes_labels() -> None:
+    out = svg.bars([NOW], [[3.0]], ["<b>"], "a <script> & b", 60)
+    assert "<script>" not in out and "&lt;script&gt;" in out
+    assert out.startswith("<svg") and out.endswith("</svg>")
+
+
+def test_live_feed_costs_one_append_when_nobody_watches() -> None:
+    live = Live()
+    records = [rec(i, time.time()) for i in range(RECENT + 10)]
+    for r in records:
+        live.started(r)
+        live.finished(r)
+    assert live._inflight == {}  # nothing tracked without a watcher
+    assert len(live.recent) == RECENT  # bounded
+    snap = live.snapshot(in_flight=0)
+    assert snap["recent"][0]["request_id"] == records[-1].request_id
+    live.watchers = 1
+    flying = rec(999, time.time() - 2)
+    live.started(flying)
+    snap = live.snapshot(in_flight=1)
+    assert [r["request_id"] for r in snap["in_flight_requests"]] == ["r999"]
+    assert snap["in_flight_requests"][0]["age_s"] >= 2
+    version = live.version
+    live.finished(flying)
+    assert live.version > version
+    assert live.snapshot(in_flight=0)["in_flight_requests"] == []
