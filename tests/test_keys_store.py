@@ -275,3 +275,24 @@ def test_the_admin_key_is_not_the_access_key() -> None:
     same = "shared-secret-0123456789"
     with pytest.raises(ConfigError, match="admin key"):
         load(env={"FERRULE_ADMIN_KEY": same, "FERRULE_ACCESS_KEY": same})
+
+
+def test_admin_api_is_off_without_an_admin_key(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from ferrule.keys import admin
+
+    async def run(cfg: object) -> int:
+        app = SimpleNamespace(cfg=cfg)
+        ctx = _ctx(None)
+        ctx.scope["headers"] = [(b"authorization", b"Bearer whatever-key-0123456789")]
+        ctx.scope["path"], ctx.scope["method"] = "/admin/keys", "GET"
+        try:
+            await admin.handle(app, ctx, None, None)  # type: ignore[arg-type]
+        except ProxyError as exc:
+            return exc.status
+        raise AssertionError("answered")
+
+    assert asyncio.run(run(load(env={}))) == 404
+    with_admin = load(env={"FERRULE_ADMIN_KEY": "the-admin-key-0123456789"})
+    assert asyncio.run(run(with_admin)) == 401  # on, and the key is wrong
