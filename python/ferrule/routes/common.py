@@ -137,8 +137,8 @@ class RequestContext:
 
     def tenant_source(self) -> str | None:
         """What the caller's tenant id (``ferrule.tenant``) is derived from: in keys mode the
-        virtual key's name, so every key has its own response cache, kept thinking and stored
-        state, unchanged by a rotation (names are never reused); else the key sent upstream."""
+        virtual key's name, so every key has its own response cache and kept thinking,
+        unchanged by a rotation (names are never reused); else the key sent upstream."""
         if self.vkey is not None:
             return "ferrule-virtual-key\x00" + self.vkey.name
         return self.api_key
