@@ -15,10 +15,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 
-from ferrule import doctor
+from ferrule import doctor, stats_cli
 from ferrule.ledger import SCHEMA_VERSION, LedgerError, LedgerWriter, RequestRecord, ledger_path
 from ferrule.ledger import postgres as pg
 from ferrule.ledger.query import GROUPS, summarize_conn
@@ -293,3 +294,30 @@ def test_doctor_checks_the_database(db: str, monkeypatch: pytest.MonkeyPatch) ->
     )  # fmt: skip
     names = {c.name: c.status for c in doctor.run_checks(args)}
     assert names["database"] == "fail" and names["ledger"] == "skip"
+
+
+def test_stats_cli_reads_the_database(
+    db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = pg.PostgresLedgerWriter(db)
+    now = time.time()
+    for i in range(30):
+        writer.submit(record(i, ts=now - i))
+    assert writer.drain(20)
+    writer.close()
+    monkeypatch.setenv("FERRULE_DATABASE_URL", db)
+    parser = argparse.ArgumentParser()
+    stats_cli.add_arguments(parser)
+    args = parser.parse_args(["--json", "--since", "1h", "--by", "model"])
+    assert stats_cli.run(args) == 0
+    data = orjson.loads(capsys.readouterr().out)
+    assert data["totals"]["requests"] == 30
+    assert sum(r["requests"] for r in data["by_model"]) == 30
+    assert data["ledger"] == pg.redact(db)
+    # the database down: one line naming it (never its password), exit code 1
+    closed = "postgresql://ferrule:hunter2-secret@127.0.0.1:1/ferrule"
+    args.database_url = closed
+    assert stats_cli.run(args) == 1
+    err = capsys.readouterr().err
+    assert "cannot read the ledger postgresql://127.0.0.1:1/ferrule" in err
+    assert "hunter2" not in err
