@@ -91,6 +91,7 @@ def test_a_long_codex_thread_compacts_remotely_and_goes_on(
             {"text": "Still here after the compaction."},  # the next turn (resume)
         ]
     )
+    rows_before = _settled_rows(proxy)  # earlier tests' rows written first
     first = _exec(codex, repo, home, "Print the numbers 100000 to 102000.")
     report = f"codex on the {proxy.backend} backend, turn 1\n" + _output(first)
     assert first.returncode == 0, report
@@ -129,17 +130,30 @@ def test_a_long_codex_thread_compacts_remotely_and_goes_on(
     # The compacted history is a stable prefix: the next turn starts with the same messages.
     assert resumed["messages"][: len(after["messages"]) - 1] == after["messages"][:-1]
 
-    # Every upstream call, the compaction included, has its own ledger row.
-    # (The ledger writes in batches: a row may land a moment after its answer.)
+    # Every upstream call, the compaction included, has its own ledger row. (The proxy serves
+    # other tests too: count this test's rows; the ledger writes in batches, so a row may land a
+    # moment after its answer.)
     deadline = time.monotonic() + 15
-    while True:
-        stats = httpx.get(proxy.url + "/stats", params={"since": "1h", "by": "route"}, timeout=10)
-        assert stats.status_code == 200, stats.text
-        rows = stats.json()["by_route"]
-        if (rows and rows[0]["requests"] >= 4) or time.monotonic() > deadline:
-            break
+    while (rows := _responses_rows(proxy)) < rows_before + 4 and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert [(r["route"], r["requests"]) for r in rows] == [("/v1/responses", 4)], rows
+    assert rows == rows_before + 4
+
+
+def _settled_rows(proxy: Proxy) -> int:
+    """The count once no row is still on its way (the writer flushes every 0.5 s)."""
+    count = _responses_rows(proxy)
+    for _ in range(20):
+        time.sleep(0.7)
+        count, before = _responses_rows(proxy), count
+        if count == before:
+            break
+    return count
+
+
+def _responses_rows(proxy: Proxy) -> int:
+    stats = httpx.get(proxy.url + "/stats", params={"since": "1d", "by": "route"}, timeout=10)
+    assert stats.status_code == 200, stats.text
+    return sum(r["requests"] for r in stats.json()["by_route"] if r["route"] == "/v1/responses")
 
 
 # -- the secret key rotates -------------------------------------------------------------------
