@@ -321,3 +321,13 @@ def test_stats_cli_reads_the_database(
     err = capsys.readouterr().err
     assert "cannot read the ledger postgresql://127.0.0.1:1/ferrule" in err
     assert "hunter2" not in err
+
+
+def test_a_writer_closed_at_once_writes_to_the_database(db: str, tmp_path: Path) -> None:
+    # close() right after submit (a short-lived process): the rows go to the database, not to
+    # a spool left for a later process (the spool is for a database that failed)
+    writer = pg.PostgresLedgerWriter(db, spool_root=tmp_path)
+    writer.submit(record(1))
+    writer.close()
+    assert writer.spooled == 0
+    assert [r[NAMES.index("request_id")] for r in pg_rows(db)] == ["req_00001"]

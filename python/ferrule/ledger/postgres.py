@@ -257,6 +257,7 @@ class PostgresLedgerWriter(LedgerWriter):
         self._replayed = 0
         self._rejected = 0
         self._db_healthy = False
+        self._db_failed = False  # the last attempt to reach the database failed
         self._spool: Spool | None = None
         if spool_root is not None:
             try:
@@ -341,7 +342,7 @@ class PostgresLedgerWriter(LedgerWriter):
         except Exception as exc:  # a record that cannot be priced or turned into a row
             self._finish(batch, error=f"{type(exc).__name__}: {exc}")
             return conn, retry_at
-        if conn is None and self._stop.is_set() and not self._db_healthy:
+        if conn is None and self._stop.is_set() and self._db_failed:
             # Shutting down while the database is away: no connection attempt to wait out
             # (close() will not wait long); the spool keeps the rows for the next writer.
             self._to_spool(batch, rows)
@@ -450,6 +451,7 @@ class PostgresLedgerWriter(LedgerWriter):
                 self._retry_interval,
             )
         self._db_healthy = False
+        self._db_failed = True
         with self._done:
             self._last_error = message
         if conn is not None:
@@ -461,6 +463,7 @@ class PostgresLedgerWriter(LedgerWriter):
         if not self._db_healthy and self._last_error is not None:
             log.warning("ledger %s: database writes resumed", self.path)
         self._db_healthy = True
+        self._db_failed = False
 
 
 def spool_root(data_dir: str | os.PathLike[str]) -> Path:
