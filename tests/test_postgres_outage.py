@@ -199,11 +199,15 @@ def test_postgres_outage_loses_and_duplicates_nothing(
         time.sleep(BEFORE_S)
         stopped_at = len(load.seen)
         pg_server.stop()
-        time.sleep(OUTAGE_S)
+        time.sleep(1.0)
+        with httpx.Client(base_url=bases[0], timeout=30) as c:
+            down = c.get("/stats")  # a clear 503 while the database is away, not a 500
+        time.sleep(OUTAGE_S - 1.0)
         during = len(load.seen) - stopped_at
         pg_server.start()
         time.sleep(AFTER_S)
     assert load.errors == []
+    assert down.status_code == 503 and "unreachable" in down.json()["error"]["message"]
     assert during > 50  # the proxy kept serving while the database was down
     expected = load.seen
     deadline = time.monotonic() + 60
