@@ -125,10 +125,27 @@ def test_errors_name_the_config_file(tmp_path: Path) -> None:
     assert str(caught.value).startswith("FERRULE_LOG_LEVEL=shout: log_level")
 
 
-def test_errors_never_echo_a_secret_value() -> None:
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"FERRULE_REDIS_URL": "http://user:hunter2-secret@cache:6379"},
+            "FERRULE_REDIS_URL=http://***@cache:6379: redis_url must be",
+        ),
+        (
+            {"FERRULE_DATABASE_URL": "mysql://app:hunter2-secret@db/ledger"},
+            "FERRULE_DATABASE_URL=mysql://***@db/ledger: database_url must be",
+        ),
+        (
+            {"FERRULE_UPSTREAM_URL": "ftp://me:hunter2-secret@example.com"},
+            "FERRULE_UPSTREAM_URL=ftp://***@example.com: upstream_url must be",
+        ),
+    ],
+)
+def test_errors_never_echo_a_secret_value(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        load({}, env={"FERRULE_REDIS_URL": "http://user:hunter2-secret@cache:6379"})
-    assert str(caught.value).startswith("FERRULE_REDIS_URL: redis_url must be")
+        load({}, env=env)
+    assert str(caught.value).startswith(message), str(caught.value)
     assert "hunter2" not in str(caught.value)
 
 

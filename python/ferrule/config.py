@@ -340,7 +340,9 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(f"workers must be between 1 and 256, not {cfg.workers}")
     url = urlsplit(cfg.upstream_url)
     if url.scheme not in ("http", "https") or not url.hostname:
-        raise ConfigError(f"upstream_url must be an http(s) URL, not {cfg.upstream_url!r}")
+        raise ConfigError(
+            f"upstream_url must be an http(s) URL, not {_shown('upstream_url', cfg.upstream_url)!r}"
+        )
     if url.query or url.fragment:
         raise ConfigError("upstream_url must not carry a query or fragment")
     if cfg.anthropic_version not in ANTHROPIC_VERSIONS:
@@ -475,7 +477,8 @@ def load(
             _take_access_key(merged, value, flag)
         else:
             merged[name] = _coerce(name, value, flag)
-        where[name] = flag if name in _SECRET else f"{flag} {value}"
+        shown = _shown(name, str(value))
+        where[name] = flag if shown is None else f"{flag} {shown}"
     if merged.get("upstream_keys"):
         from .upstream_pool import resolve_keys
 
@@ -489,20 +492,33 @@ def load(
         raise
 
 
-# Never echoed in an error message: keys, secrets, and URLs that may carry a password.
-_SECRET = frozenset(("upstream_api_key", "secret_key", "access_key", "redis_url"))
 _KIND_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text"}
 
 
+def _shown(name: str, value: str) -> str | None:
+    """A setting's value as an error message may echo it: never a key or a secret (None), and
+    a URL without its user and password (a redis_url or database_url may carry them)."""
+    if name.endswith(("_key", "_keys", "_sha256")) or "secret" in name or "password" in name:
+        return None
+    if name.endswith("_url"):
+        try:
+            parts = urlsplit(value)
+            has_user = parts.username is not None or parts.password is not None
+        except ValueError:  # not even a URL: it may still hold a password, so not shown
+            return None
+        if has_user:
+            return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+    return value
+
+
 def _env_source(name: str, env: Mapping[str, str]) -> str:
-    var = _ENV[name][0] if name in _ENV else ""
+    if name.endswith("_sha256"):  # access_key_sha256 <- FERRULE_ACCESS_KEY, ...
+        return "FERRULE_" + name.removesuffix("_sha256").upper()
+    var = _ENV[name][0] if name in _ENV else "FERRULE_" + name.upper()
     if name == "port" and env.get(var) in (None, ""):
         var = "TOKENPAK_PORT"
-    if name == "access_key_sha256":
-        return "FERRULE_ACCESS_KEY"
-    if name in _SECRET:
-        return var
-    return f"{var}={env.get(var, '').strip()}"
+    shown = _shown(name, env.get(var, "").strip())
+    return var if shown is None else f"{var}={shown}"
 
 
 def _setting_of(message: str) -> str:
