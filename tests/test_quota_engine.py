@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 import pytest
-from redis_server import RedisServer, needs_redis, redis_server_fixture  # noqa: F401
 
 from ferrule import pricing
 from ferrule.config import Config
@@ -38,6 +37,7 @@ from ferrule.quota.limiter import (
 )
 from ferrule.quota.redis_store import RedisQuotaStore
 from ferrule.quota.store import QuotaStore
+from redis_server import RedisServer, needs_redis, redis_server_fixture  # noqa: F401
 
 MODEL = "claude-fable-5-2"  # priced in the packaged table: $8 in, $40 out per Mtok
 US = 1_000_000
