@@ -179,6 +179,11 @@ def test_model_globs(keys_server: KeysServer) -> None:
     assert resp.json()["error"]["type"] == "permission_error"
     ok = keys_server.call("POST", "/chat/completions", key, json={**CHAT, "model": HAIKU})
     assert ok.status_code == 200, ok.text
+    # the model list shows what the key may use, in both shapes
+    listed = keys_server.call("GET", "/models", key).json()["data"]
+    assert listed and all(m["id"].startswith("claude-haiku-") for m in listed)
+    listed = keys_server.call("GET", "/models", key, headers=ANTHROPIC).json()["data"]
+    assert listed and all(m["id"].startswith("claude-haiku-") for m in listed)
     ok = keys_server.call(
         "POST", "/messages", key, json={**MSGS, "model": HAIKU}, headers=ANTHROPIC
     )

@@ -22,8 +22,9 @@ from .cache.sealed import SealedStore
 from .cache.stores import DEFAULT_SQLITE_NAME
 from .config import Config, from_environment
 from .errors import ProxyError, anthropic_error_body, openai_error_body
+from .keys import VirtualKey
 from .keys import admin as keys_admin
-from .keys.gate import KeyGate, refuse_ferrule_keys
+from .keys.gate import KeyGate, model_allowed, refuse_ferrule_keys
 from .largebody import LargeBodies
 from .ledger import LedgerWriter, PeriodError, Recorder, ledger_path, resolve_data_dir
 from .metrics import Metrics
@@ -267,7 +268,7 @@ class App:
                     ctx.route = "anthropic"  # an Anthropic SDK gets its own error shape
                 # Like the POST routes: with an access key only its holders see this server.
                 await self._authorize(ctx)
-                await self._models(scope, tracked_send)
+                await self._models(scope, tracked_send, ctx.vkey)
             elif method == "GET" and path in ("/health", "/healthz"):
                 await self._health(tracked_send)
             elif method == "GET" and path == "/health/liveness":
@@ -366,25 +367,28 @@ class App:
         self.recorder.sync()  # this worker's records still queued for the writer count first
         return self.metrics.render()
 
-    async def _models(self, scope: Scope, send: Send) -> None:
+    async def _models(self, scope: Scope, send: Send, vkey: VirtualKey | None = None) -> None:
+        known = KNOWN_MODELS  # keys mode: only the models the key may use
+        if vkey is not None and vkey.models:
+            known = tuple(m for m in KNOWN_MODELS if model_allowed(vkey, m[0]))
         anthropic_shape = any(k == b"anthropic-version" for k, _ in scope["headers"])
         if anthropic_shape:
             data = [
                 {"type": "model", "id": mid, "display_name": name, "created_at": _iso(created)}
-                for mid, name, created in KNOWN_MODELS
+                for mid, name, created in known
             ]
             body = {
                 "data": data,
                 "has_more": False,
-                "first_id": data[0]["id"],
-                "last_id": data[-1]["id"],
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
             }
         else:
             body = {
                 "object": "list",
                 "data": [
                     {"id": mid, "object": "model", "created": created, "owned_by": "anthropic"}
-                    for mid, _, created in KNOWN_MODELS
+                    for mid, _, created in known
                 ],
             }
         await send_bytes(send, 200, orjson.dumps(body))
