@@ -148,3 +148,27 @@ def test_ferrule_alone_prints_its_help() -> None:
             timeout=60,
         ).stdout
     )
+
+
+def test_demo_that_cannot_start_keeps_its_logs_and_stops_the_other_server(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ferrule.cli", "demo", "--backend", "python"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        # an invalid setting in the environment: Ferrule refuses to start, the mock starts fine
+        env={**os.environ, "TMPDIR": str(tmp_path), "FERRULE_RESPONSE_CACHE": "bogus"},
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    kept = re.search(r"ferrule demo: logs kept in (\S+)", done.stderr)
+    assert kept, done.stderr
+    folder = Path(kept.group(1))
+    assert folder.parent == tmp_path
+    assert (
+        "FERRULE_RESPONSE_CACHE=bogus: response_cache must be"
+        in (folder / "ferrule.log").read_text()
+    )
+    mock_log = (folder / "mock-upstream.log").read_text()
+    mock_port = int(re.search(r"on http://127\.0\.0\.1:(\d+)", mock_log)[1])  # type: ignore[index]
+    assert not _listening(mock_port), "the simulated upstream was left running"

@@ -10,6 +10,7 @@ running after the tour, for the dashboard at ``/ui``, until Ctrl-C."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import shutil
@@ -19,6 +20,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +73,7 @@ def _run(openai: object, args: argparse.Namespace, logs: Path, keep: bool) -> in
         # Ctrl-C may come at any point; SIGTERM (a test, a service manager) ends it the same way.
         signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with (
+        with _all_running(
             running_server(
                 [
                     "mock-upstream",
@@ -113,6 +116,29 @@ def _run(openai: object, args: argparse.Namespace, logs: Path, keep: bool) -> in
     except ServerFailed as exc:
         print(f"ferrule demo: {exc}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _all_running(*servers: contextlib.AbstractContextManager[Any]) -> Iterator[None]:
+    """Start the servers at the same time (each takes seconds to import and spawn its worker;
+    Ferrule's readiness does not need its upstream), stop them all on the way out. When one
+    fails to start, the others that did are stopped and the first failure is raised."""
+    with contextlib.ExitStack() as stack:
+        failure: BaseException | None = None
+        with ThreadPoolExecutor(len(servers)) as pool:
+            started = [(cm, pool.submit(cm.__enter__)) for cm in servers]
+            try:
+                for _, future in started:
+                    future.result()
+            except BaseException as exc:  # a server failed, or Ctrl-C: raised after cleanup
+                failure = exc
+        # (the pool has waited for every start) stop each server that did start
+        for cm, future in started:
+            if future.exception() is None:
+                stack.push(cm)
+        if failure is not None:
+            raise failure
+        yield
 
 
 def _interrupt(signum: int, frame: object) -> None:
