@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import secrets
 import shutil
@@ -20,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,13 +43,11 @@ RESPONSES_REQUESTS = 2
 
 
 def run(args: argparse.Namespace) -> int:
-    import openai
-
     keep = bool(getattr(args, "serve", False))
     folder = Path(tempfile.mkdtemp(prefix="ferrule-demo-"))
     failed = True
     try:
-        code = _run(openai, args, folder, keep)
+        code = _run(args, folder, keep)
         failed = code != 0
         return code
     except KeyboardInterrupt:
@@ -61,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run(openai: object, args: argparse.Namespace, logs: Path, keep: bool) -> int:
+def _run(args: argparse.Namespace, logs: Path, keep: bool) -> int:
     data_dir = logs / "data"  # the demo's own ledger, so its savings table shows only its requests
     admin_key = "demo-admin-" + secrets.token_urlsafe(12)  # signs in to /ui; loopback only
     env = {"FERRULE_DATA_DIR": str(data_dir), "FERRULE_ADMIN_KEY": admin_key}
@@ -98,8 +97,11 @@ def _run(openai: object, args: argparse.Namespace, logs: Path, keep: bool) -> in
                 env=env,
                 log_path=str(logs / "ferrule.log"),
             ),
+            # the SDK takes a second or more to import: here, while the servers start (the
+            # threads that start them import nothing, so no import lock is shared)
+            meanwhile=lambda: importlib.import_module("openai"),
         ):
-            code = _tour(openai, proxy_port, mock_port)
+            code = _tour(proxy_port, mock_port)
             if code == 0 and keep:
                 _wait_for_ledger(data_dir, CHAT_REQUESTS + RESPONSES_REQUESTS)
                 _savings(data_dir)
@@ -119,15 +121,19 @@ def _run(openai: object, args: argparse.Namespace, logs: Path, keep: bool) -> in
 
 
 @contextlib.contextmanager
-def _all_running(*servers: contextlib.AbstractContextManager[Any]) -> Iterator[None]:
+def _all_running(
+    *servers: contextlib.AbstractContextManager[Any], meanwhile: Callable[[], object] = object
+) -> Iterator[None]:
     """Start the servers at the same time (each takes seconds to import and spawn its worker;
-    Ferrule's readiness does not need its upstream), stop them all on the way out. When one
-    fails to start, the others that did are stopped and the first failure is raised."""
+    Ferrule's readiness does not need its upstream), run ``meanwhile`` in this thread while
+    they start, and stop them all on the way out. When one fails to start, the others that did
+    are stopped and the first failure is raised."""
     with contextlib.ExitStack() as stack:
         failure: BaseException | None = None
         with ThreadPoolExecutor(len(servers)) as pool:
             started = [(cm, pool.submit(cm.__enter__)) for cm in servers]
             try:
+                meanwhile()
                 for _, future in started:
                     future.result()
             except BaseException as exc:  # a server failed, or Ctrl-C: raised after cleanup
@@ -183,7 +189,7 @@ def _serving(port: int, mock_port: int, admin_key: str) -> None:
     print("\n".join(lines), flush=True)
 
 
-def _tour(openai: object, port: int, mock_port: int) -> int:
+def _tour(port: int, mock_port: int) -> int:
     import httpx
     from openai import OpenAI
 
