@@ -32,7 +32,12 @@ def _run(tmp_path: Path, body: str) -> str:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+        # no third-party plugins (hypothesis, playwright, ...): a second or two, not ten
+        env={
+            **os.environ,
+            "PYTHONPATH": str(Path(__file__).parent),
+            "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+        },
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
