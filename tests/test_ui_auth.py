@@ -22,7 +22,8 @@ from servers import MockUpstream, Proxy, start_proxy
 pytestmark = pytest.mark.e2e
 
 ADMIN = "admin-key-for-ui-tests-0123"
-TTL = 3  # seconds: long enough to use a session, short enough to watch it end
+TTL = 600  # the shared server's sessions; the expiry test runs its own with a short one
+SHORT_TTL = 3
 
 
 @pytest.fixture(scope="module")
@@ -118,11 +119,17 @@ def test_csrf_on_writes(ui: Proxy) -> None:
         assert "Max-Age=0" in r.headers["set-cookie"]
 
 
-def test_session_expires(ui: Proxy) -> None:
-    with client(ui) as c:
-        sign_in(c)
+def test_session_expires(mock_server: MockUpstream, tmp_path: Path) -> None:
+    env = {"FERRULE_ADMIN_KEY": ADMIN, "FERRULE_UI_SESSION_TTL": str(SHORT_TTL)}
+    with (
+        start_proxy("python", mock_server.url, str(tmp_path / "f.log"), env=env) as p,
+        client(p) as c,
+    ):
+        r = c.post("/ui/login", data={"key": ADMIN})
+        signed_in = time.monotonic()
+        assert f"Max-Age={SHORT_TTL};" in r.headers["set-cookie"]
         assert c.get("/ui/api/session").status_code == 200
-        time.sleep(TTL + 0.5)
+        time.sleep(max(0.0, SHORT_TTL + 0.5 - (time.monotonic() - signed_in)))
         # the browser would have dropped it (Max-Age); a client that kept it is refused
         assert c.get("/ui/api/session").status_code == 401
         assert c.get("/ui").headers["location"] == "/ui/login"

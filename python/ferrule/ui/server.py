@@ -14,8 +14,8 @@ import asyncio
 import ipaddress
 import os
 import re
+import time
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -70,12 +70,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-@cache
+# The package's files, read once: a request names one of these or gets a 404 (no path from a
+# request ever reaches the filesystem).
+_FILES: Final[dict[str, bytes]] = {
+    p.name: p.read_bytes() for p in STATIC.iterdir() if p.is_file() and p.suffix in _STATIC_TYPES
+}
+
+
 def _static(name: str) -> bytes | None:
-    path = STATIC / name
-    if "/" in name or name.startswith(".") or not path.is_file():
-        return None
-    return path.read_bytes()
+    return _FILES.get(name)
 
 
 async def _send(
@@ -307,7 +310,7 @@ async def _live(app: App, receive: Receive, send: Send, session: Session) -> Non
     seen = -1
     quiet = 0.0
     try:
-        while not gone.done() and session.expires > _now():
+        while not gone.done() and session.expires > time.time():
             if live.version != seen:
                 seen = live.version
                 snap = live.snapshot(app.in_flight)
@@ -329,12 +332,6 @@ async def _live(app: App, receive: Receive, send: Send, session: Session) -> Non
     finally:
         live.watchers -= 1
         gone.cancel()
-
-
-def _now() -> float:
-    import time
-
-    return time.time()
 
 
 async def _disconnected(receive: Receive) -> None:

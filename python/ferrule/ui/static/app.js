@@ -188,7 +188,7 @@ async function keyPage() {
       el("div", {class: "bar", role: "progressbar", id: "budget-bar", "aria-label": "Budget used",
         "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(Math.round(share * 100))},
         el("span", {class: "fill", "data-share": share.toFixed(3)})),
-      el("p", {id: "budget-remaining", text: usd(spent) + " spent of " + usd(k.budget_usd) + ", " + usd(Math.max(0, k.budget_usd - spent)) + " remaining"})));
+      el("p", {id: "budget-remaining", text: usd(spent) + " spent of " + usd(k.budget_usd) + " (" + (share * 100).toFixed(1) + "%), " + usd(Math.max(0, k.budget_usd - spent)) + " remaining"})));
     // The width is set from script (the page's CSP allows no inline style attribute).
     parts[parts.length - 1].querySelector(".fill").style.width = (share * 100).toFixed(1) + "%";
   }
@@ -227,6 +227,10 @@ function live() {
       el("thead", {}, el("tr", {}, ["When", "Model", "Route", "Status", "Outcome", "Key", "In", "Out", "Cache", "TTFB", "Latency"].map((c) => el("th", {scope: "col", text: c})))), done));
   if (SOURCE) SOURCE.close();
   SOURCE = new EventSource("/ui/api/live");
+  SOURCE.addEventListener("error", () => {
+    // The browser retries by itself; a closed stream means the session ended (or the server went).
+    if (SOURCE.readyState === EventSource.CLOSED) api("/ui/api/session").catch(() => status("Live feed lost: reload the page."));
+  });
   SOURCE.addEventListener("snapshot", (ev) => {
     const s = JSON.parse(ev.data);
     count.dataset.value = String(s.in_flight);
