@@ -57,6 +57,10 @@ def _run_as() -> pwd.struct_passwd | None:
     raise RuntimeError("running as root and there is no postgres or nobody user for initdb")
 
 
+# A freshly initialised cluster to copy (and who owns it), made by the session's first server.
+_TEMPLATE: tuple[Path, pwd.struct_passwd | None] | None = None
+
+
 class PgServer:
     """One PostgreSQL cluster in a temp folder; ``url`` reaches database ``ferrule`` over TCP."""
 
@@ -87,6 +91,18 @@ class PgServer:
         )
 
     def init(self) -> None:
+        """initdb, once per test session: later servers copy the first one's fresh cluster
+        (``cp -a`` keeps its owner), which saves an initdb per test module."""
+        global _TEMPLATE
+        if _TEMPLATE is not None and _TEMPLATE[1] == self.user and _TEMPLATE[0].exists():
+            subprocess.run(["cp", "-a", str(_TEMPLATE[0]), str(self.data)], check=True)
+            return
+        self._initdb()
+        template = Path(tempfile.mkdtemp(prefix="ferrule-pg-template-")) / "data"
+        subprocess.run(["cp", "-a", str(self.data), str(template)], check=True)
+        _TEMPLATE = (template, self.user)
+
+    def _initdb(self) -> None:
         argv = [
             f"{self.bin}/initdb", "-D", str(self.data), "-U", self.role, "--auth=trust",
             "--encoding=UTF8", "--no-sync",

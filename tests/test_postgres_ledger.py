@@ -119,8 +119,8 @@ def migrate_in_processes(url: str, n: int) -> list[subprocess.CompletedProcess[s
 
 
 def test_concurrent_start_applies_each_migration_once(db: str) -> None:
-    results = migrate_in_processes(db, 8)
-    assert [r.returncode for r in results] == [0] * 8, [r.stderr[-500:] for r in results]
+    results = migrate_in_processes(db, 6)
+    assert [r.returncode for r in results] == [0] * 6, [r.stderr[-500:] for r in results]
     assert {r.stdout.strip() for r in results} == {str(SCHEMA_VERSION)}
     with psycopg.connect(db) as conn:
         applied = conn.execute(
