@@ -296,3 +296,36 @@ def test_admin_api_is_off_without_an_admin_key(tmp_path: Path) -> None:
     assert asyncio.run(run(load(env={}))) == 404
     with_admin = load(env={"FERRULE_ADMIN_KEY": "the-admin-key-0123456789"})
     assert asyncio.run(run(with_admin)) == 401  # on, and the key is wrong
+
+
+def test_passthrough_keeps_ferrule_keys_from_upstream(tmp_path: Path) -> None:
+    """Passthrough mode sends the caller's key upstream: a virtual key or the admin key sent by
+    mistake is refused (401) before any upstream call; an Anthropic key goes through."""
+    from ferrule.app import App
+
+    admin_key = "the-admin-key-0123456789"
+    cfg = load(env={"FERRULE_ADMIN_KEY": admin_key, "FERRULE_DATA_DIR": str(tmp_path)})
+    app = App(cfg)
+    _, virtual = create_key(_store(tmp_path), "early")
+
+    async def run() -> None:
+        for key in (virtual, admin_key):
+            for ctx in (_ctx(key), _ctx_x_api_key(key)):
+                with pytest.raises(ProxyError) as exc:
+                    await app._authorize(ctx)
+                assert exc.value.status == 401 and exc.value.type == "authentication_error"
+        ctx = _ctx("sk-ant-caller-0000000000")
+        await app._authorize(ctx)
+        assert ctx.api_key == "sk-ant-caller-0000000000" and ctx.vkey is None
+
+    asyncio.run(run())
+
+
+def _ctx_x_api_key(key: str) -> RequestContext:
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/messages",
+        "headers": [(b"x-api-key", key.encode())],
+    }
+    return RequestContext(scope, "anthropic", 1 << 20, 5.0)
