@@ -9,6 +9,7 @@ folder under the system temp dir that user owns (pytest's tmp_path is root-only,
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import pwd
@@ -98,7 +99,9 @@ class PgServer:
             subprocess.run(["cp", "-a", str(_TEMPLATE[0]), str(self.data)], check=True)
             return
         self._initdb()
-        template = Path(tempfile.mkdtemp(prefix="ferrule-pg-template-")) / "data"
+        root = tempfile.mkdtemp(prefix="ferrule-pg-template-")
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        template = Path(root) / "data"
         subprocess.run(["cp", "-a", str(self.data), str(template)], check=True)
         _TEMPLATE = (template, self.user)
 
