@@ -172,3 +172,18 @@ def test_demo_that_cannot_start_keeps_its_logs_and_stops_the_other_server(tmp_pa
     mock_log = (folder / "mock-upstream.log").read_text()
     mock_port = int(re.search(r"on http://127\.0\.0\.1:(\d+)", mock_log)[1])  # type: ignore[index]
     assert not _listening(mock_port), "the simulated upstream was left running"
+
+
+def test_pip_install_brings_the_openai_sdk_the_demo_needs() -> None:
+    """``pip install .`` (the README's path) must be enough for ``ferrule demo``: the SDK is a
+    base dependency, not an extra (the installed metadata of an old editable install may lag,
+    so the source of truth is read)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    base = [re.split(r"[<>=!~ ;\[]", d, maxsplit=1)[0] for d in project["project"]["dependencies"]]
+    assert "openai" in base
+    demo = (Path(__file__).parent.parent / "python" / "ferrule" / "demo.py").read_text()
+    assert "ferrule[demo]" not in demo  # no "install the extra" detour left
