@@ -4,13 +4,18 @@ kind, a key's page), the SVG charts, and the live feed's cost when nobody watche
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ferrule.ledger import LedgerWriter, RequestRecord, ledger_path
 from ferrule.ui import queries, svg
 from ferrule.ui.live import RECENT, Live
+from pg_server import needs_postgres, pg_server_fixture
+
+pg_server = pg_server_fixture  # started only for the PostgreSQL test (module scope)
 
 NOW = 1_800_000_000.0
 
@@ -21,25 +26,34 @@ def rec(i: int, ts: float, **kw: object) -> RequestRecord:
     )  # type: ignore[arg-type]
 
 
+def records() -> list[RequestRecord]:
+    out = [
+        # latencies 10, 20, ..., 100 ms, one a minute in the last 10 minutes
+        rec(
+            i,
+            NOW - 600 + i * 60,
+            latency_ms=10.0 * (i + 1),
+            ttfb_ms=float(i + 1),
+            input_tokens=100,
+            output_tokens=10,
+            key_name="alice" if i < 4 else None,
+        )
+        for i in range(10)
+    ]
+    out.append(
+        rec(10, NOW - 30, status=429, outcome="upstream_error", error_type="rate_limit_error")
+    )
+    out.append(rec(11, NOW - 20, status=400, outcome="error", error_type="invalid_request_error"))
+    out.append(rec(12, NOW - 10, status=499, outcome="client_cancelled"))
+    out.append(rec(13, NOW - 7200, input_tokens=5))  # outside the last hour
+    return out
+
+
 @pytest.fixture
 def ledger(tmp_path: Path) -> Path:
     w = LedgerWriter(ledger_path(tmp_path), flush_interval=0.01)
-    for i in range(10):  # latencies 10, 20, ..., 100 ms, one a minute in the last 10 minutes
-        w.submit(
-            rec(
-                i,
-                NOW - 600 + i * 60,
-                latency_ms=10.0 * (i + 1),
-                ttfb_ms=float(i + 1),
-                input_tokens=100,
-                output_tokens=10,
-                key_name="alice" if i < 4 else None,
-            )
-        )
-    w.submit(rec(10, NOW - 30, status=429, outcome="upstream_error", error_type="rate_limit_error"))
-    w.submit(rec(11, NOW - 20, status=400, outcome="error", error_type="invalid_request_error"))
-    w.submit(rec(12, NOW - 10, status=499, outcome="client_cancelled"))
-    w.submit(rec(13, NOW - 7200, input_tokens=5))  # outside the last hour
+    for r in records():
+        w.submit(r)
     w.close()
     return ledger_path(tmp_path)
 
@@ -104,3 +118,43 @@ def test_live_feed_costs_one_append_when_nobody_watches() -> None:
     live.finished(flying)
     assert live.version > version
     assert live.snapshot(in_flight=0)["in_flight_requests"] == []
+
+
+# -- the shared ledger in PostgreSQL ------------------------------------------------------------
+
+
+@needs_postgres
+def test_postgres_ledger_reads_like_sqlite(ledger: Path, tmp_path: Path, pg_server: Any) -> None:
+    """With database_url the dashboard reads the shared database: the same figures as from the
+    SQLite file holding the same rows (dollars may differ in the last rounded micro-dollar:
+    PostgreSQL sums exact decimals)."""
+    import psycopg
+
+    from ferrule.ledger import postgres as pg
+
+    server = pg_server
+    name = "ui_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(server.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = server.url.rsplit("/", 1)[0] + "/" + name
+    writer = pg.PostgresLedgerWriter(url, spool_root=tmp_path / "spool")
+    for r in records():
+        assert writer.submit(r)
+    assert writer.drain(30)
+    writer.close()
+
+    a = queries.overview(url, "1h", now=NOW)
+    b = queries.overview(ledger, "1h", now=NOW)
+    for key in ("percentiles", "errors_by_kind", "tokens", "error_rate", "requests_per_s"):
+        assert a[key] == b[key], key
+    assert [s["requests"] for s in a["series"]] == [s["requests"] for s in b["series"]]
+    assert a["totals"]["requests"] == b["totals"]["requests"] == 13
+    assert (
+        queries.table(url, "key", "1h", now=NOW)["rows"]
+        == queries.table(ledger, "key", "1h", now=NOW)["rows"]
+    )
+    ka, kb = (queries.key_page(d, "alice", "1h", now=NOW) for d in (url, ledger))
+    assert ka["recent"] == kb["recent"]
+    assert queries.last_minute(url, "alice", now=NOW - 360) == queries.last_minute(
+        ledger, "alice", now=NOW - 360
+    )

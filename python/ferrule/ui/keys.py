@@ -15,7 +15,7 @@ import orjson
 
 from ..asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body
 from ..errors import ProxyError
-from ..ledger import ledger_path, open_readonly
+from . import queries
 
 if TYPE_CHECKING:
     from ..app import App
@@ -90,7 +90,9 @@ async def describe(app: App, name: str) -> dict[str, Any] | None:
             out["budget_period_ends"] = ends
         except Exception:  # the page still shows the limits without the figure
             out["spent_usd"] = None
-    used = await asyncio.to_thread(_last_minute, app, name)
+    from .server import ledger_of
+
+    used = await asyncio.to_thread(queries.last_minute, ledger_of(app), name)
     limits: dict[str, dict[str, int]] = {}
     if key.rpm is not None:
         limits["requests per minute"] = {"used": used[0], "limit": key.rpm}
@@ -98,19 +100,3 @@ async def describe(app: App, name: str) -> dict[str, Any] | None:
         limits["tokens per minute"] = {"used": used[1], "limit": key.tpm}
     out["limits"] = limits or None
     return out
-
-
-def _last_minute(app: App, name: str) -> tuple[int, int]:
-    conn = open_readonly(ledger_path(app.data_dir))
-    if conn is None:
-        return 0, 0
-    try:
-        row = conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(input_tokens + cache_write_5m_tokens"
-            " + cache_write_1h_tokens + cache_read_tokens + output_tokens), 0)"
-            " FROM requests WHERE key_name = ? AND ts >= ?",
-            (name, time.time() - 60),
-        ).fetchone()
-    finally:
-        conn.close()
-    return int(row[0]), int(row[1])

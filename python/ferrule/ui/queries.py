@@ -1,16 +1,18 @@
 """The dashboard's reads of the ledger. Totals and tables come from ``ledger.query`` (the very
 figures ``ferrule stats --json`` prints for the same period); what only the dashboard needs
 (series over time, percentiles, errors by kind, one key's recent requests) is here. All
-blocking: the server calls them in a thread."""
+blocking: the server calls them in a thread. ``db`` is the ledger's SQLite file, or the
+``database_url`` (``postgresql://``) of the shared ledger: the same SQL runs on both, but for the
+table name, the parameter marks and the time bucket."""
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from typing import Any, Final
 
 from ..ledger import open_readonly, summarize_conn
+from ..ledger.query import PG_TABLE
 from . import svg
 
 __all__ = ["PERIODS", "TABLES", "key_page", "overview", "period_bounds", "table"]
@@ -24,7 +26,44 @@ PERIODS: Final[dict[str, tuple[int, int]]] = {
 # table name in the page -> ledger.query group
 TABLES: Final[dict[str, str]] = {"model": "model", "key": "key", "upstream-key": "upstream-key"}
 _ERROR = "(status >= 400 OR outcome IN ('upstream_error', 'truncated', 'error'))"
+_ERROR_COUNT = f"CASE WHEN {_ERROR} THEN 1 ELSE 0 END"
 RECENT_ROWS = 50
+
+
+Db = str | os.PathLike[str]
+
+
+class _Ledger:
+    """A read-only connection to either ledger, and its dialect."""
+
+    def __init__(self, db: Db) -> None:
+        self.pg = isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
+        self.conn: Any
+        if self.pg:
+            from ..ledger import postgres
+
+            self.conn = postgres.open_readonly(str(db))
+        else:
+            self.conn = open_readonly(db)
+
+    def sql(self, text: str) -> str:
+        """``text`` written for SQLite (``{t}`` the table, ``?`` marks) in this dialect."""
+        if not self.pg:
+            return text.format(t="requests")
+        return text.format(t=PG_TABLE).replace("?", "%s")
+
+    def bucket(self) -> str:
+        # whole buckets since the period's start; PostgreSQL's CAST would round, not truncate
+        return "FLOOR((ts - ?) / ?)::bigint" if self.pg else "CAST((ts - ?) / ? AS INTEGER)"
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+def _f(v: Any) -> float:
+    """A sum of dollars: a float from SQLite, an exact Decimal from PostgreSQL."""
+    return round(float(v or 0.0), 6)
 
 
 def period_bounds(period: str, now: float | None = None) -> tuple[float, float]:
@@ -44,22 +83,22 @@ def _empty_totals() -> dict[str, Any]:
 def overview(db: str | os.PathLike[str], period: str, now: float | None = None) -> dict[str, Any]:
     since, until = period_bounds(period, now)
     seconds, bucket = PERIODS[period]
-    conn = open_readonly(db)
+    led = _Ledger(db)
     out: dict[str, Any] = {"period": period, "since": since, "until": until}
-    if conn is None:
+    if led.conn is None:
         totals = _empty_totals()
         series: list[dict[str, Any]] = []
         pct: dict[str, dict[str, float | None]] = {"ttfb_ms": {}, "latency_ms": {}}
         errors: list[dict[str, Any]] = []
     else:
         try:
-            rows = summarize_conn(conn, since, until, ())
+            rows = summarize_conn(led.conn, since, until, ())
             totals = rows[0] if rows else _empty_totals()
-            series = _series(conn, since, until, bucket)
-            pct = {c: _percentiles(conn, c, since, until) for c in ("ttfb_ms", "latency_ms")}
-            errors = _errors(conn, since, until)
+            series = _series(led, since, until, bucket)
+            pct = {c: _percentiles(led, c, since, until) for c in ("ttfb_ms", "latency_ms")}
+            errors = _errors(led, since, until)
         finally:
-            conn.close()
+            led.close()
     billed_tokens = (
         totals["input_tokens"]
         + totals["cache_write_5m_tokens"]
@@ -85,22 +124,22 @@ def overview(db: str | os.PathLike[str], period: str, now: float | None = None) 
     return out
 
 
-def _series(
-    conn: sqlite3.Connection, since: float, until: float, bucket: int
-) -> list[dict[str, Any]]:
+def _series(led: _Ledger, since: float, until: float, bucket: int) -> list[dict[str, Any]]:
     sql = (
-        "SELECT CAST((ts - ?) / ? AS INTEGER) AS b, COUNT(*),"
+        f"SELECT {led.bucket()} AS b, COUNT(*),"
         " SUM(CASE WHEN response_cache_hit = 0 THEN input_tokens + cache_write_5m_tokens"
         " + cache_write_1h_tokens + cache_read_tokens + output_tokens ELSE 0 END),"
         " SUM(cost_usd),"
         " SUM(COALESCE(saved_caching_usd, 0) + COALESCE(saved_compression_usd, 0)"
         " + COALESCE(saved_response_cache_usd, 0) - COALESCE(cache_write_premium_usd, 0)),"
-        f" SUM({_ERROR})"
-        " FROM requests WHERE ts >= ? AND ts < ? GROUP BY b ORDER BY b"
+        f" SUM({_ERROR_COUNT})"
+        " FROM {t} WHERE ts >= ? AND ts < ? GROUP BY b ORDER BY b"
     )
     found = {
         int(b): (n, tok, cost, saved, err)
-        for b, n, tok, cost, saved, err in conn.execute(sql, (since, bucket, since, until))
+        for b, n, tok, cost, saved, err in led.conn.execute(
+            led.sql(sql), (since, bucket, since, until)
+        )
     }
     count = max(1, int((until - since + bucket - 1) // bucket))
     out = []
@@ -111,40 +150,38 @@ def _series(
                 "t": since + i * bucket,
                 "requests": int(n or 0),
                 "tokens": int(tok or 0),
-                "cost_usd": round(cost or 0.0, 6),
-                "saved_usd": round(saved or 0.0, 6),
+                "cost_usd": _f(cost),
+                "saved_usd": _f(saved),
                 "errors": int(err or 0),
             }
         )
     return out
 
 
-def _percentiles(
-    conn: sqlite3.Connection, column: str, since: float, until: float
-) -> dict[str, float | None]:
+def _percentiles(led: _Ledger, column: str, since: float, until: float) -> dict[str, float | None]:
     assert column in ("ttfb_ms", "latency_ms")  # never a caller's string
     where = f"ts >= ? AND ts < ? AND {column} IS NOT NULL"
-    (n,) = conn.execute(f"SELECT COUNT(*) FROM requests WHERE {where}", (since, until)).fetchone()
+    count = led.sql("SELECT COUNT(*) FROM {t} WHERE ") + led.sql(where)
+    (n,) = led.conn.execute(count, (since, until)).fetchone()
     out: dict[str, float | None] = {}
     for name, q in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99)):
         if not n:
             out[name] = None
             continue
         rank = max(0, min(n - 1, int(-(-q * n // 1)) - 1))  # nearest rank
-        (v,) = conn.execute(
-            f"SELECT {column} FROM requests WHERE {where} ORDER BY {column} LIMIT 1 OFFSET ?",
-            (since, until, rank),
-        ).fetchone()
+        one = f"SELECT {column} FROM {{t}} WHERE {where} ORDER BY {column} LIMIT 1 OFFSET ?"
+        (v,) = led.conn.execute(led.sql(one), (since, until, rank)).fetchone()
         out[name] = round(float(v), 1)
     return out
 
 
-def _errors(conn: sqlite3.Connection, since: float, until: float) -> list[dict[str, Any]]:
+def _errors(led: _Ledger, since: float, until: float) -> list[dict[str, Any]]:
     sql = (
-        "SELECT COALESCE(NULLIF(error_type, ''), outcome) AS kind, COUNT(*) FROM requests"
+        "SELECT COALESCE(NULLIF(error_type, ''), outcome) AS kind, COUNT(*) FROM {t}"
         f" WHERE ts >= ? AND ts < ? AND {_ERROR} GROUP BY kind ORDER BY COUNT(*) DESC, kind"
     )
-    return [{"kind": k, "requests": int(n)} for k, n in conn.execute(sql, (since, until))]
+    rows = led.conn.execute(led.sql(sql), (since, until))
+    return [{"kind": k, "requests": int(n)} for k, n in rows]
 
 
 def _charts(
@@ -176,16 +213,34 @@ def table(
     db: str | os.PathLike[str], by: str, period: str, now: float | None = None
 ) -> dict[str, Any]:
     since, until = period_bounds(period, now)
-    conn = open_readonly(db)
+    led = _Ledger(db)
     rows: list[dict[str, Any]] = []
-    if conn is not None:
+    if led.conn is not None:
         try:
-            rows = summarize_conn(conn, since, until, (TABLES[by],))
+            rows = summarize_conn(led.conn, since, until, (TABLES[by],))
         finally:
-            conn.close()
+            led.close()
     for r in rows:
         r["name"] = r.pop(TABLES[by])
     return {"by": by, "period": period, "since": since, "until": until, "rows": rows}
+
+
+def last_minute(db: Db, name: str, now: float | None = None) -> tuple[int, int]:
+    """A key's requests and billed tokens in the 60 s before ``now`` (its rate-limit use)."""
+    led = _Ledger(db)
+    if led.conn is None:
+        return 0, 0
+    try:
+        sql = (
+            "SELECT COUNT(*), COALESCE(SUM(input_tokens + cache_write_5m_tokens"
+            " + cache_write_1h_tokens + cache_read_tokens + output_tokens), 0)"
+            " FROM {t} WHERE key_name = ? AND ts >= ?"
+        )
+        start = (time.time() if now is None else now) - 60
+        row = led.conn.execute(led.sql(sql), (name, start)).fetchone()
+    finally:
+        led.close()
+    return int(row[0]), int(row[1])
 
 
 def key_page(
@@ -194,21 +249,21 @@ def key_page(
     """One virtual key's use: totals (as the by-key table), and its recent requests (what,
     when, how it ended; never a body)."""
     since, until = period_bounds(period, now)
-    conn = open_readonly(db)
+    led = _Ledger(db)
     totals: dict[str, Any] | None = None
     recent: list[dict[str, Any]] = []
-    if conn is not None:
+    if led.conn is not None:
         try:
-            for r in summarize_conn(conn, since, until, ("key",)):
+            for r in summarize_conn(led.conn, since, until, ("key",)):
                 if r["key"] == name:
                     totals = r
-            cur = conn.execute(
+            sql = (
                 "SELECT ts, request_id, route, model, stream, status, outcome, error_type,"
                 " input_tokens + cache_write_5m_tokens + cache_write_1h_tokens,"
                 " cache_read_tokens, output_tokens, cost_usd, response_cache, latency_ms"
-                " FROM requests WHERE key_name = ? ORDER BY ts DESC LIMIT ?",
-                (name, RECENT_ROWS),
+                " FROM {t} WHERE key_name = ? ORDER BY ts DESC LIMIT ?"
             )
+            cur = led.conn.execute(led.sql(sql), (name, RECENT_ROWS))
             cols = [
                 "ts",
                 "request_id",
@@ -225,9 +280,13 @@ def key_page(
                 "cache",
                 "latency_ms",
             ]
-            recent = [dict(zip(cols, row, strict=True)) for row in cur]
+            for row in cur:
+                r = dict(zip(cols, row, strict=True))
+                r["cost_usd"] = None if r["cost_usd"] is None else float(r["cost_usd"])
+                r["stream"] = bool(r["stream"])
+                recent.append(r)
         finally:
-            conn.close()
+            led.close()
     return {
         "name": name,
         "period": period,

@@ -14,6 +14,7 @@ import asyncio
 import ipaddress
 import os
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ import orjson
 
 from ..asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, header, read_body
 from ..errors import ProxyError
-from ..ledger import ledger_path
+from ..ledger import LedgerError, ledger_path
 from . import keys, queries
 from .auth import COOKIE, Session, admin_key_matches, csrf_ok, new_session, open_session
 
@@ -257,7 +258,7 @@ async def _get(
         await _live(app, receive, send, session)
         return
     q = _query(scope)
-    db = ledger_path(app.data_dir)
+    db = ledger_of(app)
     if path == "/ui/api/session":
         data: dict[str, Any] = {
             "csrf": session.csrf,
@@ -286,8 +287,21 @@ async def _get(
     await _send(send, 200, orjson.dumps(data))
 
 
+def ledger_of(app: App) -> str | Path:
+    """The ledger the dashboard reads: the shared database when there is one, else the file."""
+    url: str = getattr(app.cfg, "database_url", "") or ""
+    return url or ledger_path(app.data_dir)
+
+
 async def _read(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    return await asyncio.to_thread(fn, *args)
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except (sqlite3.Error, LedgerError) as exc:
+        raise ProxyError(503, f"the ledger cannot be read: {type(exc).__name__}") from None
+    except Exception as exc:
+        if type(exc).__module__.startswith("psycopg"):  # the shared database is down
+            raise ProxyError(503, "the ledger database is unreachable; try again later") from None
+        raise
 
 
 async def _live(app: App, receive: Receive, send: Send, session: Session) -> None:
