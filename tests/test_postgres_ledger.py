@@ -227,7 +227,11 @@ def test_server_down_rows_spool_and_replay_in_order(
     pg_server: PgServer, db: str, tmp_path: Path
 ) -> None:
     spool = tmp_path / "spool"
-    writer = pg.PostgresLedgerWriter(db, spool_root=spool, retry_interval=0.3)
+    # no time budget and small segments: the backlog is replayed one segment per turn, while
+    # newer rows keep arriving behind it
+    writer = pg.PostgresLedgerWriter(db, spool_root=spool, retry_interval=0.3, drain_budget=0.0)
+    assert writer._spool is not None
+    writer._spool.segment_bytes = 40_000
     for i in range(300):
         writer.submit(record(i))
     assert writer.drain(20)
@@ -253,6 +257,10 @@ def test_server_down_rows_spool_and_replay_in_order(
         assert other.spooled == 100
     finally:
         pg_server.start()
+    for i in range(1601, 1801):  # while the backlog drains
+        writer.submit(record(i))
+        if i % 50 == 0:
+            time.sleep(0.2)
     assert writer.drain(30)
     assert writer.spooled == 0 and writer.database_healthy
     # a new writer (a restarted worker) adopts the dead one's spool
@@ -262,11 +270,11 @@ def test_server_down_rows_spool_and_replay_in_order(
     third.close()
     writer.close()
     ids = [r[NAMES.index("request_id")] for r in pg_rows(db)]
-    assert len(ids) == len(set(ids)) == 1601
+    assert len(ids) == len(set(ids)) == 1801
     # this writer's rows in the order they were submitted (the spool replays in order)
-    mine = [i for i in ids if int(i[4:]) < 1500]
-    assert mine == [f"req_{i:05d}" for i in range(1500)]
-    assert sorted(ids) == [f"req_{i:05d}" for i in range(1601)]
+    mine = [i for i in ids if not 1500 <= int(i[4:]) <= 1600]
+    assert mine == [f"req_{i:05d}" for i in [*range(1500), *range(1601, 1801)]]
+    assert sorted(ids) == [f"req_{i:05d}" for i in range(1801)]
     assert [p.name for p in spool.iterdir()] == []  # every spool folder replayed and removed
 
 

@@ -248,6 +248,7 @@ class PostgresLedgerWriter(LedgerWriter):
         batch_size: int = 200,
         flush_interval: float = 0.5,
         retry_interval: float = 2.0,
+        drain_budget: float = 1.0,
         on_drop: Callable[[DropReason, int], None] | None = None,
     ) -> None:
         # Set before the base class starts the thread, which reads them.
@@ -258,6 +259,7 @@ class PostgresLedgerWriter(LedgerWriter):
         self._rejected = 0
         self._db_healthy = False
         self._db_failed = False  # the last attempt to reach the database failed
+        self._drain_budget = drain_budget
         self._spool: Spool | None = None
         if spool_root is not None:
             try:
@@ -325,7 +327,7 @@ class PostgresLedgerWriter(LedgerWriter):
                 self._observe(priced)
                 conn, retry_at = self._write_batch(conn, priced, retry_at)
             if self.spooled and not self._stop.is_set():
-                conn, retry_at = self._drain_spool(conn, retry_at)  # idle: catch up
+                conn, retry_at = self._drain_spool(conn, retry_at)  # catch up, a bit per turn
             if self._stop.is_set() and not self._queue:
                 break
         if conn is not None:
@@ -347,9 +349,8 @@ class PostgresLedgerWriter(LedgerWriter):
             # (close() will not wait long); the spool keeps the rows for the next writer.
             self._to_spool(batch, rows)
             return conn, retry_at
-        if self.spooled:
-            # Older rows wait on disk: they go first, so the database sees rows in order.
-            conn, retry_at = self._drain_spool(conn, retry_at)
+        # Older rows waiting on disk go first (the database sees rows in order): this batch
+        # joins them, and the thread replays the spool between batches (_drain_spool).
         if not self.spooled and (conn is not None or time.monotonic() >= retry_at):
             try:
                 conn = conn or self._connect()
@@ -430,15 +431,21 @@ class PostgresLedgerWriter(LedgerWriter):
         if conn is None and time.monotonic() < retry_at:
             return None, retry_at
         waiting = spool.rows
+        # A time budget per call: a long backlog is replayed a few segments at a time, and new
+        # batches meanwhile join the spool's end (order kept) instead of piling up in memory.
+        until = time.monotonic() + self._drain_budget
         try:
             conn = conn or self._connect()
             for segment in spool.segments():
                 self._replay(conn, segment)
                 spool.forget(segment)
+                if time.monotonic() > until:
+                    break
         except (psycopg.Error, LedgerError) as exc:
             return self._down(conn, exc)
         self._up()
-        log.warning("ledger %s: replayed %d spooled rows", self.path, waiting)
+        if not spool.rows:
+            log.warning("ledger %s: replayed %d spooled rows", self.path, waiting)
         return conn, 0.0
 
     def _down(self, conn: psycopg.Connection | None, exc: Exception) -> tuple[None, float]:
