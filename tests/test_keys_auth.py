@@ -348,3 +348,19 @@ def test_every_key_is_its_own_tenant(keys_server: KeysServer) -> None:
     assert cache(other) == "MISS"
     rotated = keys_server.admin("POST", "/tenant-one/rotate").json()["key"]
     assert cache(rotated) == "HIT"
+
+
+def test_stored_responses_belong_to_the_key_that_made_them(keys_server: KeysServer) -> None:
+    """Every virtual key reaches Anthropic with the operator's key, so the Responses store must
+    be keyed by the virtual key: another key gets a 404 for the id, and cannot chain from it."""
+    owner, other = keys_server.new_key("responses-owner"), keys_server.new_key("responses-other")
+    made = keys_server.call("POST", "/responses", owner, json={"model": MODEL, "input": "hi"})
+    assert made.status_code == 200, made.text
+    rid = made.json()["id"]
+    assert keys_server.call("GET", f"/responses/{rid}", owner).status_code == 200
+    assert keys_server.call("GET", f"/responses/{rid}", other).status_code == 404
+    assert keys_server.call("GET", f"/responses/{rid}/input_items", other).status_code == 404
+    chained = {"model": MODEL, "input": "more", "previous_response_id": rid}
+    assert keys_server.call("POST", "/responses", other, json=chained).status_code == 404
+    assert keys_server.call("DELETE", f"/responses/{rid}", other).status_code == 404
+    assert keys_server.call("GET", f"/responses/{rid}", owner).status_code == 200

@@ -146,8 +146,9 @@ class ResponsesDialect:
             raise ProxyError(503, "the Responses route is not ready", type="api_error")
         if not isinstance(body, dict):
             raise ProxyError(400, "the request body must be a JSON object")
-        key = ctx.require_key()
-        tenant = tenant_id(key)
+        # In keys mode the tenant is the virtual key (every key goes upstream with the operator's
+        # key): one key must not read another's stored responses or open its sealed items.
+        tenant = tenant_id(ctx.tenant_source() or ctx.require_key())
         items = body.get("input")
         current = (
             [{"type": "message", "role": "user", "content": items}]
@@ -280,8 +281,7 @@ async def state_route(app: App, ctx: RequestContext, method: str, path: str, sen
     """``GET``/``DELETE /v1/responses/{id}`` and ``GET /v1/responses/{id}/input_items``."""
     if app.responses is None:
         raise ProxyError(503, "the response store is not ready", type="api_error")
-    key = ctx.require_key()
-    tenant = tenant_id(key)
+    tenant = tenant_id(ctx.tenant_source() or ctx.require_key())
     rest = path[len("/v1/responses/") :]
     response_id, _, tail = rest.partition("/")
     if not response_id or tail not in ("", "input_items") or (tail and method != "GET"):
