@@ -24,6 +24,7 @@ from ferrule.ledger import SCHEMA_VERSION, LedgerError, LedgerWriter, RequestRec
 from ferrule.ledger import postgres as pg
 from ferrule.ledger.query import GROUPS, summarize_conn
 from ferrule.ledger.schema import COLUMNS, open_readonly
+from ferrule.ledger.spool import Spool
 from ferrule.ledger.writer import row
 from pg_server import PgServer, needs_postgres, pg_server_fixture
 
@@ -278,7 +279,9 @@ def test_server_down_rows_spool_and_replay_in_order(
     assert [p.name for p in spool.iterdir()] == []  # every spool folder replayed and removed
 
 
-def test_doctor_checks_the_database(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doctor_checks_the_database(
+    db: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     fresh = doctor.check_database(db, 3)
     assert fresh.status == "warn" and "not created yet" in fresh.detail
     with pg.connect(db) as conn:
@@ -302,6 +305,12 @@ def test_doctor_checks_the_database(db: str, monkeypatch: pytest.MonkeyPatch) ->
     )  # fmt: skip
     names = {c.name: c.status for c in doctor.run_checks(args)}
     assert names["database"] == "fail" and names["ledger"] == "skip"
+    # rows waiting in the data folder's spool are reported
+    data = tmp_path / "data"
+    assert doctor.check_spool(data).status == "ok"
+    Spool(pg.spool_root(data), NAMES).append([row(record(i)) for i in range(3)])
+    waiting = doctor.check_spool(data)
+    assert waiting.status == "warn" and waiting.detail.startswith("3 ledger rows wait")
 
 
 def test_stats_cli_reads_the_database(

@@ -38,6 +38,7 @@ __all__ = [
     "check_port",
     "check_prices",
     "check_redis",
+    "check_spool",
     "check_upstream",
     "report",
     "run",
@@ -125,6 +126,8 @@ def run_checks(args: argparse.Namespace) -> list[Check]:
             checks.append(Check("ledger", "skip", "the data folder is not usable"))
     if cfg is not None and cfg.database_url:
         checks.append(check_database(cfg.database_url, timeout))
+        if data_dir is not None:
+            checks.append(check_spool(data_dir))
     checks.append(check_prices())
     redis_url = (cfg.redis_url if cfg is not None else "") or os.environ.get(REDIS_ENV)
     if redis_url:
@@ -286,6 +289,32 @@ def check_database(url: str, timeout: float) -> Check:
             "start ferrule serve once with a role that may create tables in this database",
         )
     return Check(name, "ok", f"{shown} ({major}): ledger schema v{SCHEMA_VERSION}")
+
+
+def check_spool(data_dir: Path) -> Check:
+    """Ledger rows waiting in the data folder's spool for the database (ledger.spool)."""
+    from .ledger.postgres import spool_root
+    from .ledger.spool import read_segment
+
+    root = spool_root(data_dir)
+    rows = 0
+    folders = 0
+    try:
+        for folder in root.iterdir() if root.is_dir() else ():
+            segments = sorted(folder.glob("*.jsonl"))
+            folders += bool(segments)
+            rows += sum(1 for seg in segments for _ in read_segment(seg))
+    except OSError as exc:
+        return Check("ledger spool", "warn", f"{root}: cannot read ({exc.strerror or exc})")
+    if rows == 0:
+        return Check("ledger spool", "ok", "empty (every ledger row reached the database)")
+    return Check(
+        "ledger spool",
+        "warn",
+        f"{rows} ledger rows wait in {root} ({folders} writer folders)",
+        "they are replayed, in order, once ferrule serve reaches the database: start it, or "
+        "fix the database check above",
+    )
 
 
 def check_prices(today: dt.date | None = None) -> Check:
