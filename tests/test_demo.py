@@ -117,6 +117,9 @@ def test_demo_serve_keeps_running_until_ctrl_c(tmp_path: Path) -> None:
             timeout=30,
         )
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"], r.text
+        # the dashboard it points at is there (its sign-in page, with the admin key shown)
+        ui = httpx.get(f"{base}/ui", timeout=30, follow_redirects=True)
+        assert ui.status_code == 200 and "admin key" in ui.text.lower(), ui.text[:500]
         time.sleep(1)
         assert proc.poll() is None  # still running
         assert any(p.name.startswith("ferrule-demo-") for p in tmp_path.iterdir())
