@@ -5,6 +5,10 @@ admin key on loopback and non-loopback binds."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
@@ -16,6 +20,7 @@ import pytest
 
 from ferrule.app import App
 from ferrule.config import load
+from ferrule.procs import free_port, running_server
 from ferrule.seal import Sealer
 from servers import MockUpstream, Proxy, start_proxy
 
@@ -199,3 +204,37 @@ def test_non_loopback_with_admin_key_needs_a_session(tmp_path: Path) -> None:
     # the proxy's own access key is not a way in
     bearer = [(b"authorization", b"Bearer access-key-0123456789abc")]
     assert _call(app, "GET", "/ui/api/overview", bearer)["status"] == 401
+
+
+def test_an_open_live_page_does_not_hold_a_shutdown(
+    mock_server: MockUpstream, tmp_path: Path
+) -> None:
+    """Granian stops a worker only once its requests are done: a live stream that never ended
+    held every shutdown for the whole kill timeout (~30 s here). Streams now end every few
+    seconds and the page reconnects."""
+    port = free_port()
+    env = {"FERRULE_ADMIN_KEY": ADMIN, "FERRULE_DATA_DIR": str(tmp_path / "data")}
+    argv = ["serve", "--port", str(port), "--upstream-url", mock_server.url]
+    with running_server(argv, port, env=env, log_path=str(tmp_path / "f.log")) as proc:
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=30) as c:
+            sign_in(c)
+            events: list[str] = []
+
+            def watch() -> None:
+                with contextlib.suppress(httpx.HTTPError), c.stream("GET", "/ui/api/live") as r:
+                    for line in r.iter_lines():
+                        events.append(line)
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            deadline = time.monotonic() + 10
+            while "event: snapshot" not in events and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert "event: snapshot" in events
+            assert events[0] == "retry: 250"  # the page reconnects at once
+            stopped = time.monotonic()
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=25)
+            assert time.monotonic() - stopped < 12  # the stream's 5 s, and a generous margin
+            watcher.join(5)

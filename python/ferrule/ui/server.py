@@ -28,6 +28,7 @@ from ..errors import ProxyError
 from ..ledger import LedgerError, ledger_path
 from . import keys, queries
 from .auth import COOKIE, Session, admin_key_matches, csrf_ok, new_session, open_session
+from .live import Live
 
 if TYPE_CHECKING:
     from ..app import App
@@ -58,7 +59,8 @@ _SECURITY = [
 ]
 _MAX_FORM = 16 * 1024
 _LIVE_TICK = 0.5  # seconds between checks of the live feed
-_LIVE_PING = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
+_LIVE_STREAM = 5.0  # seconds one live stream lasts before the page reconnects (see _live)
+_LIVE_LINGER = 2.0  # seconds in-flight requests stay tracked after a stream ends
 _NAME = re.compile(r"^[\x20-\x7e]{1,200}$")
 
 
@@ -306,7 +308,10 @@ async def _read(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]
 
 async def _live(app: App, receive: Receive, send: Send, session: Session) -> None:
     """Server-sent events: a snapshot of this worker's feed whenever it changed (checked twice
-    a second), a comment now and then, until the client goes or the session ends."""
+    a second), for at most ``_LIVE_STREAM`` seconds; the page's EventSource then reconnects at
+    once (``retry``). Short streams because Granian lets a worker stop only once its requests
+    are done and tells the app nothing before: an endless stream would hold every shutdown
+    (and restart) for the whole kill timeout. They also end when the session does."""
     live = app.live
     await send(
         {
@@ -322,30 +327,29 @@ async def _live(app: App, receive: Receive, send: Send, session: Session) -> Non
     gone = asyncio.ensure_future(_disconnected(receive))
     live.watchers += 1
     seen = -1
-    quiet = 0.0
+    ends = time.monotonic() + _LIVE_STREAM
     try:
-        while not gone.done() and session.expires > time.time():
+        await send({"type": "http.response.body", "body": b"retry: 250\n\n", "more_body": True})
+        while not gone.done() and time.monotonic() < ends and session.expires > time.time():
             if live.version != seen:
                 seen = live.version
                 snap = live.snapshot(app.in_flight)
                 snap["pid"] = os.getpid()
                 chunk = b"event: snapshot\ndata: " + orjson.dumps(snap) + b"\n\n"
-                quiet = 0.0
-            elif quiet >= _LIVE_PING:
-                chunk, quiet = b": ping\n\n", 0.0
-            else:
-                chunk = b""
-            if chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await asyncio.wait((gone,), timeout=_LIVE_TICK)
-            quiet += _LIVE_TICK
         if not gone.done():
             await send({"type": "http.response.body", "body": b"", "more_body": False})
     except Exception:  # the connection went away mid-write: nothing to answer
         pass
     finally:
-        live.watchers -= 1
         gone.cancel()
+        # Still "watched" a moment: requests starting while the page reconnects are listed.
+        asyncio.get_running_loop().call_later(_LIVE_LINGER, _unwatch, live)
+
+
+def _unwatch(live: Live) -> None:
+    live.watchers -= 1
 
 
 async def _disconnected(receive: Receive) -> None:
