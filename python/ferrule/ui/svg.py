@@ -9,8 +9,9 @@ from html import escape
 
 __all__ = ["bars"]
 
-_W, _H = 640, 180
-_LEFT, _BOTTOM, _TOP = 56, 22, 10
+# A narrow canvas: shown about 350 px wide, its 14-unit text stays readable.
+_W, _H = 480, 200
+_LEFT, _BOTTOM, _TOP = 70, 26, 22
 _COLOURS = ("#2b6cb0", "#2f855a", "#b7791f")
 
 
@@ -47,9 +48,9 @@ def bars(
         f'<svg class="chart" viewBox="0 0 {_W} {_H}" role="img" aria-label="{escape(title)}"'
         f' xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
         f'<line x1="{_LEFT}" y1="{_H - _BOTTOM}" x2="{_W}" y2="{_H - _BOTTOM}" stroke="#888"/>',
-        f'<text x="{_LEFT - 4}" y="{_TOP + 8}" text-anchor="end" font-size="11"'
+        f'<text x="{_LEFT - 4}" y="{_TOP + 5}" text-anchor="end" font-size="14"'
         f' fill="#333">{escape(_num(top, money))}</text>',
-        f'<text x="{_LEFT - 4}" y="{_H - _BOTTOM}" text-anchor="end" font-size="11"'
+        f'<text x="{_LEFT - 4}" y="{_H - _BOTTOM}" text-anchor="end" font-size="14"'
         ' fill="#333">0</text>',
     ]
     for k, values in enumerate(series):
@@ -67,16 +68,17 @@ def bars(
             )
     for i in (0, n // 2, n - 1) if n > 2 else range(n):
         x = _LEFT + i * slot + slot / 2
+        anchor = "start" if i == 0 and n > 2 else "end" if i == n - 1 and n > 2 else "middle"
         parts.append(
-            f'<text x="{x:.1f}" y="{_H - 6}" text-anchor="middle" font-size="11"'
+            f'<text x="{x:.1f}" y="{_H - 6}" text-anchor="{anchor}" font-size="14"'
             f' fill="#333">{escape(_when(times[i], bucket))}</text>'
         )
     if len(series) > 1:
         for k, name in enumerate(names):
-            x = _W - 150 + k * 70
+            x = _W - 160 + k * 80
             parts.append(
-                f'<rect x="{x}" y="2" width="10" height="10" fill="{_COLOURS[k]}"/>'
-                f'<text x="{x + 14}" y="11" font-size="11" fill="#333">{escape(name)}</text>'
+                f'<rect x="{x}" y="3" width="12" height="12" fill="{_COLOURS[k]}"/>'
+                f'<text x="{x + 16}" y="14" font-size="14" fill="#333">{escape(name)}</text>'
             )
     parts.append("</svg>")
     return "".join(parts)
