@@ -34,6 +34,7 @@ from ferrule.quota.limiter import (
     period_bounds,
     refund,
     rfc3339,
+    usage_cost_nano,
 )
 from ferrule.quota.redis_store import RedisQuotaStore
 from ferrule.quota.store import QuotaStore
@@ -105,6 +106,25 @@ def test_period_bounds_are_utc_calendar_periods() -> None:
     assert period_bounds("total", t) == ("total", None)
     with pytest.raises(ValueError):
         period_bounds("year", t)
+
+
+@pytest.mark.parametrize("model", [MODEL, "claude-sonnet-4-6", "claude-haiku-5-5"])
+@pytest.mark.parametrize(
+    "tokens",
+    [(90, 0, 0, 0, 37), (1200, 4000, 0, 9000, 800), (3, 0, 2048, 150_000, 64_000), (0,) * 5],
+)
+def test_settled_cost_is_the_ledgers_cost(model: str, tokens: tuple[int, ...]) -> None:
+    """The integer settle path bills exactly what the ledger's Decimal ``account`` bills
+    (cache writes and reads, output, a long-context tier)."""
+    rec = RequestRecord(request_id="r", route="x", model=model)
+    (rec.input_tokens, rec.cache_write_5m_tokens, rec.cache_write_1h_tokens,
+     rec.cache_read_tokens, rec.output_tokens) = tokens  # fmt: skip
+    ledger = account(rec).cost
+    nano = usage_cost_nano(pricing.price_for(model, rec.ts), rec)
+    if ledger is None:
+        assert nano == 0
+    else:
+        assert nano == round(ledger.total_usd * NANO)
 
 
 def test_reserve_estimate_prices_prompt_and_max_output() -> None:
@@ -210,7 +230,7 @@ def test_budget_and_parallel_are_exact_across_processes(store_url: str) -> None:
         store = _open(store_url)
         try:
             for lease in admitted:  # each cost 7 of its 10 reserved: 350 spent
-                await store.settle(Settlement("k-budget", lease, None, 0, "total", 7))
+                await store.settle(Settlement("k-budget", lease, None, 0, "total", 7, 10))
             spent = await store.spent("k-budget", "total")
             more = [
                 await store.admit(

@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from .. import pricing
 from ..errors import ProxyError
-from ..ledger.recorder import account
-from .limiter import NANO, Bucket, cost_nano, duration_text, estimate_reserve_nano, period_bounds
+from .limiter import (
+    NANO,
+    Bucket,
+    duration_text,
+    estimate_reserve_nano,
+    period_bounds,
+    usage_cost_nano,
+)
 from .limiter import rfc3339 as _rfc3339
 from .store import AdmitRequest, AdmitResult, QuotaStore, Settlement, SQLiteQuotaStore, StoreError
 
@@ -55,6 +61,7 @@ class Ticket:
     tpm: Bucket | None
     tokens: int  # reserved for TPM
     period: str  # "" without a budget
+    reserve_nano: int  # reserved from the budget
     headers: list[tuple[bytes, bytes]]
     settled: bool = False
 
@@ -96,7 +103,14 @@ class Quota:
         if self._store is None:
             assert self._data_dir is not None
             self._store = open_store(self.cfg, self._data_dir())
+            if isinstance(self._store, SQLiteQuotaStore):
+                self._store.on_error = self._flush_failed
         return self._store
+
+    def _flush_failed(self, exc: Exception) -> None:
+        if self.metrics is not None:
+            self.metrics.quota_store_error("settle")
+        log.warning("quota store (sqlite): settlements not written yet (%s); retried", exc)
 
     # -- admission ------------------------------------------------------------------------------
 
@@ -140,7 +154,7 @@ class Quota:
             budget_nano = round(vkey.budget_usd * NANO)
             reserve = estimate_reserve_nano(price, prompt, max_out, self.cfg.prompt_cache_ttl)
             period, period_end = period_bounds(vkey.budget_period, time.time())
-        lease = uuid.uuid4().hex if parallel is not None or budgeted else None
+        lease = os.urandom(12).hex() if parallel is not None or budgeted else None
         req = AdmitRequest(
             key=vkey.name,
             rpm=rpm,
@@ -169,6 +183,7 @@ class Quota:
             tpm=tpm,
             tokens=tokens,
             period=period,
+            reserve_nano=reserve,
             headers=_headers(ctx.route, res, rpm, tpm),
         )
 
@@ -271,9 +286,9 @@ class Quota:
             return
         ticket.settled = True
         cost = 0
-        if ticket.period:
-            acct = account(record)
-            cost = cost_nano(acct.cost.total_usd if acct.cost is not None else None)
+        if ticket.period and not record.response_cache_hit:  # a hit is billed $0
+            # what the ledger row will say: the same record, priced at its start
+            cost = usage_cost_nano(pricing.price_for(record.model, record.ts), record)
         delta = 0
         if ticket.tpm is not None:
             used = 0
@@ -288,7 +303,13 @@ class Quota:
             delta = used - ticket.tokens
         if ticket.lease_id is None and not delta and not cost:
             return
-        s = Settlement(ticket.key, ticket.lease_id, ticket.tpm, delta, ticket.period, cost)
+        s = Settlement(
+            ticket.key, ticket.lease_id, ticket.tpm, delta, ticket.period, cost, ticket.reserve_nano
+        )
+        store = self.store
+        if isinstance(store, SQLiteQuotaStore):
+            store.queue(s)  # rides in the worker's next transaction (no task of its own)
+            return
         task = asyncio.ensure_future(self._settle(s))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -312,6 +333,11 @@ class Quota:
         """Wait for settlements still being written (tests, shutdown)."""
         if self._pending:
             await asyncio.wait(set(self._pending), timeout=timeout)
+        if self._store is not None:
+            try:
+                await asyncio.wait_for(self._store.flush(), timeout)
+            except (StoreError, OSError, asyncio.TimeoutError) as exc:
+                log.warning("quota store (%s): settlements not written (%s)", self.store.kind, exc)
 
     async def close(self) -> None:
         await self.drain()

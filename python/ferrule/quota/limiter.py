@@ -25,6 +25,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
+from functools import lru_cache
 
 from .. import pricing
 
@@ -38,6 +39,7 @@ __all__ = [
     "period_bounds",
     "refund",
     "rfc3339",
+    "usage_cost_nano",
 ]
 
 NANO = 1_000_000_000  # nano-dollars per dollar
@@ -101,7 +103,13 @@ def period_bounds(period: str, now: float) -> tuple[str, float | None]:
     ``total``). UTC: a day from midnight, a week from Monday (ISO), a month from the 1st."""
     if period == "total":
         return "total", None
-    d = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
+    return _period_of_day(period, math.floor(now / 86400))
+
+
+@lru_cache(maxsize=64)
+def _period_of_day(period: str, day: int) -> tuple[str, float | None]:
+    # every period starts at a UTC midnight: the answer is the same all day
+    d = dt.date(1970, 1, 1) + dt.timedelta(days=day)
     if period == "day":
         start, end = d, d + dt.timedelta(days=1)
         pid = f"d{d.isoformat()}"
@@ -124,6 +132,42 @@ def cost_nano(usd: float | None) -> int:
     return 0 if usd is None else max(0, round(usd * NANO))
 
 
+_Rates = tuple[Decimal, Decimal, Decimal, Decimal, Decimal]
+
+
+@lru_cache(maxsize=256)
+def _per_token_nano(rates: _Rates) -> tuple[int, ...] | None:
+    """USD per Mtok as whole nano-dollars per token (x 1,000), or None when a rate has more
+    decimals than that (the exact Decimal path is then taken)."""
+    out = []
+    for r in rates:
+        n = r * 1000
+        if n != n.to_integral_value():
+            return None
+        out.append(int(n))
+    return tuple(out)
+
+
+def usage_cost_nano(price: pricing.Price | None, usage: pricing.UsageLike) -> int:
+    """Exactly what the ledger's ``pricing.account`` bills ``usage`` (its Decimal sum), in
+    nano-dollars, in integer arithmetic (the settle path runs once per request)."""
+    if price is None:
+        return 0  # unpriced: the ledger's cost is NULL, nothing is charged
+    rates = price.rates(usage)
+    tokens = (
+        usage.input_tokens,
+        usage.cache_write_5m_tokens,
+        usage.cache_write_1h_tokens,
+        usage.cache_read_tokens,
+        usage.output_tokens,
+    )
+    per_token = _per_token_nano(rates)
+    if per_token is None:
+        usd = sum((t * r for t, r in zip(tokens, rates, strict=True)), Decimal(0)) / 1_000_000
+        return int((usd * NANO).to_integral_value())
+    return sum(t * r for t, r in zip(tokens, per_token, strict=True))
+
+
 def estimate_reserve_nano(
     price: pricing.Price, prompt_tokens: int, max_output: int, cache_ttl: str = "5m"
 ) -> int:
@@ -137,7 +181,12 @@ def estimate_reserve_nano(
         cache_read_tokens=0,
         output_tokens=max_output,
     )
-    r_in, r_w5, r_w1, _, r_out = price.rates(usage)
+    rates = price.rates(usage)
+    r_in, r_w5, r_w1, _, r_out = rates
+    per_token = _per_token_nano(rates)
+    if per_token is not None:
+        n_in, n_w5, n_w1, _, n_out = per_token
+        return prompt_tokens * max(n_in, n_w1 if cache_ttl == "1h" else n_w5) + max_output * n_out
     r_prompt = max(r_in, r_w1 if cache_ttl == "1h" else r_w5)
     usd = (prompt_tokens * r_prompt + max_output * r_out) / Decimal(1_000_000)
     return int((usd * NANO).to_integral_value(rounding=ROUND_CEILING))

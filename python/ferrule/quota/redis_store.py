@@ -268,6 +268,9 @@ class RedisQuotaStore:
             raise StoreError(f"redis: {type(exc).__name__}") from None
         return int(value) if value is not None else 0
 
+    async def flush(self) -> None:
+        return None  # settlements are written at once
+
     async def close(self) -> None:
         try:
             await self._client.aclose()

@@ -19,11 +19,12 @@ import contextlib
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..ledger.writer import is_busy
-from .limiter import Bucket, Gcra, gcra, refund
+from .limiter import Bucket, Gcra, gcra
 
 __all__ = [
     "AdmitRequest",
@@ -78,6 +79,7 @@ class Settlement:
     token_delta: int  # used minus reserved (negative: a refund)
     period: str
     cost_nano: int
+    reserved_nano: int = 0  # what the lease reserved (released from the budget)
 
 
 class QuotaStore(Protocol):
@@ -88,6 +90,8 @@ class QuotaStore(Protocol):
     async def settle(self, s: Settlement) -> None: ...
 
     async def spent(self, key: str, period: str) -> int: ...
+
+    async def flush(self) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -133,14 +137,33 @@ def decide(
     )
 
 
+# One row per key holds both GCRA times and the aggregates of its leases (so an admission reads
+# one row and writes one); a lease row per request in flight (its reservation, its expiry).
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS quota_gcra (key TEXT NOT NULL, kind TEXT NOT NULL, "
-    "tat REAL NOT NULL, PRIMARY KEY (key, kind)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS quota_state (key TEXT PRIMARY KEY, rpm_tat REAL NOT NULL, "
+    "tpm_tat REAL NOT NULL, in_flight INTEGER NOT NULL, reserved_nano INTEGER NOT NULL) "
+    "WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS quota_spend (key TEXT NOT NULL, period TEXT NOT NULL, "
     "spent_nano INTEGER NOT NULL, PRIMARY KEY (key, period)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS quota_leases (id TEXT PRIMARY KEY, key TEXT NOT NULL, "
     "reserved_nano INTEGER NOT NULL, expires REAL NOT NULL)",
     "CREATE INDEX IF NOT EXISTS quota_leases_key ON quota_leases (key, expires)",
+)
+_PUT_STATE = (
+    "INSERT INTO quota_state (key, rpm_tat, tpm_tat, in_flight, reserved_nano) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET rpm_tat = excluded.rpm_tat, "
+    "tpm_tat = excluded.tpm_tat, in_flight = excluded.in_flight, "
+    "reserved_nano = excluded.reserved_nano"
+)
+# a settlement: the lease's share out of the aggregates, the TPM refund (limiter.refund in SQL)
+_RELEASE = (
+    "UPDATE quota_state SET in_flight = max(in_flight - ?, 0), "
+    "reserved_nano = max(reserved_nano - ?, 0) WHERE key = ?"
+)
+_RELEASE_REFUND = (
+    "UPDATE quota_state SET in_flight = max(in_flight - ?, 0), "
+    "reserved_nano = max(reserved_nano - ?, 0), tpm_tat = CASE WHEN ? >= 0 "
+    "THEN max(tpm_tat, ?) + ? ELSE max(?, tpm_tat + ?) END WHERE key = ?"
 )
 
 
@@ -150,10 +173,24 @@ class SQLiteQuotaStore:
 
     kind = "sqlite"
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_for: float = 10.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_for: float = 10.0,
+        settle_delay: float = 0.02,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
         self.path = os.fspath(path)
         self._busy_for = busy_for
         self._conn: sqlite3.Connection | None = None
+        # Settlements wait (at most settle_delay) to ride in the worker's next transaction: the
+        # next admission's, or one flush for all that came meanwhile. A transaction is most of
+        # the CPU a quota costs; a release that comes 20 ms late only errs on the safe side.
+        self.settle_delay = settle_delay
+        self.on_error = on_error  # a flush that failed (logged and counted by the engine)
+        self._settles: list[Settlement] = []
+        self._flush: asyncio.Task[None] | None = None
 
     def _open(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -169,9 +206,10 @@ class SQLiteQuotaStore:
             self._conn = conn
         return self._conn
 
-    async def _step(self, fn: object, *args: object) -> object:
-        """Run ``fn(conn, *args)`` in one IMMEDIATE transaction; retry while busy."""
-        assert callable(fn)
+    async def _step(self, fn: Callable[..., Any] | None, *args: object) -> Any:
+        """Run the waiting settlements and ``fn(conn, *args)`` in one IMMEDIATE transaction;
+        retry while busy. Between taking the settlements and dropping them after the COMMIT
+        nothing awaits, so no settlement is applied twice or lost."""
         deadline = time.monotonic() + self._busy_for
         pause = 0.0005
         while True:
@@ -179,12 +217,18 @@ class SQLiteQuotaStore:
                 conn = self._open()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    out = fn(conn, *args)
+                    n = len(self._settles)
+                    if n:
+                        now = time.time()
+                        for settlement in self._settles[:n]:
+                            self._settle(conn, settlement, now)
+                    out = fn(conn, *args) if fn is not None else None
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     raise
+                del self._settles[:n]
                 return out
             except sqlite3.Error as exc:
                 if not is_busy(exc):
@@ -208,63 +252,84 @@ class SQLiteQuotaStore:
 
     def _admit(self, conn: sqlite3.Connection, req: AdmitRequest, now_s: float) -> AdmitResult:
         now_us = now_s * _MICRO
-        rpm_tat = tpm_tat = 0.0
-        if req.rpm or req.tpm:
-            for kind, tat in conn.execute(
-                "SELECT kind, tat FROM quota_gcra WHERE key = ?", (req.key,)
-            ):
-                if kind == "rpm":
-                    rpm_tat = tat
-                elif kind == "tpm":
-                    tpm_tat = tat
-        in_flight = reserved = spent = 0
-        if req.lease_id is not None:
-            conn.execute(
+        rpm_tat, tpm_tat, in_flight, reserved, spent = conn.execute(
+            "SELECT coalesce(s.rpm_tat, 0), coalesce(s.tpm_tat, 0), coalesce(s.in_flight, 0), "
+            "coalesce(s.reserved_nano, 0), coalesce((SELECT spent_nano FROM quota_spend "
+            "WHERE key = ?1 AND period = ?2), 0) "
+            "FROM (SELECT ?1 AS k) AS q LEFT JOIN quota_state AS s ON s.key = q.k",
+            (req.key, req.period),
+        ).fetchone()
+        result = decide(req, now_us, rpm_tat, tpm_tat, in_flight, reserved, spent)
+        # Leases of requests whose worker died are swept only when they would refuse one (an
+        # admission that fits does not need to know).
+        if (
+            result.reason in ("parallel", "budget")
+            and in_flight
+            and conn.execute(
                 "DELETE FROM quota_leases WHERE key = ? AND expires <= ?", (req.key, now_s)
-            )
+            ).rowcount
+        ):
             in_flight, reserved = conn.execute(
                 "SELECT count(*), coalesce(sum(reserved_nano), 0) FROM quota_leases WHERE key = ?",
                 (req.key,),
             ).fetchone()
-        if req.budget_nano is not None:
-            row = conn.execute(
-                "SELECT spent_nano FROM quota_spend WHERE key = ? AND period = ?",
-                (req.key, req.period),
-            ).fetchone()
-            spent = row[0] if row else 0
-        result = decide(req, now_us, rpm_tat, tpm_tat, in_flight, reserved, spent)
+            conn.execute(_PUT_STATE, (req.key, rpm_tat, tpm_tat, in_flight, reserved))
+            result = decide(req, now_us, rpm_tat, tpm_tat, in_flight, reserved, spent)
         if result.allowed:
-            for kind, g in (("rpm", result.rpm), ("tpm", result.tpm)):
-                if g is not None:
-                    conn.execute(
-                        "INSERT INTO quota_gcra (key, kind, tat) VALUES (?, ?, ?) "
-                        "ON CONFLICT (key, kind) DO UPDATE SET tat = excluded.tat",
-                        (req.key, kind, g.tat),
-                    )
+            if result.rpm is not None:
+                rpm_tat = result.rpm.tat
+            if result.tpm is not None:
+                tpm_tat = result.tpm.tat
             if req.lease_id is not None:
+                in_flight += 1
+                reserved += req.reserve_nano
                 conn.execute(
                     "INSERT INTO quota_leases (id, key, reserved_nano, expires) "
                     "VALUES (?, ?, ?, ?)",
                     (req.lease_id, req.key, req.reserve_nano, now_s + req.lease_ttl_s),
                 )
+            conn.execute(_PUT_STATE, (req.key, rpm_tat, tpm_tat, in_flight, reserved))
         return result
 
     async def settle(self, s: Settlement) -> None:
-        await self._step(self._settle, s, time.time())
+        self.queue(s)
+
+    def queue(self, s: Settlement) -> None:
+        """``settle`` without awaiting: written within ``settle_delay``."""
+        self._settles.append(s)
+        if self._flush is None:
+            self._flush = asyncio.ensure_future(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.settle_delay)
+        self._flush = None  # a settlement that comes while this one writes gets its own
+        try:
+            await self._step(None)
+        except StoreError as exc:
+            # kept for the next transaction; bounded, so a broken file cannot grow it for ever
+            del self._settles[: max(0, len(self._settles) - 100_000)]
+            if self.on_error is not None:
+                self.on_error(exc)
+
+    async def flush(self) -> None:
+        """Write the waiting settlements now."""
+        if self._settles:
+            await self._step(None)
 
     def _settle(self, conn: sqlite3.Connection, s: Settlement, now_s: float) -> None:
+        # a lease already swept (expired) is no longer in the aggregates
+        held = 0
         if s.lease_id is not None:
-            conn.execute("DELETE FROM quota_leases WHERE id = ?", (s.lease_id,))
+            held = conn.execute("DELETE FROM quota_leases WHERE id = ?", (s.lease_id,)).rowcount
+        reserved = s.reserved_nano if held else 0
         if s.tpm is not None and s.token_delta:
-            row = conn.execute(
-                "SELECT tat FROM quota_gcra WHERE key = ? AND kind = 'tpm'", (s.key,)
-            ).fetchone()
-            tat = refund(s.tpm, row[0] if row else 0.0, now_s * _MICRO, s.token_delta)
+            now_us, delta = now_s * _MICRO, s.token_delta * s.tpm.interval_us
             conn.execute(
-                "INSERT INTO quota_gcra (key, kind, tat) VALUES (?, 'tpm', ?) "
-                "ON CONFLICT (key, kind) DO UPDATE SET tat = excluded.tat",
-                (s.key, tat),
+                _RELEASE_REFUND,
+                (held, reserved, delta, now_us, delta, now_us, delta, s.key),
             )
+        elif held:
+            conn.execute(_RELEASE, (held, reserved, s.key))
         if s.period and s.cost_nano:
             conn.execute(
                 "INSERT INTO quota_spend (key, period, spent_nano) VALUES (?, ?, ?) "
@@ -285,4 +350,9 @@ class SQLiteQuotaStore:
         return int(row[0]) if row else 0
 
     async def close(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        with contextlib.suppress(StoreError):
+            await self.flush()
         self._reset()
