@@ -4,19 +4,25 @@ another at its next lookup, its change counter moved; the database down is a cle
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
+from ferrule.cli import main
 from ferrule.keys.model import VirtualKey
 from ferrule.keys.store import KeyProblem, KeyStore, SQLiteKeyStore, new_key
 from ferrule.keys.store_pg import PostgresKeyStore
 from pg_server import PgServer, needs_postgres, pg_server_fixture
+from servers import MockUpstream, Proxy, start_proxy
+from test_e2e_cache import backend_for_custom_proxies
 
 pytestmark = needs_postgres
 pg_server = pg_server_fixture
@@ -152,3 +158,47 @@ def test_database_down_is_a_clear_503(pg_server: PgServer, db: str) -> None:
                 time.sleep(0.2)
     finally:
         store.close()
+
+
+def test_replicas_on_one_database_share_the_cli_made_keys(
+    db: str, mock: MockUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """`ferrule keys` and `ferrule serve` both use the database when FERRULE_DATABASE_URL is
+    set: a key made by the CLI on one host opens both replicas (each with its own data folder),
+    and revoking it through the CLI shuts it out of both within a second."""
+    monkeypatch.setenv("FERRULE_DATABASE_URL", db)
+    monkeypatch.delenv("FERRULE_CONFIG", raising=False)
+
+    def cli(*args: str) -> str:
+        assert main(["keys", *args, "--data-dir", str(tmp_path / "cli")]) == 0
+        return capsys.readouterr().out
+
+    key = json.loads(cli("create", "--name", "fleet-7", "--json"))["key"]
+    env = {
+        "FERRULE_DATABASE_URL": db,
+        "FERRULE_AUTH": "keys",
+        "FERRULE_UPSTREAM_API_KEY": "sk-ant-operator-pg-keys-0001",
+    }
+    body = {"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        replicas = [
+            stack.enter_context(
+                start_proxy(
+                    backend_for_custom_proxies(), mock.url, str(tmp_path / f"r{i}.log"),
+                    env={**env, "FERRULE_DATA_DIR": str(tmp_path / f"replica-{i}")},
+                )
+            )
+            for i in range(2)
+        ]  # fmt: skip
+
+        def status(p: Proxy) -> int:
+            r = httpx.post(p.v1 + "/chat/completions", json=body, timeout=30,
+                           headers={"authorization": f"Bearer {key}"})  # fmt: skip
+            return r.status_code
+
+        assert [status(p) for p in replicas] == [200, 200]
+        assert not (tmp_path / "cli" / "ledger.sqlite3").exists()  # the CLI used the database
+        cli("revoke", "fleet-7")
+        time.sleep(1.0)
+        assert [status(p) for p in replicas] == [401, 401]

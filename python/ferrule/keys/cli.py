@@ -80,14 +80,15 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         data_dir = resolve_data_dir(args.data_dir, args.config)
-        redis_url = _redis_url(args.config, load)
+        redis_url, database_url = _shared_urls(args.config, load)
     except (ConfigError, ValueError) as exc:
         print(f"ferrule keys: {exc}", file=sys.stderr)
         return 2
     try:
-        store = open_key_store(data_dir)
+        store = open_key_store(data_dir, database_url)
     except (sqlite3.Error, OSError, KeyProblem) as exc:
-        print(f"ferrule keys: cannot open the key store in {data_dir}: {exc}", file=sys.stderr)
+        where = "the database (FERRULE_DATABASE_URL)" if database_url else data_dir
+        print(f"ferrule keys: cannot open the key store in {where}: {exc}", file=sys.stderr)
         return 1
     try:
         return _run(args, store, redis_url)
@@ -101,10 +102,14 @@ def run(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _redis_url(config: str | None, load: Any) -> str:
+def _shared_urls(config: str | None, load: Any) -> tuple[str, str]:
+    """``(redis_url, database_url)`` as ``ferrule serve`` would see them: the keys live in the
+    server's store (PostgreSQL when the database URL is set)."""
     if config or os.environ.get("FERRULE_CONFIG"):
-        return str(load(config_path=config).redis_url)
-    return os.environ.get("FERRULE_REDIS_URL", "")
+        cfg = load(config_path=config)
+        return str(cfg.redis_url), str(cfg.database_url)
+    env = os.environ
+    return env.get("FERRULE_REDIS_URL", ""), env.get("FERRULE_DATABASE_URL", "")
 
 
 def _run(args: argparse.Namespace, store: KeyStore, redis_url: str) -> int:

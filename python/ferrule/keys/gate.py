@@ -70,7 +70,9 @@ class KeyGate:
         if self._store is not None:
             return self._store
         if self._opening is None:
-            self._opening = asyncio.ensure_future(asyncio.to_thread(open_key_store, self._data_dir))
+            self._opening = asyncio.ensure_future(
+                asyncio.to_thread(open_key_store, self._data_dir, self._cfg.database_url)
+            )
             if self._cfg.redis_url and self._listener is None:
                 self._listener = asyncio.ensure_future(self._listen(self._cfg.redis_url))
         try:

@@ -34,8 +34,13 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.I)
 _UNIT = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 
 
-def open_key_store(data_dir: str | os.PathLike[str]) -> KeyStore:
-    """The store for ``data_dir``: SQLite, in the ledger's file."""
+def open_key_store(data_dir: str | os.PathLike[str], database_url: str = "") -> KeyStore:
+    """The shared PostgreSQL store when ``database_url`` is set (replicas on several hosts see
+    one set of keys), else SQLite in ``data_dir``'s ledger file."""
+    if database_url:
+        from .store_pg import PostgresKeyStore  # psycopg is the optional `postgres` extra
+
+        return PostgresKeyStore(database_url)
     return SQLiteKeyStore(ledger_path(data_dir))
 
 
