@@ -55,12 +55,17 @@ class Bucket:
 
     @classmethod
     def per_minute(cls, limit: int, burst_fraction: float) -> Bucket:
-        return cls(limit, max(1, math.floor(limit * burst_fraction)))
+        return _per_minute(limit, burst_fraction)
 
     @property
     def interval_us(self) -> float:
         """Microseconds per unit."""
         return 60 * _MICRO / self.limit
+
+
+@lru_cache(maxsize=1024)
+def _per_minute(limit: int, burst_fraction: float) -> Bucket:
+    return Bucket(limit, max(1, math.floor(limit * burst_fraction)))
 
 
 @dataclass(frozen=True, slots=True)
