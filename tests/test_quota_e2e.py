@@ -230,7 +230,9 @@ def test_rate_limit_headers_on_each_route(ks: KeysServer, mock: MockUpstream) ->
     assert r.status_code == 200 and r.headers["x-ratelimit-limit-requests"] == "600"
 
 
-def test_cancelled_stream_releases_its_parallel_slot(ks: KeysServer, mock: MockUpstream) -> None:
+def test_cancelled_or_failed_request_releases_its_parallel_slot(
+    ks: KeysServer, mock: MockUpstream
+) -> None:
     key = ks.new_key("parallel", max_parallel=1)
     auth = {"authorization": f"Bearer {key}"}
     # the upstream starts the stream, then says nothing more
@@ -253,6 +255,13 @@ def test_cancelled_stream_releases_its_parallel_slot(ks: KeysServer, mock: MockU
         if r.status_code == 200 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
+    assert r.status_code == 200, r.text
+    # a request the upstream refuses gives its slot back too
+    refused = {**quick, "messages": [{"role": "user", "content": "hi [mock:error=400]"}]}
+    for _ in range(3):
+        r = httpx.post(ks.proxy.v1 + "/chat/completions", json=refused, headers=auth, timeout=30)
+        assert r.status_code == 400, r.text
+    r = httpx.post(ks.proxy.v1 + "/chat/completions", json=quick, headers=auth, timeout=30)
     assert r.status_code == 200, r.text
 
 
