@@ -43,7 +43,17 @@ from .upstream import Upstream, UpstreamResponse
 if TYPE_CHECKING:
     from .upstream_pool import UpstreamPool
 
-__all__ = ["Breaker", "KeyCooldowns", "Resilience", "RetryBudget", "RetryPolicy", "Tally"]
+__all__ = [
+    "Breaker",
+    "KeyCooldowns",
+    "OneKey",
+    "Resilience",
+    "RetryBudget",
+    "RetryPolicy",
+    "Tally",
+    "Target",
+    "Targets",
+]
 
 RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 # Upstream keys remembered as cooling down after a 429, per worker (then the oldest is dropped).
@@ -205,6 +215,66 @@ def _key_id(headers: list[tuple[str, str]]) -> str | None:
     return None
 
 
+class Target(Protocol):
+    """Where one attempt goes: something with its own circuit breaker."""
+
+    breaker: Breaker
+
+
+class Targets(Protocol):
+    """The upstream keys one request may use, and what each answer means for them."""
+
+    def next(self, host: str) -> tuple[Target | None, float, ProxyError]:
+        """The target of the next attempt, or ``(None, wait, refusal)``: none may be asked for
+        ``wait`` seconds (0: none will), and the client gets ``refusal`` if it cannot wait."""
+        ...
+
+    def headers(self, target: Target) -> list[tuple[str, str]]:
+        """The upstream headers of an attempt on ``target``."""
+        ...
+
+    def answered(self, target: Target, status: int, asked: float | None) -> bool:
+        """Note ``target``'s answer (``asked``: its retry-after); True when the request should
+        move to another target at once."""
+        ...
+
+
+class OneKey:
+    """A request with one upstream key: the worker's breaker, and the key's 429 cool-down
+    (waited out before the first attempt, set by a 429 whose retry-after Ferrule honours)."""
+
+    __slots__ = ("_headers", "_key_id", "_res", "_started", "breaker")
+
+    def __init__(self, res: Resilience, headers: list[tuple[str, str]]) -> None:
+        self._res = res
+        self._headers = headers
+        self.breaker = res.breaker
+        self._key_id = _key_id(headers) if res.cooldowns.until else None
+        self._started = False
+
+    def next(self, host: str) -> tuple[Target | None, float, ProxyError]:
+        if not self._started:
+            self._started = True
+            left = self._res.cooldowns.left(self._key_id) if self._key_id is not None else 0.0
+            if left > 0:  # this key was told to wait: do so before asking again
+                return None, left, ProxyError(429, "this upstream key is rate limited")
+        return self, 0.0, _NO_REFUSAL
+
+    def headers(self, target: Target) -> list[tuple[str, str]]:
+        return self._headers
+
+    def answered(self, target: Target, status: int, asked: float | None) -> bool:
+        if status == 429 and asked is not None and 0 < asked <= self._res.policy.retry_after_cap:
+            # a wait Ferrule honours: this key's other requests honour it too
+            kid = self._key_id or _key_id(self._headers)
+            if kid is not None:
+                self._res.cooldowns.cool(kid, asked)
+        return False
+
+
+_NO_REFUSAL = ProxyError(503, "unused")
+
+
 class Resilience:
     """One per worker: the policy and the shared budget, breaker and key cooldown state."""
 
@@ -226,30 +296,40 @@ class Resilience:
         headers: list[tuple[str, str]],
         tally: Tally,
     ) -> UpstreamResponse:
-        """The upstream response (body unread); ``tally.attempts`` is kept up to date with the
-        attempts made (a fast breaker answer makes none).
+        """The upstream response (body unread) for a request with one upstream key (the
+        caller's or the operator's); see ``send_to``."""
+        return await self.send_to(upstream, path, body, OneKey(self, headers), tally)
 
-        Raises ProxyError when every attempt failed without a response to pass back."""
+    async def send_to(
+        self, upstream: Upstream, path: str, body: bytes, targets: Targets, tally: Tally
+    ) -> UpstreamResponse:
+        """The one send loop: each attempt goes to ``targets.next()`` (one key, or a member of
+        the upstream key pool), under the retry policy, budget and that target's breaker.
+        ``tally.attempts`` is kept up to date with the attempts made (a fast breaker answer
+        makes none). Raises ProxyError when every attempt failed without a response to pass
+        back."""
         policy = self.policy
         host = upstream.host
         waited = 0.0
         attempt = 0
         retrying = False  # this request's current attempt is a retry, holding a budget slot
-        trial = False  # this request is the breaker's half-open trial
-        key_id = _key_id(headers) if self.cooldowns.until else None
+        trial: Target | None = None  # the target whose breaker let this request in half-open
         try:
-            if key_id is not None:
-                left = self.cooldowns.left(key_id)
-                if left > 0:  # this key was told to wait: do so before asking again
-                    await asyncio.sleep(left)
-                    waited += left
             while True:
-                trial = self.breaker.check(host)
+                target, wait, refusal = targets.next(host)
+                if target is None:  # nothing may be asked now
+                    if wait <= 0 or waited + wait > policy.retry_after_cap:
+                        raise refusal
+                    await asyncio.sleep(wait)
+                    waited += wait
+                    continue
+                trial = target if target.breaker.check(host) else None
                 attempt += 1
                 tally.attempts = attempt
                 try:
                     resp = await asyncio.wait_for(
-                        upstream.send(path, body, headers), policy.first_byte_timeout
+                        upstream.send(path, body, targets.headers(target)),
+                        policy.first_byte_timeout,
                     )
                 except (ProxyError, asyncio.TimeoutError) as exc:
                     err = (
@@ -265,8 +345,8 @@ class Resilience:
                     )
                     if err.status not in (502, 504):
                         raise
-                    trial = False
-                    self.breaker.failure(err.message)
+                    trial = None
+                    target.breaker.failure(err.message)
                     delay = self._backoff(attempt)
                     retrying = self._release(retrying)
                     if not self._may_retry(attempt, waited + delay):
@@ -274,18 +354,22 @@ class Resilience:
                     retrying = self._take_slot()
                     waited += await self._sleep(delay)
                     continue
-                trial = False
+                trial = None
                 status = resp.status_code
                 if status >= 500:
-                    self.breaker.failure(f"it answered HTTP {status}")
+                    target.breaker.failure(f"it answered HTTP {status}")
                 else:  # the upstream is up; a 4xx is about this request or this key
-                    self.breaker.success()
+                    target.breaker.success()
                 asked = _retry_after(resp) if status >= 400 else None
-                if status == 429 and asked is not None and 0 < asked <= policy.retry_after_cap:
-                    # a wait Ferrule honours: this key's other requests honour it too
-                    kid = key_id or _key_id(headers)
-                    if kid is not None:
-                        self.cooldowns.cool(kid, asked)
+                if targets.answered(target, status, asked):
+                    # This target is out for now and another may take the request: at once.
+                    retrying = self._release(retrying)
+                    if not self._may_retry(attempt, waited):
+                        return resp
+                    await resp.aclose()
+                    retrying = self._take_slot()
+                    await self._sleep(0.0)
+                    continue
                 if not _should_retry(resp) or status < 400:
                     return resp
                 delay = asked if asked is not None else self._backoff(attempt)
@@ -297,8 +381,8 @@ class Resilience:
                 waited += await self._sleep(delay)
         finally:
             self._release(retrying)
-            if trial:  # cancelled (the client went away) before the upstream answered
-                self.breaker.abandon()
+            if trial is not None:  # cancelled (the client went away) before the upstream answered
+                trial.breaker.abandon()
 
     def _backoff(self, attempt: int) -> float:
         p = self.policy

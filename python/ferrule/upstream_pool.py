@@ -38,7 +38,6 @@ themselves come from environment variables, never from the file.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import math
@@ -54,7 +53,7 @@ import orjson
 from .breakpoints import min_cacheable_tokens
 from .errors import ProxyError
 from .largebody import prepare
-from .resilience import Breaker, Resilience, Tally, _retry_after, _should_retry
+from .resilience import Breaker, Resilience, Tally, Target
 from .routes.common import upstream_headers
 from .upstream import Upstream, UpstreamResponse
 
@@ -423,102 +422,70 @@ class UpstreamPool:
         headers_for: Callable[[Member], list[tuple[str, str]]],
         tally: Tally,
     ) -> UpstreamResponse:
-        """``Resilience.send`` over the pool: each attempt goes to the first usable member of
-        ``order``. ``headers_for(member)`` is called before each attempt (the caller notes the
-        member there). Raises ProxyError when no attempt gave a response to pass back."""
-        policy = res.policy
-        host = upstream.host
-        waited = 0.0
-        attempt = 0
-        retrying = False
-        trial: Member | None = None
-        try:
-            while True:
-                member = self._pick(order)
-                if member is None:
-                    wait, err = self._unavailable(order, host)
-                    if wait <= 0 or waited + wait > policy.retry_after_cap:
-                        raise err
-                    await asyncio.sleep(wait)
-                    waited += wait
-                    continue
-                trial = member if member.breaker.check(host) else None
-                attempt += 1
-                tally.attempts = attempt
-                headers = headers_for(member)
-                try:
-                    resp = await asyncio.wait_for(
-                        upstream.send(path, body, headers), policy.first_byte_timeout
-                    )
-                except (ProxyError, asyncio.TimeoutError) as exc:
-                    err = (
-                        exc
-                        if isinstance(exc, ProxyError)
-                        else ProxyError(
-                            504,
-                            f"the upstream {host} sent no response headers within "
-                            f"{policy.first_byte_timeout:g} s",
-                            type="timeout_error",
-                            code="upstream_timeout",
-                        )
-                    )
-                    if err.status not in (502, 504):
-                        raise
-                    trial = None
-                    member.breaker.failure(err.message)
-                    delay = res._backoff(attempt)
-                    retrying = res._release(retrying)
-                    if not res._may_retry(attempt, waited + delay):
-                        raise err from None
-                    retrying = res._take_slot()
-                    waited += await res._sleep(delay)
-                    continue
-                trial = None
-                status = resp.status_code
-                if status >= 500:
-                    member.breaker.failure(f"it answered HTTP {status}")
-                else:
-                    member.breaker.success()
-                asked = _retry_after(resp) if status >= 400 else None
-                moved = False
-                if status == 429:
-                    # This member's rate limit, not the request's: it waits alone.
-                    cool = asked if asked is not None and asked > 0 else DEFAULT_COOL_S
-                    member.cool_until = time.monotonic() + min(cool, MAX_COOL_S)
-                    self.on_event(member.name, "rate_limited")
-                    moved = True
-                elif status in (401, 403):
-                    member.removed = True
-                    self.on_event(member.name, "auth_failed")
-                    log.warning(
-                        "upstream key %r of the pool was refused by the upstream (HTTP %d): "
-                        "taken out of the pool until Ferrule restarts",
-                        member.name,
-                        status,
-                    )
-                    moved = True
-                if moved and self._pick(order) is not None:
-                    # Another member may take it now: retry there without waiting.
-                    retrying = res._release(retrying)
-                    if not res._may_retry(attempt, waited):
-                        return resp
-                    await resp.aclose()
-                    retrying = res._take_slot()
-                    await res._sleep(0.0)
-                    continue
-                if status < 400 or not _should_retry(resp):
-                    return resp
-                delay = asked if asked is not None else res._backoff(attempt)
-                retrying = res._release(retrying)
-                if not res._may_retry(attempt, waited + delay):
-                    return resp
-                await resp.aclose()
-                retrying = res._take_slot()
-                waited += await res._sleep(delay)
-        finally:
-            res._release(retrying)
-            if trial is not None:  # cancelled before the upstream answered
-                trial.breaker.abandon()
+        """``Resilience.send_to`` over the pool: each attempt goes to the first usable member
+        of ``order``. ``headers_for(member)`` is called before each attempt (the caller notes
+        the member there). Raises ProxyError when no attempt gave a response to pass back."""
+        return await res.send_to(
+            upstream, path, body, _PoolTargets(self, order, headers_for), tally
+        )
+
+    def answered(self, member: Member, status: int, asked: float | None) -> bool:
+        """Note a member's answer: a 429 cools it alone, a 401/403 takes it out. True when
+        the member is out for now (the request may move to another)."""
+        if status == 429:
+            # This member's rate limit, not the request's: it waits alone.
+            cool = asked if asked is not None and asked > 0 else DEFAULT_COOL_S
+            member.cool_until = time.monotonic() + min(cool, MAX_COOL_S)
+            self.on_event(member.name, "rate_limited")
+            return True
+        if status in (401, 403):
+            member.removed = True
+            self.on_event(member.name, "auth_failed")
+            log.warning(
+                "upstream key %r of the pool was refused by the upstream (HTTP %d): "
+                "taken out of the pool until Ferrule restarts",
+                member.name,
+                status,
+            )
+            return True
+        return False
+
+
+class _PoolTargets:
+    """One request's view of the pool for ``Resilience.send_to``: its members in order."""
+
+    __slots__ = ("_headers_for", "_order", "_pool")
+
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        order: Sequence[Member],
+        headers_for: Callable[[Member], list[tuple[str, str]]],
+    ) -> None:
+        self._pool = pool
+        self._order = order
+        self._headers_for = headers_for
+
+    def next(self, host: str) -> tuple[Target | None, float, ProxyError]:
+        member = self._pool._pick(self._order)
+        if member is not None:
+            return member, 0.0, _UNUSED
+        wait, err = self._pool._unavailable(self._order, host)
+        return None, wait, err
+
+    def headers(self, target: Target) -> list[tuple[str, str]]:
+        assert isinstance(target, Member)
+        return self._headers_for(target)
+
+    def answered(self, target: Target, status: int, asked: float | None) -> bool:
+        assert isinstance(target, Member)
+        # moved, and another member may take it now: retry there without waiting
+        return self._pool.answered(target, status, asked) and (
+            self._pool._pick(self._order) is not None
+        )
+
+
+_UNUSED = ProxyError(503, "unused")
 
 
 def of(app: App) -> UpstreamPool | None:
