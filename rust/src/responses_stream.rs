@@ -378,9 +378,9 @@ impl ResponsesStreamEncoder {
 
     /// `responses_usage` of the accumulated message's four counts.
     fn push_usage(&self, out: &mut Vec<u8>) {
-        // NOTE: u128 so the sums print as Python's unbounded ints would.
-        let [uncached, written, read, output, _, _] = self.usage.map(u128::from);
-        let total_in = uncached + written + read;
+        // NOTE: the sums saturate at u64::MAX, as `responses_usage` caps them.
+        let [uncached, written, read, output, _, _] = self.usage;
+        let total_in = uncached.saturating_add(written).saturating_add(read);
         let mut num = itoa::Buffer::new();
         out.extend_from_slice(b"{\"input_tokens\":");
         out.extend_from_slice(num.format(total_in).as_bytes());
@@ -393,7 +393,7 @@ impl ResponsesStreamEncoder {
         out.extend_from_slice(
             b",\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":",
         );
-        out.extend_from_slice(num.format(total_in + output).as_bytes());
+        out.extend_from_slice(num.format(total_in.saturating_add(output)).as_bytes());
         out.push(b'}');
     }
 
