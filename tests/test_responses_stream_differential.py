@@ -475,3 +475,16 @@ def test_backend_exports_the_encoder() -> None:
     assert backend.load("python")[1].ResponsesStreamEncoder is _pure.ResponsesStreamEncoder
     chosen = backend.load()[1].ResponsesStreamEncoder
     assert backend.ResponsesStreamEncoder is chosen
+
+
+def test_the_translate_suites_messages_match(native: ModuleType) -> None:
+    """The curated answers of test_responses_translate (every block kind, citations, web search,
+    custom tools, max_tokens) with a real translated request: the same bytes on both backends,
+    fed whole and one event at a time."""
+    import test_responses_translate as suite
+
+    for msg in suite.MESSAGES:
+        stream = suite.anthropic_sse(msg)
+        events = [e + b"\n\n" for e in stream.split(b"\n\n")[:-1]]
+        for chunks in ([stream], events):
+            assert_same(native, suite.STREAM_TR, stream, chunks)
