@@ -488,3 +488,18 @@ def test_the_translate_suites_messages_match(native: ModuleType) -> None:
         events = [e + b"\n\n" for e in stream.split(b"\n\n")[:-1]]
         for chunks in ([stream], events):
             assert_same(native, suite.STREAM_TR, stream, chunks)
+
+
+def test_usage_sums_past_u64_are_capped_not_a_crash(kernels: ModuleType) -> None:
+    """orjson writes no int past 2**64 - 1: a broken upstream's counts must not kill the stream."""
+    tr = translated(summary=False, compact=False, json_tool=False, echo=False)
+    big = {"input_tokens": 2**64 - 1, "cache_read_input_tokens": 5, "output_tokens": 2**64 - 1}
+    stream = frame("message_start", {"message": {"id": "m", "usage": big}}) + frame(
+        "message_stop", {}
+    )
+    outs, _, _ = run(kernels, tr, [stream.encode()])
+    last = orjson.loads(b"".join(outs).split(b"\n\n")[-2].split(b"\n")[1][6:])
+    assert last["type"] == "response.completed"
+    usage = last["response"]["usage"]
+    assert usage["input_tokens"] == usage["total_tokens"] == 2**64 - 1
+    assert usage["input_tokens_details"]["cached_tokens"] == 5
