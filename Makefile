@@ -55,7 +55,8 @@ test: setup lint test-rust test-py ## everything CI checks (the README's test co
 fuzz-props: ## property tests with random seeds, new examples each run (CI's are fixed)
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -p no:cacheprovider \
 		tests/test_compress_tokens.py tests/test_compress_properties.py \
-		tests/test_kernels_differential.py tests/test_fuzz_requests.py tests/test_breakpoints.py
+		tests/test_kernels_differential.py tests/test_responses_stream_differential.py \
+		tests/test_fuzz_requests.py tests/test_breakpoints.py
 
 bench: setup ## backend micro-benchmarks (pytest-benchmark), native and Python side by side
 	$(PY) -m pytest benches -q --benchmark-only --benchmark-group-by=group --benchmark-columns=mean,median,ops

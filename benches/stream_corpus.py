@@ -18,7 +18,7 @@ import json
 import random
 from functools import cache
 
-__all__ = ["CHUNKINGS", "CORPORA", "chunks", "corpus", "event_count"]
+__all__ = ["CHUNKINGS", "CORPORA", "agent_turn", "chunks", "corpus", "event_count"]
 
 CORPORA = ("text", "tools")
 CHUNKINGS = ("4k", "per-event")
@@ -177,6 +177,55 @@ def chunks(name: str, chunking: str) -> tuple[bytes, ...]:
         data = corpus(name)
         return tuple(data[i : i + 4096] for i in range(0, len(data), 4096))
     raise ValueError(f"unknown chunking {chunking!r}")
+
+
+@cache
+def agent_turn() -> tuple[bytes, ...]:
+    """One agent turn of 56 events, as a Responses client (Codex) gets them: thinking with a
+    signature, a short answer, one tool call whose JSON input arrives in nine fragments."""
+    rng = random.Random("ferrule-bench-agent")
+    thinking = [
+        _sse(
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {
+                    "type": "thinking_delta",
+                    "thinking": " " + " ".join(rng.choice(_WORDS) for _ in range(6)),
+                },
+            },
+        )
+        for _ in range(12)
+    ]
+    signature = {"type": "signature_delta", "signature": "EqQBCgIYAhIM" + "x" * 200}
+    thinking.append(
+        _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": signature})
+    )
+    fragments = _json_fragments(rng, _tool_input(rng))
+    size = -(-len("".join(fragments)) // 9)
+    text = "".join(fragments)
+    tool_deltas = [
+        _sse(
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 2,
+                "delta": {"type": "input_json_delta", "partial_json": text[i : i + size]},
+            },
+        )
+        for i in range(0, len(text), size)
+    ]
+    tool = {"type": "tool_use", "id": "toolu_01A09q90qw90lq917835", "name": "edit_file"}
+    events = (
+        _message_start(),
+        *_block(0, {"type": "thinking", "thinking": "", "signature": ""}, thinking),
+        *_block(1, {"type": "text", "text": ""}, _text_deltas(rng, 1, 25)),
+        *_block(2, {**tool, "input": {}}, tool_deltas),
+        *_end("tool_use", 412),
+    )
+    assert len(events) == 56, len(events)
+    return events
 
 
 if __name__ == "__main__":

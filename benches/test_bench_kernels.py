@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from ferrule import _pure
-from stream_corpus import CHUNKINGS, CORPORA, chunks, corpus, event_count
+from ferrule.seal import Sealer
+from ferrule.translate.responses_request import to_anthropic
+from stream_corpus import CHUNKINGS, CORPORA, agent_turn, chunks, corpus, event_count
 
 try:
     from ferrule import _native
@@ -67,3 +69,55 @@ def test_decode(benchmark: Any, kernels: ModuleType, name: str) -> None:
     benchmark.group = f"decode {name} 4k"
     assert benchmark(run) == event_count(name)
     _throughput(benchmark, name)
+
+
+# A Responses request as Codex sends it: a function tool, a custom tool, summaries asked.
+RESPONSES_TR = to_anthropic(
+    {
+        "model": "claude-sonnet-4-6",
+        "input": "fix the bug",
+        "instructions": "You are a coding agent.",
+        "reasoning": {"effort": "medium", "summary": "auto"},
+        "tools": [
+            {
+                "type": "function",
+                "name": "edit_file",
+                "parameters": {"type": "object", "properties": {"path": {"type": "string"}}},
+            },
+            {"type": "custom", "name": "apply_patch", "description": "Apply a patch."},
+        ],
+        "stream": True,
+    },
+    aliases={},
+    version="2023-06-01",
+    sealer=Sealer(["bench"]),
+    tenant="bench",
+)
+RESPONSES_INPUTS = {
+    "agent56 per-event": agent_turn(),
+    "tools 4k": chunks("tools", "4k"),
+    "text 4k": chunks("text", "4k"),
+}
+
+
+@pytest.mark.parametrize("name", RESPONSES_INPUTS)
+def test_responses_encode(benchmark: Any, kernels: ModuleType, name: str) -> None:
+    """The Responses stream re-encoder, with the real (AES-GCM) sealer the route uses."""
+    pieces = RESPONSES_INPUTS[name]
+    sealer = Sealer(["bench"])
+
+    def run() -> int:
+        enc = kernels.ResponsesStreamEncoder(
+            RESPONSES_TR, response_id="resp_bench", created_at=1, sealer=sealer, tenant="t"
+        )
+        size = sum(len(enc.feed(piece)) for piece in pieces)
+        enc.finish()
+        assert enc.outcome == "complete"
+        return size
+
+    benchmark.group = f"responses {name}"
+    benchmark(run)
+    if benchmark.stats is not None:
+        mean = benchmark.stats.stats.mean
+        benchmark.extra_info["MB/s"] = round(sum(map(len, pieces)) / mean / 1e6, 1)
+        benchmark.extra_info["streams/s"] = round(1 / mean)

@@ -135,20 +135,87 @@ STREAMS: dict[str, bytes] = {
     "non_object": b"event: message_start\ndata: [1,2]\n\n",
 }
 
+# The Responses encoder's own blocks: custom tool input decoded as it streams (split inside an
+# escape and a surrogate pair), namespace tools, web search, redacted thinking, citations.
+RESPONSES_STREAMS: dict[str, bytes] = {
+    "custom_tool": start()
+    + tool_block(0, "apply_patch", ['{"input": "*** Begin\\n\\ud83d', "\\ude00 \\u00", 'e9"}'])
+    + tool_block(1, "multi__spawn", ['{"x": [-0, 1e16, 1.5e-7]}'])
+    + end("tool_use"),
+    "web_search": start()
+    + ev(
+        "content_block_start",
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "server_tool_use", "id": "srv_1", "name": "web_search"},
+        },
+    )
+    + ev(
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": '{"query": "ferrule"}'},
+        },
+    )
+    + ev(
+        "content_block_start",
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {"type": "web_search_tool_result", "tool_use_id": "srv_1"},
+        },
+    )
+    + ev(
+        "content_block_start",
+        {"type": "content_block_start", "index": 2, "content_block": {"type": "text"}},
+    )
+    + ev(
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 2,
+            "delta": {
+                "type": "citations_delta",
+                "citation": {
+                    "type": "web_search_result_location",
+                    "url": "https://a.example",
+                    "title": "A",
+                },
+            },
+        },
+    )
+    + end(),
+    "redacted": start()
+    + ev(
+        "content_block_start",
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "redacted_thinking", "data": {"b": [1.0, -0.0], "a": "x"}},
+        },
+    )
+    + text_block(1, ["after"])
+    + end("max_tokens"),
+}
+
 
 def header(config: int, cuts: list[int]) -> bytes:
     return bytes([config, len(cuts)]) + b"".join(struct.pack("<H", c) for c in cuts)
 
 
 def main() -> None:
-    for target in ("sse_decoder", "stream_translator"):
+    for target in ("sse_decoder", "stream_translator", "responses_encoder"):
         folder = HERE / "seeds" / target
         folder.mkdir(parents=True, exist_ok=True)
-        for name, body in STREAMS.items():
+        streams = STREAMS | RESPONSES_STREAMS if target == "responses_encoder" else STREAMS
+        for name, body in streams.items():
             (folder / f"{name}").write_bytes(header(0, []) + body)
             n = len(body)
             cuts = [1, n // 3, n // 2, n // 2, n - 1]  # a repeated cut feeds an empty chunk
-            config = 0x23 if target == "sse_decoder" else 0x41  # some limits, usage on
+            # some limits, usage on (stream_translator); summary, limit (responses_encoder)
+            config = {"sse_decoder": 0x23, "stream_translator": 0x41}.get(target, 0x49)
             (folder / f"{name}-cut").write_bytes(header(config, cuts) + body)
     print("seeds written to", HERE / "seeds")
 

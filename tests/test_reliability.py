@@ -6,6 +6,7 @@ The proxy runs with short timeouts so every fault resolves in about a second."""
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 
@@ -195,6 +196,26 @@ def test_a12_a17_endless_streams_end_at_the_deadline(
     assert time.monotonic() - t0 < 6
     record = fu.wait_record(0, until=lambda rec: rec.client_closed_at is not None, timeout=5)
     assert record.client_closed_at is not None  # Ferrule closed the upstream
+
+
+def test_a12_a_responses_stream_ends_at_the_deadline_with_response_failed(
+    fx: tuple[Proxy, FaultUpstream],
+) -> None:
+    """The Responses route's encoder ends a stream the relay stops (its public ``fail``): one
+    ``response.failed``, last, with the sequence numbers unbroken."""
+    proxy, fu = fx
+    fu.push(infinite(0.01, 8))
+    t0 = time.monotonic()
+    body = {"model": MODEL, "input": "hi", "stream": True, "store": False}
+    r = httpx.post(proxy.v1 + "/responses", json=body, headers=AUTH, timeout=15)
+    assert time.monotonic() - t0 < 6
+    frames = [f.split(b"\n") for f in r.content.split(b"\n\n") if f]
+    events = [json.loads(data.removeprefix(b"data: ")) for _head, data in frames]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert [e["type"] for e in events][:2] == ["response.created", "response.in_progress"]
+    assert events[-1]["type"] == "response.failed"
+    assert [e["type"] for e in events].count("response.failed") == 1
+    assert "deadline" in events[-1]["response"]["error"]["message"]
 
 
 def test_a13_truncated_stream_is_an_error(fx: tuple[Proxy, FaultUpstream]) -> None:

@@ -2,7 +2,8 @@
 
 Pure functions only (no server): every input / tool / format rule of
 ferrule.translate.responses_request, ferrule.translate.responses_response, and the event grammar of
-ferrule._pure.responses_stream, validated against the openai SDK's own models.
+the stream re-encoder (``ferrule.backend``'s: run with FERRULE_BACKEND=python and =rust), validated
+against the openai SDK's own models.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.responses import CompactedResponse, Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from ferrule._pure.responses_stream import ResponsesStreamEncoder
+from ferrule.backend import ResponsesStreamEncoder  # FERRULE_BACKEND picks the twin under test
 from ferrule.errors import ProxyError
 from ferrule.mock.answers import plan_answer
 from ferrule.mock.directives import from_request

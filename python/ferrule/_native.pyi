@@ -4,7 +4,10 @@
 
 from typing_extensions import disjoint_base
 
-__all__ = ["Compressor", "SseDecoder", "SseError", "StreamTranslator"]
+from ferrule.translate.responses_request import ResponsesTranslated
+from ferrule.translate.responses_response import Seals
+
+__all__ = ["Compressor", "ResponsesStreamEncoder", "SseDecoder", "SseError", "StreamTranslator"]
 
 @disjoint_base
 class Compressor:
@@ -62,3 +65,40 @@ class StreamTranslator:
     def usage(self) -> tuple[int, int, int, int, int, int]: ...
     def feed(self, chunk: bytes) -> bytes: ...
     def finish(self) -> bytes: ...
+
+@disjoint_base
+class ResponsesStreamEncoder:
+    """Anthropic SSE bytes in, OpenAI Responses SSE (``event:`` + ``data:``) bytes out.
+
+    The rules are ``ferrule._pure.responses_stream``'s. ``sealer.seal`` is called during
+    ``feed`` (an error it raises comes out of ``feed``); ``tr``'s ``model``, ``summary``,
+    ``compact``, ``json_tool``, ``tools`` and ``echo`` are read once, here.
+    """
+
+    def __new__(
+        cls,
+        tr: ResponsesTranslated,
+        *,
+        response_id: str,
+        created_at: int,
+        sealer: Seals,
+        tenant: str,
+        max_event_bytes: int = 0,
+    ) -> ResponsesStreamEncoder: ...
+    @property
+    def started(self) -> bool: ...
+    @property
+    def done(self) -> bool: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def error(self) -> tuple[str, str] | None: ...
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def stop_reason(self) -> str | None: ...
+    @property
+    def usage(self) -> tuple[int, int, int, int, int, int]: ...
+    def feed(self, chunk: bytes) -> bytes: ...
+    def finish(self) -> bytes: ...
+    def fail(self, message: str, etype: str = "api_error") -> bytes: ...

@@ -16,7 +16,15 @@ from . import _pure
 
 BackendName = Literal["rust", "python"]
 
-__all__ = ["NAME", "Compressor", "SseDecoder", "SseError", "StreamTranslator", "load"]
+__all__ = [
+    "NAME",
+    "Compressor",
+    "ResponsesStreamEncoder",
+    "SseDecoder",
+    "SseError",
+    "StreamTranslator",
+    "load",
+]
 
 
 class BackendError(RuntimeError):
@@ -52,3 +60,4 @@ Compressor: type[_pure.Compressor] = _module.Compressor
 SseDecoder: type[_pure.SseDecoder] = _module.SseDecoder
 SseError: type[_pure.SseError] = _module.SseError
 StreamTranslator: type[_pure.StreamTranslator] = _module.StreamTranslator
+ResponsesStreamEncoder: type[_pure.ResponsesStreamEncoder] = _module.ResponsesStreamEncoder

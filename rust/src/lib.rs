@@ -3,6 +3,7 @@
 
 pub mod compress;
 mod payload;
+pub mod responses_stream;
 pub mod sse;
 pub mod stream;
 

@@ -52,6 +52,8 @@ pub struct Block<'a> {
     pub kind: Option<Cow<'a, str>>,
     pub id: Option<Cow<'a, str>>,
     pub name: Option<Cow<'a, str>>,
+    /// A `redacted_thinking` block's `data`, whatever its JSON type (`None` when absent).
+    pub data: Option<Json>,
 }
 
 /// `content_block_delta.delta` and `message_delta.delta`.
@@ -62,6 +64,16 @@ pub struct Delta<'a> {
     pub thinking: Option<Cow<'a, str>>,
     pub partial_json: Option<Cow<'a, str>>,
     pub stop_reason: Option<Cow<'a, str>>,
+    pub signature: Option<Cow<'a, str>>,
+    pub citation: Option<Citation<'a>>,
+}
+
+/// `citations_delta.citation`: the fields a `url_citation` annotation takes.
+#[derive(Debug, Default)]
+pub struct Citation<'a> {
+    pub kind: Option<Cow<'a, str>>,
+    pub url: Option<Cow<'a, str>>,
+    pub title: Option<Cow<'a, str>>,
 }
 
 /// A `usage` object: each count is `None` when absent or not a count.
@@ -86,6 +98,213 @@ pub struct CacheCreation {
 pub struct ErrorBody<'a> {
     pub kind: Option<Cow<'a, str>>,
     pub message: Option<Cow<'a, str>>,
+}
+
+/// Any JSON value as orjson loads it and dumps it again: objects keep their first key's place
+/// with the last duplicate's value (a Python dict), integers stay exact in `-2**63..2**64`,
+/// larger ones become doubles (as orjson reads them).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    /// `value.get(key)` on an object (`None` for other types or a missing key).
+    pub fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Self::Obj(pairs) => pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// `orjson.dumps(value)`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Null => out.extend_from_slice(b"null"),
+            Self::Bool(true) => out.extend_from_slice(b"true"),
+            Self::Bool(false) => out.extend_from_slice(b"false"),
+            Self::Int(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+            Self::UInt(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+            Self::Float(f) => push_float(out, *f),
+            Self::Str(s) => crate::stream::push_json_str(out, s),
+            Self::Arr(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    item.write(out);
+                }
+                out.push(b']');
+            }
+            Self::Obj(pairs) => {
+                out.push(b'{');
+                for (i, (key, value)) in pairs.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    crate::stream::push_json_str(out, key);
+                    out.push(b':');
+                    value.write(out);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+}
+
+/// A finite double as orjson writes it: the shortest digits that read back the same, plain
+/// between `1e-5` and `1e16` (with `.0` on a whole number), else `d.ddde+X` / `d.ddde-X`.
+pub fn push_float(out: &mut Vec<u8>, f: f64) {
+    let sci = format!("{f:e}"); // shortest round-trip digits, e.g. "-1.25e-7", "1e16", "0e0"
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (negative, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa),
+    };
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if negative {
+        out.push(b'-');
+    }
+    if digits == "0" {
+        out.extend_from_slice(b"0.0");
+        return;
+    }
+    let digits = digits.as_bytes();
+    if (-5..16).contains(&exp) {
+        if exp >= 0 {
+            let whole = exp as usize + 1;
+            if digits.len() <= whole {
+                out.extend_from_slice(digits);
+                out.resize(out.len() + whole - digits.len(), b'0');
+                out.extend_from_slice(b".0");
+            } else {
+                out.extend_from_slice(&digits[..whole]);
+                out.push(b'.');
+                out.extend_from_slice(&digits[whole..]);
+            }
+        } else {
+            out.extend_from_slice(b"0.");
+            out.resize(out.len() + (-exp - 1) as usize, b'0');
+            out.extend_from_slice(digits);
+        }
+    } else {
+        out.extend_from_slice(&digits[..1]);
+        if digits.len() > 1 {
+            out.push(b'.');
+            out.extend_from_slice(&digits[1..]);
+        }
+        out.extend_from_slice(if exp < 0 { b"e-" } else { b"e+" });
+        out.extend_from_slice(itoa::Buffer::new().format(exp.unsigned_abs()).as_bytes());
+    }
+}
+
+/// `orjson.loads(text)` for any JSON document.
+pub fn parse_json(text: &str) -> Result<Json, Invalid> {
+    match int_negative_zeros(text) {
+        Some(fixed) => from_str(&fixed, MAX_DEPTH, PhantomData::<Json>),
+        None => from_str(text, MAX_DEPTH, PhantomData::<Json>),
+    }
+}
+
+/// `text` with each integer literal `-0` spelled ` 0`, or `None` when it has none. orjson reads
+/// `-0` as the int 0 but serde_json as the double -0.0, which would print as `-0.0`.
+fn int_negative_zeros(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    memchr::memmem::find(bytes, b"-0")?;
+    let mut fixed = bytes.to_vec();
+    let (mut in_string, mut escaped, mut changed) = (false, false, false);
+    for i in 0..bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+        } else if b == b'-'
+            && bytes.get(i + 1) == Some(&b'0')
+            && !matches!(bytes.get(i + 2), Some(b'0'..=b'9' | b'.' | b'e' | b'E'))
+            && !matches!(
+                i.checked_sub(1).and_then(|j| bytes.get(j)),
+                Some(b'e' | b'E')
+            )
+        {
+            fixed[i] = b' ';
+            changed = true;
+        }
+    }
+    // Only ASCII bytes outside strings were changed: still UTF-8.
+    changed.then(|| String::from_utf8(fixed).ok()).flatten()
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Json, E> {
+        Ok(Json::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Json, E> {
+        Ok(Json::Int(n))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Json, E> {
+        Ok(Json::UInt(n))
+    }
+    fn visit_f64<E>(self, f: f64) -> Result<Json, E> {
+        Ok(Json::Float(f))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Json, E> {
+        Ok(Json::Str(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Json, E> {
+        Ok(Json::Str(s))
+    }
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Json>()? {
+            items.push(item);
+        }
+        Ok(Json::Arr(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut pairs: Vec<(String, Json)> = Vec::new();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let value = map.next_value::<Json>()?;
+            match pairs.iter_mut().find(|(k, _)| *k == key.0) {
+                Some(slot) => slot.1 = value, // a dict: the first place, the last value
+                None => pairs.push((key.0.into_owned(), value)),
+            }
+        }
+        Ok(Json::Obj(pairs))
+    }
 }
 
 // -- parsing ------------------------------------------------------------------------------------
@@ -431,6 +650,7 @@ impl<'de> Fields<'de> for Block<'de> {
             "type" => self.kind = string(map)?,
             "id" => self.id = string(map)?,
             "name" => self.name = string(map)?,
+            "data" => self.data = Some(map.next_value::<Json>()?),
             _ => skip(map)?,
         }
         Ok(())
@@ -442,7 +662,7 @@ impl<'de> Fields<'de> for Delta<'de> {
         &mut self,
         key: &str,
         map: &mut A,
-        _depth: usize,
+        depth: usize,
     ) -> Result<(), A::Error> {
         match key {
             "type" => self.kind = string(map)?,
@@ -450,6 +670,25 @@ impl<'de> Fields<'de> for Delta<'de> {
             "thinking" => self.thinking = string(map)?,
             "partial_json" => self.partial_json = string(map)?,
             "stop_reason" => self.stop_reason = string(map)?,
+            "signature" => self.signature = string(map)?,
+            "citation" => self.citation = object(map, depth)?,
+            _ => skip(map)?,
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Fields<'de> for Citation<'de> {
+    fn field<A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+        _depth: usize,
+    ) -> Result<(), A::Error> {
+        match key {
+            "type" => self.kind = string(map)?,
+            "url" => self.url = string(map)?,
+            "title" => self.title = string(map)?,
             _ => skip(map)?,
         }
         Ok(())

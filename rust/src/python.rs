@@ -6,6 +6,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
+use crate::responses_stream::{self, Sealer};
 use crate::{compress, sse, stream};
 
 create_exception!(
@@ -155,6 +156,172 @@ impl PyStreamTranslator {
     }
 }
 
+/// The caller's sealer (`Seals.seal`); the first error is kept and raised after the call.
+struct PySealer<'a, 'py> {
+    sealer: &'a Bound<'py, PyAny>,
+    err: Option<PyErr>,
+}
+
+impl Sealer for PySealer<'_, '_> {
+    fn seal(&mut self, plaintext: &[u8], context: &[u8]) -> String {
+        if self.err.is_some() {
+            return String::new();
+        }
+        let py = self.sealer.py();
+        let args = (PyBytes::new(py, plaintext), PyBytes::new(py, context));
+        match self
+            .sealer
+            .call_method1("seal", args)
+            .and_then(|token| token.extract::<String>())
+        {
+            Ok(token) => token,
+            Err(err) => {
+                self.err = Some(err);
+                String::new()
+            }
+        }
+    }
+}
+
+/// `mapping.items()` as a list of pairs.
+fn items<'py>(mapping: &Bound<'py, PyAny>) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
+    let mut pairs = Vec::new();
+    for pair in mapping.call_method0("items")?.try_iter()? {
+        pairs.push(pair?.extract::<(String, Bound<'py, PyAny>)>()?);
+    }
+    Ok(pairs)
+}
+
+fn bytes_of(obj: Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    Ok(obj.extract::<Bound<'_, PyBytes>>()?.as_bytes().to_vec())
+}
+
+/// The encoder's config from a `ResponsesTranslated` and the route's arguments.
+fn responses_config(
+    tr: &Bound<'_, PyAny>,
+    response_id: &str,
+    created_at: i64,
+    tenant: &str,
+    max_event_bytes: usize,
+) -> PyResult<responses_stream::Config> {
+    let py = tr.py();
+    let mut tools = std::collections::HashMap::new();
+    for (wire, tool) in items(&tr.getattr("tools")?)? {
+        let kind: String = tool.getattr("kind")?.extract()?;
+        let tool = responses_stream::ToolRef {
+            custom: kind == "custom",
+            name: tool.getattr("name")?.extract()?,
+            namespace: tool.getattr("namespace")?.extract()?,
+        };
+        tools.insert(wire, tool);
+    }
+    // The echo values are the request's own JSON: orjson writes them, as in the twin.
+    let dumps = py.import("orjson")?.getattr("dumps")?;
+    let mut echo = Vec::new();
+    for (key, value) in items(&tr.getattr("echo")?)? {
+        echo.push((key, bytes_of(dumps.call1((value,))?)?));
+    }
+    let request = py.import("ferrule.translate.responses_request")?;
+    let context = |name: &str| bytes_of(request.getattr(name)?.call1((tenant,))?);
+    Ok(responses_stream::Config {
+        response_id: response_id.to_owned(),
+        created_at,
+        model: tr.getattr("model")?.extract()?,
+        summary: tr.getattr("summary")?.is_truthy()?,
+        compact: tr.getattr("compact")?.is_truthy()?,
+        json_tool: tr.getattr("json_tool")?.extract()?,
+        tools,
+        echo,
+        reasoning_context: context("reasoning_context")?,
+        compaction_context: context("compaction_context")?,
+        max_event_bytes,
+    })
+}
+
+#[pyclass(name = "ResponsesStreamEncoder", module = "ferrule._native", subclass)]
+struct PyResponsesStreamEncoder {
+    inner: responses_stream::ResponsesStreamEncoder,
+    sealer: Py<PyAny>,
+    /// Reused output buffer, as in `StreamTranslator`.
+    out: Vec<u8>,
+}
+
+#[pymethods]
+impl PyResponsesStreamEncoder {
+    #[new]
+    #[pyo3(signature = (tr, *, response_id, created_at, sealer, tenant, max_event_bytes = 0))]
+    #[pyo3(text_signature = "(tr, *, response_id, created_at, sealer, tenant, max_event_bytes=0)")]
+    fn new(
+        tr: &Bound<'_, PyAny>,
+        response_id: &str,
+        created_at: i64,
+        sealer: Py<PyAny>,
+        tenant: &str,
+        max_event_bytes: usize,
+    ) -> PyResult<Self> {
+        let cfg = responses_config(tr, response_id, created_at, tenant, max_event_bytes)?;
+        Ok(Self {
+            inner: responses_stream::ResponsesStreamEncoder::new(cfg),
+            sealer,
+            out: Vec::new(),
+        })
+    }
+
+    fn feed<'py>(&mut self, py: Python<'py>, chunk: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        self.out.clear();
+        let sealer = self.sealer.bind(py);
+        let mut seal = PySealer { sealer, err: None };
+        self.inner.feed(chunk, &mut self.out, &mut seal);
+        match seal.err {
+            Some(err) => Err(err),
+            None => Ok(PyBytes::new(py, &self.out)),
+        }
+    }
+
+    fn finish<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        self.out.clear();
+        self.inner.finish(&mut self.out);
+        PyBytes::new(py, &self.out)
+    }
+
+    #[pyo3(signature = (message, etype = "api_error"))]
+    fn fail<'py>(&mut self, py: Python<'py>, message: &str, etype: &str) -> Bound<'py, PyBytes> {
+        self.out.clear();
+        self.inner.fail(&mut self.out, message, etype);
+        PyBytes::new(py, &self.out)
+    }
+
+    #[getter]
+    fn started(&self) -> bool {
+        self.inner.started()
+    }
+    #[getter]
+    fn done(&self) -> bool {
+        self.inner.done()
+    }
+    #[getter]
+    fn outcome(&self) -> &'static str {
+        self.inner.outcome().as_str()
+    }
+    #[getter]
+    fn error(&self) -> Option<(&str, &str)> {
+        self.inner.error()
+    }
+    #[getter]
+    fn message_id(&self) -> Option<&str> {
+        self.inner.message_id()
+    }
+    #[getter]
+    fn stop_reason(&self) -> Option<&str> {
+        self.inner.stop_reason()
+    }
+    #[getter]
+    fn usage(&self) -> (u64, u64, u64, u64, u64, u64) {
+        let [a, b, c, d, e, f] = self.inner.usage();
+        (a, b, c, d, e, f)
+    }
+}
+
 #[pyclass(name = "Compressor", module = "ferrule._native", subclass)]
 struct PyCompressor {
     inner: compress::Compressor,
@@ -196,5 +363,6 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCompressor>()?;
     m.add_class::<PySseDecoder>()?;
     m.add_class::<PyStreamTranslator>()?;
+    m.add_class::<PyResponsesStreamEncoder>()?;
     Ok(())
 }

@@ -43,7 +43,7 @@ pub fn finish_reason_for(stop_reason: Option<&str>) -> &'static str {
 
 /// The event types the translator reads; every other one (`ping` included) is dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     MessageStart,
     ContentBlockStart,
     ContentBlockDelta,
@@ -54,7 +54,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn from_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "message_start" => Self::MessageStart,
             "content_block_start" => Self::ContentBlockStart,
@@ -67,7 +67,7 @@ impl Kind {
         })
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::MessageStart => "message_start",
             Self::ContentBlockStart => "content_block_start",
@@ -83,9 +83,58 @@ impl Kind {
 /// The events one chunk completed, kept until the chunk has decoded without error (a limit error
 /// drops the whole chunk's events, as in the twin). Reused from chunk to chunk.
 #[derive(Debug, Default)]
-struct Pending {
+pub(crate) struct Pending {
     data: String,
     events: Vec<(Kind, usize, usize)>,
+}
+
+impl Pending {
+    /// Decode one chunk into the events a kernel reads (the others are dropped unparsed).
+    pub(crate) fn decode(
+        &mut self,
+        decoder: &mut SseDecoder,
+        chunk: &[u8],
+    ) -> Result<(), crate::sse::SseError> {
+        self.data.clear();
+        self.events.clear();
+        decoder.feed(chunk, |event| {
+            if let Some(kind) = Kind::from_name(event.event) {
+                let start = self.data.len();
+                self.data.push_str(event.data);
+                self.events.push((kind, start, self.data.len()));
+            }
+        })
+    }
+
+    /// The decoded events, in order.
+    pub(crate) fn events(&self) -> impl Iterator<Item = (Kind, &str)> + '_ {
+        self.events
+            .iter()
+            .map(|&(kind, start, end)| (kind, self.data.get(start..end).unwrap_or_default()))
+    }
+}
+
+/// Later reports overwrite earlier ones: Anthropic's counts are cumulative.
+pub(crate) fn take_usage(counts: &mut [u64; 6], usage: &Usage) {
+    let given = [
+        usage.input_tokens,
+        usage.cache_creation_input_tokens,
+        usage.cache_read_input_tokens,
+        usage.output_tokens,
+    ];
+    for (slot, count) in counts.iter_mut().zip(given) {
+        if let Some(n) = count {
+            *slot = n;
+        }
+    }
+    if let Some(creation) = &usage.cache_creation {
+        if let Some(n) = creation.ephemeral_5m_input_tokens {
+            counts[4] = n;
+        }
+        if let Some(n) = creation.ephemeral_1h_input_tokens {
+            counts[5] = n;
+        }
+    }
 }
 
 /// Stateful Anthropic -> OpenAI stream translator.
@@ -177,20 +226,10 @@ impl StreamTranslator {
             return;
         }
         let mut pending = std::mem::take(&mut self.pending);
-        pending.data.clear();
-        pending.events.clear();
-        let decoded = self.decoder.feed(chunk, |event| {
-            if let Some(kind) = Kind::from_name(event.event) {
-                let start = pending.data.len();
-                pending.data.push_str(event.data);
-                pending.events.push((kind, start, pending.data.len()));
-            }
-        });
-        match decoded {
+        match pending.decode(&mut self.decoder, chunk) {
             Err(err) => self.fail(out, Outcome::ProtocolError, "api_error", &err.to_string()),
             Ok(()) => {
-                for &(kind, start, end) in &pending.events {
-                    let data = pending.data.get(start..end).unwrap_or_default();
+                for (kind, data) in pending.events() {
                     self.event(kind, data, out);
                     if self.done {
                         break;
@@ -404,27 +443,8 @@ impl StreamTranslator {
         finish_reason_for(self.stop_reason.as_deref())
     }
 
-    /// Later reports overwrite earlier ones: Anthropic's counts are cumulative.
     fn take_usage(&mut self, usage: &Usage) {
-        let counts = [
-            usage.input_tokens,
-            usage.cache_creation_input_tokens,
-            usage.cache_read_input_tokens,
-            usage.output_tokens,
-        ];
-        for (slot, count) in self.usage.iter_mut().zip(counts) {
-            if let Some(n) = count {
-                *slot = n;
-            }
-        }
-        if let Some(creation) = &usage.cache_creation {
-            if let Some(n) = creation.ephemeral_5m_input_tokens {
-                self.usage[4] = n;
-            }
-            if let Some(n) = creation.ephemeral_1h_input_tokens {
-                self.usage[5] = n;
-            }
-        }
+        take_usage(&mut self.usage, usage);
     }
 
     /// `data: <prefix>[{"index":0,"delta":` — the delta and `chunk_end` follow.
@@ -477,7 +497,7 @@ const ESCAPE: [u8; 256] = {
     table
 };
 
-fn push_json_str_body(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn push_json_str_body(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     let mut start = 0;

@@ -6,7 +6,8 @@ native module is an accelerated copy. Only ``ferrule.backend`` chooses between t
 """
 
 from .compress import Compressor
+from .responses_stream import ResponsesStreamEncoder
 from .sse import SseDecoder, SseError
 from .stream import StreamTranslator
 
-__all__ = ["Compressor", "SseDecoder", "SseError", "StreamTranslator"]
+__all__ = ["Compressor", "ResponsesStreamEncoder", "SseDecoder", "SseError", "StreamTranslator"]

@@ -1,4 +1,5 @@
-"""Anthropic Messages SSE -> OpenAI Responses SSE (pure-Python twin of a future native kernel).
+"""Anthropic Messages SSE -> OpenAI Responses SSE (pure-Python twin of
+``ferrule._native.ResponsesStreamEncoder``, which writes the same bytes).
 
 ``feed(chunk)`` takes raw upstream bytes, split anywhere, and returns the bytes for the client;
 ``finish()`` closes the stream when the upstream body ended. Every frame is ``event: <type>`` +
@@ -34,7 +35,9 @@ HTTP error instead when nothing was sent). Nothing is emitted after the terminal
 
 Attributes for the pipeline, as on ``StreamTranslator``: ``started``, ``done``, ``outcome``
 (``streaming`` / ``complete`` / ``upstream_error`` / ``truncated`` / ``protocol_error``),
-``error``, ``message_id``, ``stop_reason``, ``usage`` (the same six counts).
+``error``, ``message_id``, ``stop_reason``, ``usage`` (the same six counts). ``fail(message,
+etype)`` ends the stream from outside (the relay's deadline, a broken connection) with the same
+terminal event as an upstream error.
 """
 
 from __future__ import annotations
@@ -58,8 +61,7 @@ from ..translate.responses_response import (
     tool_item,
     web_search_item,
 )
-from .sse import SseDecoder
-from .stream import _USAGE_FIELDS, ANTHROPIC_EVENTS, _count
+from .stream import StreamKernel, _count
 
 __all__ = ["ResponsesStreamEncoder"]
 
@@ -158,13 +160,13 @@ class _StringField:
         return chr(high) if not 0xDC00 <= high < 0xE000 else "\ufffd"
 
 
-class ResponsesStreamEncoder:
-    """Stateful Anthropic -> Responses stream encoder; see the module docstring for the rules."""
+class ResponsesStreamEncoder(StreamKernel):
+    """Stateful Anthropic -> Responses stream encoder; see the module docstring for the rules
+    and :class:`~ferrule._pure.stream.StreamKernel` for the attributes and the event checks."""
 
     __slots__ = (
         "_blocks",
         "_created_at",
-        "_decoder",
         "_done_items",
         "_item",
         "_items",
@@ -174,13 +176,6 @@ class ResponsesStreamEncoder:
         "_state",
         "_tenant",
         "_tr",
-        "_usage",
-        "done",
-        "error",
-        "message_id",
-        "outcome",
-        "started",
-        "stop_reason",
     )
 
     def __init__(
@@ -193,7 +188,7 @@ class ResponsesStreamEncoder:
         tenant: str,
         max_event_bytes: int = 0,
     ) -> None:
-        self._decoder = SseDecoder(max_line_bytes=max_event_bytes, max_event_bytes=max_event_bytes)
+        super().__init__(max_event_bytes)
         self._tr = tr
         self._response_id = response_id
         self._created_at = created_at
@@ -209,20 +204,8 @@ class ResponsesStreamEncoder:
         # content-block index -> the finished Anthropic block (the accumulated message), in the
         # order the blocks came, which is the order of their output items
         self._blocks: dict[int, dict[str, Any]] = {}
-        self._usage = [0, 0, 0, 0, 0, 0]
-        self.started = False
-        self.done = False
-        self.outcome = "streaming"
-        self.error: tuple[str, str] | None = None
-        self.message_id: str | None = None
-        self.stop_reason: str | None = None
 
-    @property
-    def usage(self) -> tuple[int, int, int, int, int, int]:
-        u = self._usage
-        return (u[0], u[1], u[2], u[3], u[4], u[5])
-
-    def message(self) -> dict[str, Any]:
+    def _message(self) -> dict[str, Any]:
         """The Anthropic message accumulated so far (the finished blocks, in order)."""
         u = self._usage
         return {
@@ -239,29 +222,16 @@ class ResponsesStreamEncoder:
             },
         }
 
-    # -- public API ---------------------------------------------------------------------------
+    # -- public API (feed and finish: StreamKernel) --------------------------------------------
 
-    def feed(self, chunk: bytes) -> bytes:
+    def fail(self, message: str, etype: str = "api_error") -> bytes:
+        """End the stream with an error from outside it (the relay's deadline, a broken upstream
+        connection): the terminal ``response.failed`` (``error`` before the start), outcome
+        ``upstream_error``. Nothing once done."""
         if self.done:
             return b""
         out = bytearray()
-        try:
-            events = self._decoder.feed(chunk)
-        except ValueError as exc:  # SseError: an event over the size limit
-            self._fail(out, "protocol_error", "api_error", str(exc))
-            return bytes(out)
-        for event, data, _id in events:
-            self._event(event, data, out)
-            if self.done:
-                break
-        return bytes(out)
-
-    def finish(self) -> bytes:
-        """The upstream body ended: close the client stream (failed unless it completed)."""
-        if self.done:
-            return b""
-        out = bytearray()
-        self._fail(out, "truncated", "api_error", "upstream stream ended before message_stop")
+        self._end(out, "upstream_error", etype, message)
         return bytes(out)
 
     # -- output -------------------------------------------------------------------------------
@@ -339,45 +309,11 @@ class ResponsesStreamEncoder:
 
     # -- events -------------------------------------------------------------------------------
 
-    def _event(self, event: str, data: str, out: bytearray) -> None:
-        if event not in ANTHROPIC_EVENTS:
-            return  # ping and unknown event types are ignored, as Anthropic's policy asks
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            self._fail(out, "protocol_error", "api_error", f"upstream sent invalid JSON in {event}")
-            return
-        if not isinstance(obj, dict):
-            self._fail(out, "protocol_error", "api_error", f"upstream sent a non-object {event}")
-            return
-        if event == "error":
-            err = obj.get("error")
-            etype, message = "api_error", "upstream error"
-            if isinstance(err, dict):
-                t, m = err.get("type"), err.get("message")
-                etype = t if isinstance(t, str) else etype
-                message = m if isinstance(m, str) else message
-            self._fail(out, "upstream_error", etype, message)
-            return
-        if event == "message_start":
-            if self.started:
-                return  # NOTE: a repeated message_start is ignored, as in StreamTranslator
-            msg = obj.get("message")
-            if not isinstance(msg, dict):
-                self._fail(out, "protocol_error", "api_error", "message_start without a message")
-                return
-            mid = msg.get("id")
-            self.message_id = mid if isinstance(mid, str) else ""
-            self._take_usage(msg.get("usage"))
-            self.started = True
-            self._emit(out, "response.created", {"response": self._response("in_progress")})
-            self._emit(out, "response.in_progress", {"response": self._response("in_progress")})
-            return
-        if not self.started:
-            self._fail(
-                out, "protocol_error", "api_error", f"upstream sent {event} before message_start"
-            )
-            return
+    def _start(self, out: bytearray) -> None:
+        self._emit(out, "response.created", {"response": self._response("in_progress")})
+        self._emit(out, "response.in_progress", {"response": self._response("in_progress")})
+
+    def _on(self, event: str, obj: dict[str, Any], out: bytearray) -> None:
         if self._tr.compact and event.startswith("content_block_"):
             self._compact_block(event, obj, out)
             return
@@ -401,18 +337,13 @@ class ResponsesStreamEncoder:
             state = self._state.pop(index, None) if index is not None else None
             if index is not None and state is not None:
                 self._block_stop(index, state, out)
-        elif event == "message_delta":
-            delta = obj.get("delta")
-            if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
-                self.stop_reason = delta["stop_reason"]
-            self._take_usage(obj.get("usage"))
         elif event == "message_stop":
             self._stop_open(out)
             self._close(out, last=True)
             if self._tr.compact:
                 item = compaction_item(
                     self._response_id,
-                    self.message()["content"],
+                    self._message()["content"],
                     sealer=self._sealer,
                     tenant=self._tenant,
                 )
@@ -421,7 +352,7 @@ class ResponsesStreamEncoder:
                 self._emit(out, "response.output_item.added", {"output_index": index, "item": item})
                 self._item_done(out, index, item)
             final = to_responses(
-                self.message(),
+                self._message(),
                 tr=self._tr,
                 response_id=self._response_id,
                 created_at=self._created_at,
@@ -493,7 +424,7 @@ class ResponsesStreamEncoder:
             state.update(item=item, part=part, text=[], json_mode=kind == "tool_use", citations=[])
         elif kind == "tool_use":
             self._close(out)
-            custom = block.get("name") in tr.custom_tools
+            custom = _name(block) in tr.custom_tools
             iid = item_id(
                 self._response_id, "custom_tool_call" if custom else "function_call", self._items
             )
@@ -647,26 +578,7 @@ class ResponsesStreamEncoder:
         if kind in ("thinking", "redacted_thinking") and item is not None:
             item["thoughts"].append(block)
 
-    def _take_usage(self, usage: Any) -> None:
-        """Later reports overwrite earlier ones: Anthropic's counts are cumulative."""
-        if not isinstance(usage, dict):
-            return
-        u = self._usage
-        for i, key in enumerate(_USAGE_FIELDS):
-            n = _count(usage.get(key))
-            if n is not None:
-                u[i] = n
-        creation = usage.get("cache_creation")
-        if isinstance(creation, dict):
-            for i, key in ((4, "ephemeral_5m_input_tokens"), (5, "ephemeral_1h_input_tokens")):
-                n = _count(creation.get(key))
-                if n is not None:
-                    u[i] = n
-
-    def _fail(self, out: bytearray, outcome: str, etype: str, message: str) -> None:
-        self.done = True
-        self.outcome = outcome
-        self.error = (etype, message)
+    def _fail(self, out: bytearray, etype: str, message: str) -> None:
         code = _ERROR_CODES.get(etype, "server_error")
         if not self.started:
             self._emit(out, "error", {"code": code, "message": message, "param": None})
@@ -677,10 +589,16 @@ class ResponsesStreamEncoder:
             created_at=self._created_at,
             status="failed",
             output=self._done_items,
-            usage=responses_usage(self.message()["usage"]),
+            usage=responses_usage(self._message()["usage"]),
             error={"code": code, "message": message},
         )
         self._emit(out, "response.failed", {"response": failed})
+
+
+def _name(block: dict[str, Any]) -> str | None:
+    """A block's ``name`` when it is a string (any JSON value may come: not always hashable)."""
+    name = block.get("name")
+    return name if isinstance(name, str) else None
 
 
 def _parse_object(raw: str) -> Any:

@@ -24,11 +24,13 @@ Rules (../shared/reference/translation.md, "Response (streaming)"):
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from .sse import SseDecoder
 
-__all__ = ["ANTHROPIC_EVENTS", "StreamTranslator", "finish_reason_for"]
+__all__ = ["ANTHROPIC_EVENTS", "StreamKernel", "StreamTranslator", "finish_reason_for"]
 
 _FINISH_REASONS = {
     "end_turn": "stop",
@@ -64,26 +66,25 @@ def _count(value: object) -> int | None:
     return None
 
 
-class StreamTranslator:
-    """Stateful Anthropic -> OpenAI stream translator; see the module docstring for the rules.
+class StreamKernel:
+    """What the Anthropic stream kernels share (``StreamTranslator``, ``ResponsesStreamEncoder``):
+    SSE decoding, the event preamble and the attributes the proxy reads.
 
     After each call the proxy may read: ``started`` (``message_start`` seen, so bytes went out),
     ``done`` (no more output will come), ``outcome`` (``"streaming"``, ``"complete"``,
     ``"upstream_error"``, ``"truncated"`` or ``"protocol_error"``), ``error`` (``(type, message)``
     when the outcome is an error), ``message_id``, ``stop_reason`` and ``usage`` (input,
     cache-creation, cache-read, output, 5-minute cache-write, 1-hour cache-write tokens).
+
+    Each event is checked the same way: ``ping`` and unknown events are skipped unparsed; invalid
+    JSON, a non-object, an event before ``message_start`` or an over-limit SSE event is a
+    ``protocol_error``; an ``error`` event is an ``upstream_error``; a repeated ``message_start``
+    is ignored. A subclass writes its output in ``_start`` (after ``message_start``), ``_on``
+    (every later event) and ``_fail`` (the terminal error).
     """
 
     __slots__ = (
-        "_block_tool",
-        "_created",
         "_decoder",
-        "_include_usage",
-        "_json_blocks",
-        "_json_tool",
-        "_model_json",
-        "_prefix",
-        "_tool_index",
         "_usage",
         "done",
         "error",
@@ -93,26 +94,8 @@ class StreamTranslator:
         "stop_reason",
     )
 
-    def __init__(
-        self,
-        model: str,
-        created: int,
-        *,
-        include_usage: bool = False,
-        max_event_bytes: int = 0,
-        json_tool: str | None = None,
-    ) -> None:
+    def __init__(self, max_event_bytes: int) -> None:
         self._decoder = SseDecoder(max_line_bytes=max_event_bytes, max_event_bytes=max_event_bytes)
-        self._include_usage = include_usage
-        self._model_json = orjson.dumps(model)
-        self._created = created
-        self._prefix = b""
-        self._tool_index = 0
-        # content-block index -> tool-call index, for the tool_use blocks of this message
-        self._block_tool: dict[int, int] = {}
-        # response_format emulated with a forced tool: that tool's input is the answer's content
-        self._json_tool = json_tool
-        self._json_blocks: set[int] = set()
         self._usage = [0, 0, 0, 0, 0, 0]
         self.started = False
         self.done = False
@@ -135,7 +118,8 @@ class StreamTranslator:
         try:
             events = self._decoder.feed(chunk)
         except ValueError as exc:  # SseError: an event over the size limit
-            return self._fail(out, "protocol_error", "api_error", str(exc))
+            self._end(out, "protocol_error", "api_error", str(exc))
+            return bytes(out)
         for event, data, _id in events:
             self._event(event, data, out)
             if self.done:
@@ -146,27 +130,22 @@ class StreamTranslator:
         """The upstream body ended: close the client stream (an error unless it completed)."""
         if self.done:
             return b""
-        return self._fail(
-            bytearray(),
-            "truncated",
-            "api_error",
-            "upstream stream ended before message_stop",
-        )
+        out = bytearray()
+        self._end(out, "truncated", "api_error", "upstream stream ended before message_stop")
+        return bytes(out)
 
     # -- events -------------------------------------------------------------------------------
 
     def _event(self, event: str, data: str, out: bytearray) -> None:
-        if event == "ping":
-            return
         if event not in ANTHROPIC_EVENTS:
-            return  # unknown event types are ignored, as Anthropic's versioning policy asks
+            return  # ping and unknown event types are ignored, as Anthropic's policy asks
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
-            self._fail(out, "protocol_error", "api_error", f"upstream sent invalid JSON in {event}")
+            self._end(out, "protocol_error", "api_error", f"upstream sent invalid JSON in {event}")
             return
         if not isinstance(obj, dict):
-            self._fail(out, "protocol_error", "api_error", f"upstream sent a non-object {event}")
+            self._end(out, "protocol_error", "api_error", f"upstream sent a non-object {event}")
             return
         if event == "error":
             err = obj.get("error")
@@ -177,37 +156,124 @@ class StreamTranslator:
                     etype = t
                 if isinstance(m, str):
                     message = m
-            self._fail(out, "upstream_error", etype, message)
+            self._end(out, "upstream_error", etype, message)
             return
         if event == "message_start":
             if self.started:
                 return  # NOTE: a repeated message_start is ignored rather than restarting
             msg = obj.get("message")
             if not isinstance(msg, dict):
-                self._fail(out, "protocol_error", "api_error", "message_start without a message")
+                self._end(out, "protocol_error", "api_error", "message_start without a message")
                 return
             mid = msg.get("id")
             self.message_id = mid if isinstance(mid, str) else ""
-            usage = msg.get("usage")
-            if isinstance(usage, dict):
-                self._take_usage(usage)
-            self._prefix = (
-                b'{"id":'
-                + orjson.dumps("chatcmpl-" + self.message_id)
-                + b',"object":"chat.completion.chunk","created":'
-                + str(self._created).encode()
-                + b',"model":'
-                + self._model_json
-                + b',"choices":'
-            )
+            self._take_usage(msg.get("usage"))
             self.started = True
-            self._chunk(out, b'{"role":"assistant","content":""}')
+            self._start(out)
             return
         if not self.started:
-            self._fail(
+            self._end(
                 out, "protocol_error", "api_error", f"upstream sent {event} before message_start"
             )
             return
+        if event == "message_delta":
+            delta = obj.get("delta")
+            if isinstance(delta, dict):
+                reason = delta.get("stop_reason")
+                if isinstance(reason, str):
+                    self.stop_reason = reason
+            self._take_usage(obj.get("usage"))
+        self._on(event, obj, out)
+
+    def _take_usage(self, usage: object) -> None:
+        """Later reports overwrite earlier ones: Anthropic's counts are cumulative."""
+        if not isinstance(usage, dict):
+            return
+        u = self._usage
+        for i, key in enumerate(_USAGE_FIELDS):
+            n = _count(usage.get(key))
+            if n is not None:
+                u[i] = n
+        creation = usage.get("cache_creation")
+        if isinstance(creation, dict):
+            for i, key in ((4, "ephemeral_5m_input_tokens"), (5, "ephemeral_1h_input_tokens")):
+                n = _count(creation.get(key))
+                if n is not None:
+                    u[i] = n
+
+    def _end(self, out: bytearray, outcome: str, etype: str, message: str) -> None:
+        """The terminal error: the stream is done with ``outcome``; ``_fail`` writes it."""
+        self.done = True
+        self.outcome = outcome
+        self.error = (etype, message)
+        self._fail(out, etype, message)
+
+    # -- what a kernel writes -----------------------------------------------------------------
+
+    def _start(self, out: bytearray) -> None:
+        """``message_start`` came (``message_id`` and usage are set)."""
+        raise NotImplementedError
+
+    def _on(self, event: str, obj: dict[str, Any], out: bytearray) -> None:
+        """Any later event (``message_delta``'s stop reason and usage are already taken)."""
+        raise NotImplementedError
+
+    def _fail(self, out: bytearray, etype: str, message: str) -> None:
+        """Write the terminal error event (the state is already set)."""
+        raise NotImplementedError
+
+
+class StreamTranslator(StreamKernel):
+    """Stateful Anthropic -> OpenAI stream translator; see the module docstring for the rules
+    and :class:`StreamKernel` for the attributes."""
+
+    __slots__ = (
+        "_block_tool",
+        "_created",
+        "_include_usage",
+        "_json_blocks",
+        "_json_tool",
+        "_model_json",
+        "_prefix",
+        "_tool_index",
+    )
+
+    def __init__(
+        self,
+        model: str,
+        created: int,
+        *,
+        include_usage: bool = False,
+        max_event_bytes: int = 0,
+        json_tool: str | None = None,
+    ) -> None:
+        super().__init__(max_event_bytes)
+        self._include_usage = include_usage
+        self._model_json = orjson.dumps(model)
+        self._created = created
+        self._prefix = b""
+        self._tool_index = 0
+        # content-block index -> tool-call index, for the tool_use blocks of this message
+        self._block_tool: dict[int, int] = {}
+        # response_format emulated with a forced tool: that tool's input is the answer's content
+        self._json_tool = json_tool
+        self._json_blocks: set[int] = set()
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _start(self, out: bytearray) -> None:
+        self._prefix = (
+            b'{"id":'
+            + orjson.dumps("chatcmpl-" + (self.message_id or ""))
+            + b',"object":"chat.completion.chunk","created":'
+            + str(self._created).encode()
+            + b',"model":'
+            + self._model_json
+            + b',"choices":'
+        )
+        self._chunk(out, b'{"role":"assistant","content":""}')
+
+    def _on(self, event: str, obj: dict[str, Any], out: bytearray) -> None:
         if event == "content_block_start":
             block = obj.get("content_block")
             index = _count(obj.get("index"))
@@ -263,16 +329,6 @@ class StreamTranslator:
                     )
             # signature_delta, citations_delta and future delta types carry nothing for OpenAI
             return
-        if event == "message_delta":
-            delta = obj.get("delta")
-            if isinstance(delta, dict):
-                reason = delta.get("stop_reason")
-                if isinstance(reason, str):
-                    self.stop_reason = reason
-            usage = obj.get("usage")
-            if isinstance(usage, dict):
-                self._take_usage(usage)
-            return
         if event == "message_stop":
             out += (
                 b"data: "
@@ -312,20 +368,6 @@ class StreamTranslator:
             return "stop"  # JSON mode: the forced tool was the answer, not a tool call
         return finish_reason_for(self.stop_reason)
 
-    def _take_usage(self, usage: dict[str, object]) -> None:
-        """Later reports overwrite earlier ones: Anthropic's counts are cumulative."""
-        u = self._usage
-        for i, key in enumerate(_USAGE_FIELDS):
-            n = _count(usage.get(key))
-            if n is not None:
-                u[i] = n
-        creation = usage.get("cache_creation")
-        if isinstance(creation, dict):
-            for i, key in ((4, "ephemeral_5m_input_tokens"), (5, "ephemeral_1h_input_tokens")):
-                n = _count(creation.get(key))
-                if n is not None:
-                    u[i] = n
-
     def _chunk(self, out: bytearray, delta: bytes) -> None:
         out += (
             b"data: "
@@ -335,7 +377,7 @@ class StreamTranslator:
             + b',"finish_reason":null}]}\n\n'
         )
 
-    def _fail(self, out: bytearray, outcome: str, etype: str, message: str) -> bytes:
+    def _fail(self, out: bytearray, etype: str, message: str) -> None:
         out += (
             b'data: {"error":{"message":'
             + orjson.dumps(message)
@@ -343,10 +385,6 @@ class StreamTranslator:
             + orjson.dumps(etype)
             + b',"param":null,"code":null}}\n\n'
         )
-        self.done = True
-        self.outcome = outcome
-        self.error = (etype, message)
-        return bytes(out)
 
 
 # The Anthropic stream events that carry a JSON payload Ferrule reads (ping and unknown events

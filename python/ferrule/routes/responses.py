@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .._pure.responses_stream import ResponsesStreamEncoder
+from .. import backend
 from ..asgi import Send, send_bytes
 from ..cache import StoreUnavailable, message_to_sse
 from ..cache.stores import ResponseStore
@@ -37,6 +37,7 @@ from ..upstream import UpstreamResponse
 from .common import SSE_HEADERS, RequestContext, held_secrets
 
 if TYPE_CHECKING:
+    from .._pure.responses_stream import ResponsesStreamEncoder
     from ..app import App
 
 __all__ = ["COMPACT", "RESPONSES", "ResponseState", "compact", "responses", "state_route"]
@@ -114,7 +115,8 @@ class _State:
         self.created = int(time.time())
 
     def encoder(self, max_event_bytes: int = 0) -> ResponsesStreamEncoder:
-        return ResponsesStreamEncoder(
+        """The stream encoder of the chosen backend (``FERRULE_BACKEND``)."""
+        return backend.ResponsesStreamEncoder(
             self.tr,
             response_id=self.response_id,
             created_at=self.created,
@@ -194,15 +196,9 @@ class ResponsesDialect:
 
     def relay(self, app: App, ctx: RequestContext, p: Prepared) -> KernelRelay:
         enc = _state(p).encoder(app.cfg.max_event_bytes)
-
-        def fail(message: str, etype: str) -> bytes:
-            out = bytearray()
-            # NOTE: the encoder's own terminal event (response.failed): the sequence holds
-            enc._fail(out, "upstream_error", etype, message)
-            return bytes(out)
-
         secrets = held_secrets(ctx, app.cfg.upstream_api_key)
-        return KernelRelay(enc, secrets=secrets, fail=fail)
+        # the encoder's own terminal event (response.failed): the sequence numbers hold
+        return KernelRelay(enc, secrets=secrets, fail=enc.fail)
 
     def answer_headers(
         self, p: Prepared, resp: UpstreamResponse, ctx: RequestContext

@@ -81,6 +81,9 @@ _PREFIX = {
 }
 
 
+_U64_MAX = 2**64 - 1
+
+
 def _count(v: Any) -> int:
     return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
 
@@ -105,13 +108,15 @@ def responses_usage(usage: Any) -> dict[str, Any]:
     written = _count(u.get("cache_creation_input_tokens"))
     read = _count(u.get("cache_read_input_tokens"))
     output = _count(u.get("output_tokens"))
-    total_in = uncached + written + read
+    # NOTE: sums capped at 2**64 - 1 (orjson writes no larger int): only a broken upstream gets
+    # there, and its answer should still go out
+    total_in = min(uncached + written + read, _U64_MAX)
     return {
         "input_tokens": total_in,
         "input_tokens_details": {"cached_tokens": read, "cache_write_tokens": written},
         "output_tokens": output,
         "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": total_in + output,
+        "total_tokens": min(total_in + output, _U64_MAX),
     }
 
 
@@ -269,9 +274,9 @@ def output_items(
         elif kind == "tool_use":
             close_reasoning()
             message = None
-            kind_out = (
-                "custom_tool_call" if block.get("name") in tr.custom_tools else "function_call"
-            )
+            name = block.get("name")  # any JSON value: not always hashable
+            custom = isinstance(name, str) and name in tr.custom_tools
+            kind_out = "custom_tool_call" if custom else "function_call"
             items.append(tool_item(item_id(response_id, kind_out, len(items)), block, tr))
         elif kind == "server_tool_use" and block.get("name") == "web_search":
             close_reasoning()
