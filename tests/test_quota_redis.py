@@ -118,5 +118,11 @@ def test_limits_and_budget_shared_across_processes(
     assert budgeted.status_code == 503
     assert budgeted.json()["error"]["code"] == "quota_unavailable"
     assert budgeted.headers["retry-after"] == "1"
-    metrics = httpx.get(a.url + "/metrics", timeout=10).text
-    assert 'ferrule_quota_store_errors_total{policy="open"}' in metrics
+    # the worker that served it writes its metrics snapshot every second
+    deadline = time.monotonic() + 10
+    while True:
+        metrics = httpx.get(a.url + "/metrics", timeout=10).text
+        if 'ferrule_quota_store_errors_total{policy="open"}' in metrics:
+            break
+        assert time.monotonic() < deadline, metrics[-2000:]
+        time.sleep(0.5)
