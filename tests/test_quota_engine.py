@@ -444,3 +444,17 @@ def test_sqlite_unwritable_is_a_store_error(tmp_path: Path) -> None:
 
     with pytest.raises(StoreError):
         asyncio.run(main())
+
+
+def test_an_unusable_data_folder_follows_the_failure_policy(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    q = Quota(Config(), None, lambda: blocker / "data")  # mkdir fails: the store cannot open
+
+    async def main(vkey: VirtualKey) -> Any:
+        return await q.admit(_ctx(vkey), model=MODEL, body={"max_tokens": 5})
+
+    assert asyncio.run(main(_key(rpm=10))) is None  # limits: open
+    with pytest.raises(ProxyError) as info:
+        asyncio.run(main(_key(budget_usd=1.0)))  # budgets: closed
+    assert info.value.status == 503 and info.value.code == "quota_unavailable"

@@ -170,7 +170,7 @@ class Quota:
         )
         try:
             res = await self.store.admit(req)
-        except (StoreError, OSError) as exc:
+        except (StoreError, OSError, RuntimeError) as exc:  # RuntimeError: no redis-py
             self._store_failed(exc, req)
             return None
         if not res.allowed:
@@ -201,7 +201,7 @@ class Quota:
             self._warned_at = now
             log.warning(
                 "quota store (%s) unavailable (%s): requests with %s are %s",
-                self.store.kind,
+                self._store.kind if self._store is not None else "not opened",
                 exc,
                 "budgets" if budget_closed else "limits",
                 "refused (503)" if closed else "let through unlimited",
