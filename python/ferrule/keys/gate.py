@@ -33,6 +33,12 @@ __all__ = ["REFRESH", "KeyGate", "model_allowed", "model_refused", "refuse_ferru
 log = logging.getLogger("ferrule.keys")
 
 REFRESH = 0.5  # seconds a worker trusts its cache without asking the store what changed
+# While the store cannot be read (PostgreSQL restarting, a failover), keys this worker already
+# checked keep working for this long after the last successful check, so an outage does not
+# turn every agent away; a key not seen before is refused (503), never let in unchecked. Nothing
+# can be revoked meanwhile (revoking writes to the same store), and a Redis announcement still
+# drops the cache at once.
+STALE_FOR = 300.0
 _CACHE_MAX = 10_000  # digests remembered (unknown ones too); past it the cache starts over
 _Entry = tuple[VirtualKey, float | None] | None
 
@@ -63,6 +69,8 @@ class KeyGate:
         self._cache: dict[str, _Entry] = {}
         self._counter = -1
         self._checked = -1e9  # monotonic time of the last change-counter check
+        self._confirmed = -1e9  # ... and of the last one that reached the store
+        self._stale = False  # serving from the cache while the store is unreachable
         self._check: asyncio.Future[None] | None = None
         self._listener: asyncio.Task[None] | None = None
 
@@ -138,7 +146,22 @@ class KeyGate:
         try:
             counter = await asyncio.to_thread(store.changes)
         except Exception as exc:
-            raise _store_error(exc) from None
+            if self._counter < 0 or started - self._confirmed > STALE_FOR:
+                raise _store_error(exc) from None
+            if not self._stale:
+                self._stale = True
+                log.warning(
+                    "key store unreachable (%s): keys already checked keep working for up to "
+                    "%.0f s, new ones are refused",
+                    type(exc).__name__,
+                    STALE_FOR,
+                )
+            self._checked = started  # ask again after REFRESH, not on every request
+            return
+        if self._stale:
+            self._stale = False
+            log.warning("key store reachable again")
+        self._confirmed = started
         if counter != self._counter:
             self._cache.clear()
             self._counter = counter
