@@ -106,7 +106,8 @@ class RequestContext:
         # a large body (ferrule.largebody): prepared in a thread, within the worker's budget
         self.large = False
         self.ticket: Ticket | None = None
-        self.vkey: VirtualKey | None = None  # the caller's virtual key (keys mode), set by admission
+        # the caller's virtual key (keys mode), set by admission
+        self.vkey: VirtualKey | None = None
 
     def authorize(
         self, access_key_sha256: str, upstream_api_key: str, *, bearer_ok: bool = False
