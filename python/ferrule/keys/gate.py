@@ -110,7 +110,12 @@ class KeyGate:
         """The active key ``presented`` opens (expiry not checked), or None."""
         digest = digest_of(presented)
         if time.monotonic() - self._checked >= REFRESH:
-            await self._refresh()
+            if self._stale and digest in self._cache:
+                # The store is unreachable: a known key does not wait for yet another check
+                # to time out; one runs in the background and ends the stale mode when it can.
+                self._refresh_in_background()
+            else:
+                await self._refresh()
         if digest in self._cache:
             entry = self._cache[digest]
         else:
@@ -139,6 +144,19 @@ class KeyGate:
         finally:
             if self._check is check and check.done():
                 self._check = None
+
+    def _refresh_in_background(self) -> None:
+        if self._check is None:
+            check = asyncio.ensure_future(self._read_counter())
+            self._check = check
+
+            def done(fut: asyncio.Future[None]) -> None:
+                if self._check is fut:
+                    self._check = None
+                if not fut.cancelled():
+                    fut.exception()  # seen: _read_counter logs what matters
+
+            check.add_done_callback(done)
 
     async def _read_counter(self) -> None:
         store = await self.store()
