@@ -391,7 +391,9 @@ def test_c1_200_concurrent_streams_complete_and_resources_return(tmp_path: objec
             fds.append(psutil.Process(pid).num_fds())
         # bounded by the upstream pool (256 keep-alive connections) whatever the waves do
         assert max(fds) <= fds_before + 256 + 40, (fds_before, fds)
-        assert fds[2] <= max(fds[:2]) + 10, (fds_before, fds)
+        # a leak would add about a wave (200) each time; how many pooled connections a wave
+        # opens anew depends on timing (a loaded machine: up to ~80 more), so the bound is loose
+        assert fds[2] <= max(fds[:2]) + 120, (fds_before, fds)
         assert all(rec.outcome == "complete" for rec in fu.records)
 
 
