@@ -24,6 +24,7 @@ Rules (../shared/reference/translation.md, "Response (streaming)"):
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import orjson
@@ -66,7 +67,7 @@ def _count(value: object) -> int | None:
     return None
 
 
-class StreamKernel:
+class StreamKernel(ABC):
     """What the Anthropic stream kernels share (``StreamTranslator``, ``ResponsesStreamEncoder``):
     SSE decoding, the event preamble and the attributes the proxy reads.
 
@@ -210,17 +211,17 @@ class StreamKernel:
 
     # -- what a kernel writes -----------------------------------------------------------------
 
+    @abstractmethod
     def _start(self, out: bytearray) -> None:
         """``message_start`` came (``message_id`` and usage are set)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _on(self, event: str, obj: dict[str, Any], out: bytearray) -> None:
         """Any later event (``message_delta``'s stop reason and usage are already taken)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _fail(self, out: bytearray, etype: str, message: str) -> None:
         """Write the terminal error event (the state is already set)."""
-        raise NotImplementedError
 
 
 class StreamTranslator(StreamKernel):
