@@ -9,7 +9,6 @@ nginx the clients spread their requests over the replicas themselves.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,8 @@ import pytest
 from conftest import NATIVE
 from ferrule.procs import free_port
 from pg_server import PgServer, needs_postgres, pg_server_fixture
-from servers import TEST_KEY, MockUpstream, start_proxy
+from replicas import nginx_in_front, replicas
+from servers import TEST_KEY, MockUpstream
 
 pytestmark = needs_postgres
 pg_server = pg_server_fixture
@@ -135,51 +135,13 @@ def served(
     backend = "rust" if NATIVE is not None else "python"
     env = {"FERRULE_DATABASE_URL": pg_server.url, "FERRULE_RESPONSE_CACHE": "off"}
     logs = [str(tmp_path / f"ferrule-{i}.log") for i in range(REPLICAS)]
-    with contextlib.ExitStack() as stack:
-        # started side by side: each start is mostly waiting for its workers
-        started: list[Any] = [None] * REPLICAS
-
-        def start(i: int) -> None:
-            cm = start_proxy(backend, mock_server.url, logs[i], "--workers", "2", env=env)
-            try:
-                started[i] = (cm, cm.__enter__())
-            except BaseException as exc:
-                started[i] = exc
-
-        threads = [threading.Thread(target=start, args=(i,)) for i in range(REPLICAS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        for item in started:
-            if isinstance(item, tuple):
-                stack.push(item[0].__exit__)
-        for item in started:
-            if not isinstance(item, tuple):
-                raise RuntimeError(f"a replica did not start: {item!r}")
-        replicas = [item[1].url for item in started]
+    with replicas(backend, mock_server.url, logs, [env] * REPLICAS, "--workers", "2") as urls:
         if NGINX is None:
-            yield replicas, logs
+            yield urls, logs
             return
-        port = free_port()
-        conf = nginx_conf(tmp_path / "nginx", port, replicas)
-        proc = subprocess.Popen(
-            [NGINX, "-c", str(conf), "-e", str(tmp_path / "nginx" / "error.log")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        stack.callback(lambda: (proc.terminate(), proc.wait(10)))
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "nginx did not start"
-            time.sleep(0.05)
-        yield [url], logs
+        conf = nginx_conf(tmp_path / "nginx", free_port(), urls)
+        with nginx_in_front(NGINX, conf, tmp_path / "nginx") as url:
+            yield [url], logs
 
 
 def ledger(url: str) -> list[tuple[Any, ...]]:

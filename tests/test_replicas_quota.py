@@ -9,9 +9,6 @@ sent, and the token sums the clients were told. One run (~90 s), not per backend
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +24,8 @@ from ferrule.procs import free_port
 from ferrule.quota.limiter import period_bounds
 from pg_server import PgServer, needs_postgres, pg_server_fixture
 from redis_server import RedisServer, needs_redis, redis_server_fixture  # noqa: F401
-from servers import MockUpstream, start_proxy
+from replicas import nginx_in_front, replicas
+from servers import MockUpstream
 from test_postgres_outage import NGINX, nginx_conf
 
 pytestmark = [pytest.mark.e2e, needs_postgres, needs_redis]
@@ -60,53 +58,18 @@ def balancer(
         "FERRULE_RESPONSE_CACHE": "off",
         "FERRULE_BREAKER_THRESHOLD": "1000000",
     }
-    with contextlib.ExitStack() as stack:
-        started: list[Any] = [None] * REPLICAS
-
-        def start(i: int) -> None:
-            e = {**env, "FERRULE_DATA_DIR": str(tmp_path / f"replica-{i}")}
-            cm = start_proxy(backend, mock_server.url, str(tmp_path / f"r{i}.log"), env=e)
-            try:
-                started[i] = (cm, cm.__enter__())
-            except BaseException as exc:
-                started[i] = exc
-
-        threads = [threading.Thread(target=start, args=(i,)) for i in range(REPLICAS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        for item in started:
-            if isinstance(item, tuple):
-                stack.push(item[0].__exit__)
-        for item in started:
-            if not isinstance(item, tuple):
-                raise RuntimeError(f"a replica did not start: {item!r}")
-        port = free_port()
-        conf = nginx_conf(tmp_path / "nginx", port, [item[1].url for item in started])
+    logs = [str(tmp_path / f"r{i}.log") for i in range(REPLICAS)]
+    envs = [{**env, "FERRULE_DATA_DIR": str(tmp_path / f"replica-{i}")} for i in range(REPLICAS)]
+    with replicas(backend, mock_server.url, logs, envs) as urls:
+        conf = nginx_conf(tmp_path / "nginx", free_port(), urls)
         # as docs/deploy.md says: pass the client's Host on (Ferrule checks it: 421 otherwise)
-        text = conf.read_text()
-        conf.write_text(
-            text.replace(
-                "proxy_pass http://ferrule;",
-                "proxy_pass http://ferrule;\n      proxy_set_header Host $host;",
-            )
+        text = conf.read_text().replace(
+            "proxy_pass http://ferrule;",
+            "proxy_pass http://ferrule;\n      proxy_set_header Host $host;",
         )
-        proc = subprocess.Popen(
-            [NGINX, "-c", str(conf), "-e", str(tmp_path / "nginx" / "error.log")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        stack.callback(lambda: (proc.terminate(), proc.wait(10)))
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "nginx did not start"
-            time.sleep(0.05)
-        yield url
+        conf.write_text(text)
+        with nginx_in_front(NGINX, conf, tmp_path / "nginx") as url:
+            yield url
 
 
 def _key(url: str, name: str, **limits: Any) -> str:
