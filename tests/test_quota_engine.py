@@ -271,6 +271,105 @@ def test_a_lease_expires_so_a_dead_worker_frees_its_slot(store_url: str) -> None
     assert asyncio.run(main()) == (True, False, True)
 
 
+def test_one_batch_applies_its_admissions_in_order(tmp_path: Path) -> None:
+    """Admissions that arrive in one loop turn share one SQLite transaction (group commit):
+    each still sees the ones before it, so a batch of 30 cannot overshoot a parallel limit of 7
+    or a budget of 5 reservations, and a settlement in the batch frees its slot first."""
+    store = SQLiteQuotaStore(tmp_path / "ledger.sqlite3")
+    transactions = 0
+    original = store._batch
+
+    def counted() -> None:
+        nonlocal transactions
+        transactions += 1
+        original()
+
+    store._batch = counted  # type: ignore[method-assign]
+
+    async def main() -> tuple[int, int, int]:
+        try:
+            par = [_req("k-par", max_parallel=7, lease_id=f"p{i}") for i in range(30)]
+            got = await asyncio.gather(*(store.admit(r) for r in par))
+            budget = [
+                _req("k-bud", budget_nano=50, reserve_nano=10, period="total", lease_id=f"b{i}")
+                for i in range(30)
+            ]
+            got_b = await asyncio.gather(*(store.admit(r) for r in budget))
+            store.queue(Settlement("k-par", "p0", None, 0, "", 0))
+            again = await asyncio.gather(*(store.admit(r) for r in par[20:]))
+            return (
+                sum(r.allowed for r in got),
+                sum(r.allowed for r in got_b),
+                sum(r.allowed for r in again),
+            )
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == (7, 5, 1)
+    assert transactions == 3  # 30 + 30 + 10 admissions (and the settlement): 3 transactions
+
+
+def test_an_admission_whose_caller_left_is_released(tmp_path: Path) -> None:
+    """The caller is cancelled after its admission was written but before it saw the answer:
+    nobody will settle that request, so the store releases its parallel slot itself."""
+    store = SQLiteQuotaStore(tmp_path / "ledger.sqlite3", settle_delay=0.0)
+
+    async def main() -> tuple[bool, bool]:
+        try:
+            req = _req("k-gone", max_parallel=1, lease_id="gone")
+            task = asyncio.ensure_future(store.admit(req))
+            original = store._batch
+
+            def batch_then_cancel() -> None:
+                original()  # written: the slot is taken
+                task.cancel()  # ... and the caller goes away before it resumes
+
+            store._batch = batch_then_cancel  # type: ignore[method-assign]
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            store._batch = original  # type: ignore[method-assign]
+            await store.flush()
+            after = await store.admit(_req("k-gone", max_parallel=1, lease_id="next"))
+            return task.cancelled(), after.allowed
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == (True, True)
+
+
+def test_a_ledger_made_by_the_first_quota_schema_still_works(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite3"
+    with sqlite3.connect(path) as conn:  # the first version's lease table and its index
+        conn.execute(
+            "CREATE TABLE quota_leases (id TEXT PRIMARY KEY, key TEXT NOT NULL, "
+            "reserved_nano INTEGER NOT NULL, expires REAL NOT NULL)"
+        )
+        conn.execute("CREATE INDEX quota_leases_key ON quota_leases (key, expires)")
+    store = SQLiteQuotaStore(path)
+
+    async def main() -> list[bool]:
+        try:
+            out = []
+            for lease in ("a", "b"):
+                res = await store.admit(_req("k", max_parallel=1, lease_id=lease))
+                out.append(res.allowed)
+            await store.settle(Settlement("k", "a", None, 0, "", 0))
+            await store.flush()
+            out.append((await store.admit(_req("k", max_parallel=1, lease_id="c"))).allowed)
+            return out
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == [True, False, True]
+    with sqlite3.connect(path) as conn:
+        indexes = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'quota_leases_key'"
+        ).fetchall()
+    assert indexes == []
+
+
 def test_tpm_refund_through_the_store(store_url: str) -> None:
     async def main() -> list[bool]:
         store = _open(store_url)

@@ -225,6 +225,9 @@ class PriceTable:
         self._by_model = {m: sorted(ps, key=lambda p: p.since) for m, ps in by_model.items()}
         self._since = {m: [p.since for p in ps] for m, ps in self._by_model.items()}
         self._aliases = {k.lower(): v for k, v in (aliases or {}).items()}
+        # lookup's answers: asked for on every request (budget, settlement, ledger row) with a
+        # few models and dates; bounded, as model ids come from clients
+        self._memo: dict[tuple[str, dt.date | None], Price | None] = {}
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> PriceTable:
@@ -278,6 +281,17 @@ class PriceTable:
     def lookup(self, model: str, when: dt.date | None = None) -> Price | None:
         """The price of ``model`` (an id, an alias, or either with a ``-YYYYMMDD`` / ``-latest``
         suffix) on ``when`` (today by default); None when the model has no entry."""
+        key = (model, when)
+        try:
+            return self._memo[key]
+        except KeyError:
+            pass
+        if len(self._memo) >= 4096:
+            self._memo.clear()
+        price = self._memo[key] = self._lookup(model, when)
+        return price
+
+    def _lookup(self, model: str, when: dt.date | None) -> Price | None:
         entries = self._entries(model)
         if not entries:
             return None
@@ -338,7 +352,15 @@ def default_table() -> PriceTable:
 def _date(when: dt.date | float | None) -> dt.date | None:
     if when is None or isinstance(when, dt.date):
         return when
-    return dt.datetime.fromtimestamp(when, dt.timezone.utc).date()
+    return _utc_day(int(when // 86400))
+
+
+@lru_cache(maxsize=64)
+def _utc_day(day: int) -> dt.date:
+    return _EPOCH + dt.timedelta(days=day)
+
+
+_EPOCH = dt.date(1970, 1, 1)
 
 
 def price_for(

@@ -364,17 +364,31 @@ def _headers(
     https://rdrr.io/cran/tidyllm/src/tests/testthat/claude/api.anthropic.com/v1/messages-e050b5-POST.R
     "remaining" is what would pass right now (the burst), "reset" when the bucket is full."""
     out: list[tuple[bytes, bytes]] = []
-    for what, bucket, g in (("requests", rpm, res.rpm), ("tokens", tpm, res.tpm)):
+    anthropic = route == "anthropic"
+    for names, bucket, g in ((_REQUESTS, rpm, res.rpm), (_TOKENS, tpm, res.tpm)):
         if bucket is None or g is None:
             continue
         limit, remaining = str(bucket.limit).encode(), str(g.remaining).encode()
-        if route == "anthropic":
-            name = b"anthropic-ratelimit-" + what.encode()
+        if anthropic:
             reset = rfc3339(res.now + g.reset_us / 1_000_000).encode()
-            out += [(name + b"-limit", limit), (name + b"-remaining", remaining)]
-            out.append((name + b"-reset", reset))
+            out += [(names[3], limit), (names[4], remaining), (names[5], reset)]
         else:
-            w = what.encode()
-            out += [(b"x-ratelimit-limit-" + w, limit), (b"x-ratelimit-remaining-" + w, remaining)]
-            out.append((b"x-ratelimit-reset-" + w, duration_text(g.reset_us).encode()))
+            reset = duration_text(g.reset_us).encode()
+            out += [(names[0], limit), (names[1], remaining), (names[2], reset)]
     return out
+
+
+def _names(what: bytes) -> tuple[bytes, ...]:
+    """OpenAI's limit, remaining, reset header names for ``what``, then Anthropic's."""
+    anthropic = b"anthropic-ratelimit-" + what
+    return (
+        b"x-ratelimit-limit-" + what,
+        b"x-ratelimit-remaining-" + what,
+        b"x-ratelimit-reset-" + what,
+        anthropic + b"-limit",
+        anthropic + b"-remaining",
+        anthropic + b"-reset",
+    )
+
+
+_REQUESTS, _TOKENS = _names(b"requests"), _names(b"tokens")

@@ -68,7 +68,7 @@ def _per_minute(limit: int, burst_fraction: float) -> Bucket:
     return Bucket(limit, max(1, math.floor(limit * burst_fraction)))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs a setattr call per field, per request
 class Gcra:
     """One decision. Times are microseconds on the store's clock."""
 
@@ -214,5 +214,10 @@ def duration_text(us: float) -> str:
 
 def rfc3339(unix_s: float) -> str:
     """Anthropic's reset format (RFC 3339, UTC, whole seconds rounded up)."""
-    t = dt.datetime.fromtimestamp(math.ceil(unix_s), dt.timezone.utc)
+    return _rfc3339_second(math.ceil(unix_s))
+
+
+@lru_cache(maxsize=256)  # a header on every answer: most fall in the same few seconds
+def _rfc3339_second(second: int) -> str:
+    t = dt.datetime.fromtimestamp(second, dt.timezone.utc)
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
