@@ -10,12 +10,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-MAIN_TARGETS = ("nginx", "pipe", "ferrule-native", "ferrule-python", "litellm")
+MAIN_TARGETS = ("nginx", "pipe", "ferrule-native", "ferrule-keys", "ferrule-python", "litellm")
 SCALING = ("ferrule-native-1w-unpinned", "ferrule-native-2w-unpinned")
 LABELS = {
     "nginx": "nginx pipe",
     "pipe": "Granian+aiohttp pipe",
     "ferrule-native": "Ferrule native",
+    "ferrule-keys": "Ferrule native, keys + limits",
     "ferrule-python": "Ferrule Python",
     "litellm": "LiteLLM",
 }
@@ -254,6 +255,19 @@ def checks(runs: list[Run]) -> list[tuple[str, str, bool | None]]:
                 "No upstream request for a client that has gone (256 clients giving up at 100 ms)",
                 "; ".join(parts),
                 all(r["gone_after_close"] == 0 for r in mine) if mine else None,
+            )
+        )
+    for point in ("ns-2k-c32", "st-2k-c32"):
+        k, f = g("ferrule-keys", point), g("ferrule-native", point)
+        if k is None or f is None or not k.get("proxy_cpu_ms_per_req"):
+            continue
+        extra = k["proxy_cpu_ms_per_req"] / f["proxy_cpu_ms_per_req"] - 1
+        out.append(
+            (
+                f"Keys mode with every limit on costs <= 10% more CPU per request ({point})",
+                f"{k['proxy_cpu_ms_per_req'] * 1000:.0f} vs {f['proxy_cpu_ms_per_req'] * 1000:.0f}"
+                f" us per request ({extra:+.1%}); errors {k['errors']}",
+                extra <= 0.10 and k["errors"] == 0,
             )
         )
     f, p = g("ferrule-native", "st-2k-c32"), g("ferrule-python", "st-2k-c32")

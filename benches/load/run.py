@@ -55,7 +55,6 @@ LOADGEN = LOADGEN_DIR / "target" / "release" / "ferrule-loadgen"
 RESULTS = HERE / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HARD_LIMIT_S = 40 * 60
-AUTH = f"authorization: Bearer {targets.API_KEY}"
 
 
 @dataclass(frozen=True)
@@ -102,6 +101,7 @@ def quick_points(full_set: bool) -> list[Point]:
 
 SCALING_POINTS = ("ns-2k-c32", "st-2k-c32", "ns-2k-c256")
 PROFILE_POINTS = ("ns-2k-c32", "st-2k-c32")
+KEYS_POINTS = ("ns-2k-c32", "st-2k-c32")
 
 
 class Deadline:
@@ -137,10 +137,12 @@ def build_loadgen() -> None:
     )
 
 
-def http_json(port: int, method: str, path: str, body: bytes | None = None) -> Any:
+def http_json(
+    port: int, method: str, path: str, body: bytes | None = None, key: str = targets.API_KEY
+) -> Any:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        headers = {"content-type": "application/json", "authorization": AUTH.split(": ", 1)[1]}
+        headers = {"content-type": "application/json", "authorization": f"Bearer {key}"}
         conn.request(method, path, body, headers)
         resp = conn.getresponse()
         data = resp.read()
@@ -162,7 +164,7 @@ def wait_ready(t: targets.Target, proc: Proc, probe: bytes) -> None:
                 health = http_json(t.port, "GET", t.health)
                 if t.expect_backend and health.get("backend") != t.expect_backend:
                     raise SystemExit(f"{t.name}: backend is {health.get('backend')!r}")
-            http_json(t.port, "POST", "/v1/chat/completions", probe)
+            http_json(t.port, "POST", "/v1/chat/completions", probe, t.api_key)
             return
         except (OSError, RuntimeError, http.client.HTTPException, ValueError) as exc:
             last = exc
@@ -254,6 +256,7 @@ class Bench:
         core: str | None,
         gone_out: Path | None = None,
         extra_s: float = 0.0,
+        api_key: str = targets.API_KEY,
     ) -> subprocess.Popen[str]:
         assert self.upstream is not None
         duration = point.duration + extra_s
@@ -262,7 +265,7 @@ class Bench:
             "--url", f"http://127.0.0.1:{port}/v1/chat/completions",
             "--connections", str(point.conns), "--warmup", str(point.warmup),
             "--duration", str(duration), "--body", str(self.files[point.body]),
-            "--header", AUTH, "--token-marker", bodies.TOKEN_MARKER,
+            "--header", f"authorization: Bearer {api_key}", "--token-marker", bodies.TOKEN_MARKER,
             "--cpu-pids", ",".join(map(str, proxy_pids)),
             "--upstream-pids", ",".join(map(str, self.upstream.tree())),
             "--id-base", str(self.id_base), "--label", label,
@@ -291,6 +294,7 @@ class Bench:
         proc: Proc | None,
         core: str | None,
         required: bool = True,
+        api_key: str = targets.API_KEY,
     ) -> dict[str, Any]:
         self.step += 1
         pids = proc.tree() if proc else []
@@ -305,7 +309,7 @@ class Bench:
             http_json(self.up_port, "GET", "/__record/start")
         s0 = http_json(self.up_port, "GET", "/__stats")
         label = f"[{self.step}] {name} {point.name}"
-        lg = self.loadgen(port, point, pids, label, core, gone_file)
+        lg = self.loadgen(port, point, pids, label, core, gone_file, api_key=api_key)
         limit = point.warmup + point.duration + 20 + 30
         try:
             out, _ = lg.communicate(timeout=limit)
@@ -390,7 +394,7 @@ class Bench:
                 if self.deadline.left() < point.warmup + point.duration + 30:
                     self.notes.append(f"{t.name} {point.name}: skipped (time limit)")
                     continue
-                self.run_point(t.name, t.port, point, proc, load_core, required)
+                self.run_point(t.name, t.port, point, proc, load_core, required, t.api_key)
             if profile:
                 for name in PROFILE_POINTS:
                     pt = next((p for p in points if p.name == name), None)
@@ -413,7 +417,7 @@ class Bench:
         seconds = 2 if self.quick else 6
         pids = proc.tree()
         lg = self.loadgen(t.port, point, pids, f"profile {point.name}", self.load_core,
-                          extra_s=4 * seconds + 8)  # fmt: skip
+                          extra_s=4 * seconds + 8, api_key=t.api_key)  # fmt: skip
         time.sleep(point.warmup + 0.5)
         before = {p: cpu_ticks([p]) for p in pids}
         time.sleep(1.0)
@@ -503,6 +507,11 @@ class Bench:
                     self.load_core,
                     profile=not quick and not a.no_profile,
                 )
+            if wanted("ferrule-keys") and (not quick or only is not None):
+                # the cost of virtual keys with every limit on, next to ferrule-native
+                keys_pts = [p for p in pts if p.name in KEYS_POINTS] if not a.points else pts
+                self.run_target(targets.ferrule(tmp, up, "rust", keys=True), keys_pts,
+                                self.proxy_core, self.load_core)  # fmt: skip
             if wanted("ferrule-python"):
                 self.run_target(targets.ferrule(tmp, up, "python"), pts, self.proxy_core,
                                 self.load_core)  # fmt: skip
@@ -603,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--profile", choices=("quick", "full"), default="quick")
     ap.add_argument("--targets", help="comma list: upstream,nginx,pipe,ferrule-native,"
-                    "ferrule-python,litellm,scaling (default: all of the profile)")  # fmt: skip
+                    "ferrule-keys,ferrule-python,litellm,scaling (default: all of the profile)")  # fmt: skip
     ap.add_argument("--points", help="comma list of load point names (default: the profile's)")
     ap.add_argument("--litellm", action="store_true", help="include LiteLLM in the quick profile")
     ap.add_argument("--no-profile", action="store_true", help="no py-spy flame graphs")

@@ -8,12 +8,17 @@ proxy core, and stopped by PID (``Proc`` from benches/upstream_clients/run.py).
 * ``ferrule-native`` / ``ferrule-python``: ``ferrule serve --workers 1`` on each backend, default
   settings except the data folder (in the temp folder), a 1,024-connection upstream pool (the
   default 256 would queue the 1,000-stream point) and a 5 s shutdown.
+* ``ferrule-keys``: ``ferrule-native`` in keys mode (``FERRULE_AUTH=keys``): the load generator
+  presents a virtual key made before the start with every limit on (RPM, TPM, parallel and a
+  monthly budget, all far above the load, so each request is admitted and settled in the SQLite
+  quota store and nothing is refused); the operator key goes upstream.
 * ``litellm``: the LiteLLM proxy, installed at benchmark time into its own venv under the cache
   folder, with one Anthropic model whose api_base is the fake upstream.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -46,6 +51,7 @@ class Target:
     ready_timeout: float = 60.0
     notes: list[str] = field(default_factory=list)
     version: str = ""
+    api_key: str = API_KEY  # what the load generator presents as Authorization: Bearer
 
     def start(self, logdir: Path, cores: str | None) -> Proc:
         argv = (["taskset", "-c", cores] if cores else []) + self.argv
@@ -136,9 +142,13 @@ def pipe(tmp: Path, up_port: int) -> Target:
     )
 
 
-def ferrule(tmp: Path, up_port: int, backend: str, workers: int = 1, name: str = "") -> Target:
+def ferrule(
+    tmp: Path, up_port: int, backend: str, workers: int = 1, name: str = "", keys: bool = False
+) -> Target:
     port = free_port()
-    name = name or f"ferrule-{'native' if backend == 'rust' else 'python'}"
+    name = name or (
+        "ferrule-keys" if keys else f"ferrule-{'native' if backend == 'rust' else 'python'}"
+    )
     data = tmp / name / "data"
     metrics = tmp / name / "metrics"
     data.mkdir(parents=True, exist_ok=True)
@@ -157,16 +167,31 @@ def ferrule(tmp: Path, up_port: int, backend: str, workers: int = 1, name: str =
         exe, "serve", "--workers", str(workers), "--port", str(port),
         "--upstream-url", f"http://127.0.0.1:{up_port}",
     ]  # fmt: skip
+    notes = ["FERRULE_POOL_SIZE=1024 (default 256)"]
+    api_key = API_KEY
+    if keys:
+        env |= {"FERRULE_AUTH": "keys", "FERRULE_UPSTREAM_API_KEY": API_KEY}
+        limits = {"--rpm": "10000000", "--tpm": "10000000000", "--max-parallel": "100000",
+                  "--budget": "1000000", "--budget-period": "month"}  # fmt: skip
+        made = subprocess.run(
+            [exe, "keys", "create", "--name", "bench", "--json", *(x for kv in limits.items() for x in kv)],
+            env=env, capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        api_key = json.loads(made.stdout)["key"]
+        notes.append("FERRULE_AUTH=keys; one virtual key with " + ", ".join(
+            f"{k.lstrip('-')} {v}" for k, v in limits.items()))  # fmt: skip
     return Target(
         name,
         f"Ferrule, {'native (Rust)' if backend == 'rust' else 'pure-Python'} backend, "
-        f"{workers} worker{'s' if workers > 1 else ''}",
+        f"{workers} worker{'s' if workers > 1 else ''}"
+        + (", keys mode, every limit on" if keys else ""),
         argv,
         env,
         port,
         health="/health",
         expect_backend=backend,
-        notes=["FERRULE_POOL_SIZE=1024 (default 256)"],
+        notes=notes,
+        api_key=api_key,
     )
 
 
