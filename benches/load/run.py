@@ -507,7 +507,7 @@ class Bench:
                     self.load_core,
                     profile=not quick and not a.no_profile,
                 )
-            if wanted("ferrule-keys") and (not quick or only is not None):
+            if wanted("ferrule-keys"):
                 # the cost of virtual keys with every limit on, next to ferrule-native
                 keys_pts = [p for p in pts if p.name in KEYS_POINTS] if not a.points else pts
                 self.run_target(targets.ferrule(tmp, up, "rust", keys=True), keys_pts,

@@ -179,22 +179,49 @@ def estimate_reserve_nano(
     """What a request may cost at most, by estimate: its prompt at the dearest rate a prompt
     token of it can be billed (a cache write, when Ferrule places breakpoints) and its whole
     ``max_tokens`` at the output rate (thinking is output), long-context tier included."""
-    usage = pricing.Usage(
+    tier = price.long_context
+    long = tier is not None and prompt_tokens > tier.above_input_tokens
+    exact = _reserve_rates(price, long, cache_ttl == "1h")
+    if exact is not None:  # whole nano-dollars per token: integer arithmetic (every request)
+        return prompt_tokens * exact[0] + max_output * exact[1]
+    rates = price.rates(_usage_of(prompt_tokens, max_output))
+    r_in, r_w5, r_w1, _, r_out = rates
+    r_prompt = max(r_in, r_w1 if cache_ttl == "1h" else r_w5)
+    usd = (prompt_tokens * r_prompt + max_output * r_out) / Decimal(1_000_000)
+    return int((usd * NANO).to_integral_value(rounding=ROUND_CEILING))
+
+
+@lru_cache(maxsize=256)
+def _reserve_rates(price: pricing.Price, long: bool, one_hour: bool) -> tuple[int, int] | None:
+    """(prompt, output) nano-dollars x 1,000 per token for a reservation, or None when a rate
+    has more decimals than that."""
+    tier = price.long_context if long else None
+    rates = (
+        (tier.input, tier.cache_write_5m, tier.cache_write_1h, tier.cache_read, tier.output)
+        if tier is not None
+        else (
+            price.input,
+            price.cache_write_5m,
+            price.cache_write_1h,
+            price.cache_read,
+            price.output,
+        )
+    )
+    per_token = _per_token_nano(rates)
+    if per_token is None:
+        return None
+    n_in, n_w5, n_w1, _, n_out = per_token
+    return max(n_in, n_w1 if one_hour else n_w5), n_out
+
+
+def _usage_of(prompt_tokens: int, max_output: int) -> pricing.Usage:
+    return pricing.Usage(
         input_tokens=prompt_tokens,
         cache_write_5m_tokens=0,
         cache_write_1h_tokens=0,
         cache_read_tokens=0,
         output_tokens=max_output,
     )
-    rates = price.rates(usage)
-    r_in, r_w5, r_w1, _, r_out = rates
-    per_token = _per_token_nano(rates)
-    if per_token is not None:
-        n_in, n_w5, n_w1, _, n_out = per_token
-        return prompt_tokens * max(n_in, n_w1 if cache_ttl == "1h" else n_w5) + max_output * n_out
-    r_prompt = max(r_in, r_w1 if cache_ttl == "1h" else r_w5)
-    usd = (prompt_tokens * r_prompt + max_output * r_out) / Decimal(1_000_000)
-    return int((usd * NANO).to_integral_value(rounding=ROUND_CEILING))
 
 
 # -- header values -------------------------------------------------------------------------

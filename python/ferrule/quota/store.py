@@ -44,7 +44,7 @@ class StoreError(Exception):
     configured failure policy."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request, and a frozen init is slow
 class AdmitRequest:
     key: str  # the virtual key's name
     rpm: Bucket | None
@@ -160,6 +160,12 @@ _PUT_STATE = (
     "reserved_nano = excluded.reserved_nano"
 )
 _GET_SPENT = "SELECT spent_nano FROM quota_spend WHERE key = ? AND period = ?"
+_GET_BOTH = (
+    "SELECT coalesce(s.rpm_tat, 0.0), coalesce(s.tpm_tat, 0.0), coalesce(s.in_flight, 0), "
+    "coalesce(s.reserved_nano, 0), coalesce((SELECT spent_nano FROM quota_spend "
+    "WHERE key = ?1 AND period = ?2), 0) "
+    "FROM (SELECT ?1 AS k) AS q LEFT JOIN quota_state AS s ON s.key = q.k"
+)
 _ADD_SPEND = (
     "INSERT INTO quota_spend (key, period, spent_nano) VALUES (?, ?, ?) "
     "ON CONFLICT (key, period) DO UPDATE SET spent_nano = spent_nano + excluded.spent_nano"
@@ -215,10 +221,21 @@ class _Batch:
             if k in self.spent:
                 self.spent[k] += s.cost_nano
 
+    def _load_both(self, key: str, period: str) -> None:
+        """A key's state and spend in one statement (the first budgeted admission of a key)."""
+        rpm_tat, tpm_tat, in_flight, reserved, spent = self.conn.execute(
+            _GET_BOTH, (key, period)
+        ).fetchone()
+        self.states[key] = [rpm_tat, tpm_tat, in_flight, reserved]
+        self.spent[(key, period)] = spent + self.spend_add.get((key, period), 0)
+
     def admit(self, req: AdmitRequest) -> AdmitResult:
         now_s, now_us = self.now_s, self.now_s * _MICRO
+        budgeted = req.budget_nano is not None
+        if budgeted and req.key not in self.states and (req.key, req.period) not in self.spent:
+            self._load_both(req.key, req.period)
         st = self.state(req.key)
-        spent = self.spent_of(req.key, req.period) if req.budget_nano is not None else 0
+        spent = self.spent_of(req.key, req.period) if budgeted else 0
         result = decide(req, now_us, st[0], st[1], st[2], st[3], spent)
         # Leases of requests whose worker died are swept only when they would refuse one (an
         # admission that fits does not need to know).
