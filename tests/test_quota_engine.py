@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -125,6 +126,29 @@ def test_settled_cost_is_the_ledgers_cost(model: str, tokens: tuple[int, ...]) -
         assert nano == 0
     else:
         assert nano == round(ledger.total_usd * NANO)
+
+
+@pytest.mark.parametrize("model", pricing.default_table().models)
+def test_reserve_estimate_is_the_decimal_sum_for_every_model_and_tier(model: str) -> None:
+    """The cached integer path gives what the Decimal formula gives, on both sides of each
+    model's long-context threshold and for both cache TTLs."""
+    price = pricing.default_table().lookup(model)
+    assert price is not None
+    above = price.long_context.above_input_tokens if price.long_context else 200_000
+    for prompt in (0, 1, 999, above - 1, above, above + 1, 3 * above):
+        for max_out, ttl in ((0, "5m"), (64_000, "5m"), (777, "1h")):
+            usage = pricing.Usage(
+                input_tokens=prompt,
+                cache_write_5m_tokens=0,
+                cache_write_1h_tokens=0,
+                cache_read_tokens=0,
+                output_tokens=max_out,
+            )
+            r_in, r_w5, r_w1, _, r_out = price.rates(usage)
+            rate = max(r_in, r_w1 if ttl == "1h" else r_w5)
+            usd = (prompt * rate + max_out * r_out) / Decimal(1_000_000)
+            want = int((usd * NANO).to_integral_value(rounding=ROUND_CEILING))
+            assert estimate_reserve_nano(price, prompt, max_out, ttl) == want
 
 
 def test_reserve_estimate_prices_prompt_and_max_output() -> None:

@@ -195,18 +195,9 @@ def estimate_reserve_nano(
 def _reserve_rates(price: pricing.Price, long: bool, one_hour: bool) -> tuple[int, int] | None:
     """(prompt, output) nano-dollars x 1,000 per token for a reservation, or None when a rate
     has more decimals than that."""
-    tier = price.long_context if long else None
-    rates = (
-        (tier.input, tier.cache_write_5m, tier.cache_write_1h, tier.cache_read, tier.output)
-        if tier is not None
-        else (
-            price.input,
-            price.cache_write_5m,
-            price.cache_write_1h,
-            price.cache_read,
-            price.output,
-        )
-    )
+    tier = price.long_context
+    prompt = tier.above_input_tokens + 1 if long and tier is not None else 0  # picks the tier
+    rates = price.rates(_usage_of(prompt, 0))
     per_token = _per_token_nano(rates)
     if per_token is None:
         return None
