@@ -39,10 +39,10 @@ POINTS = {
 }
 
 
-def _gen(
-    t: targets.Target, proc: Proc, up: Proc, files: dict[str, Path], point: str, seconds: float
-) -> float:
-    """One window of closed-loop load on ``t``: its CPU ms per request."""
+def _argv(
+    t: targets.Target, proc: Proc, up: Proc, files: dict[str, Path], point: str, seconds: float,
+    id_base: int = 0,
+) -> list[str]:  # fmt: skip
     body, conns, stream = POINTS[point]
     argv = [
         "taskset", "-c", "1", str(LOADGEN), "gen",
@@ -52,15 +52,22 @@ def _gen(
         "--token-marker", bodies.TOKEN_MARKER,
         "--cpu-pids", ",".join(map(str, proc.tree())),
         "--upstream-pids", ",".join(map(str, up.tree())),
-        "--timeout", "30", "--grace", "20",
+        "--id-base", str(id_base), "--timeout", "30", "--grace", "20",
     ]  # fmt: skip
-    if stream:
-        argv.append("--stream")
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 90, check=True)
-    res = json.loads(out.stdout)
-    if res.get("errors"):
-        raise SystemExit(f"{t.name} {point}: {res['errors']} errors")
-    return float(res["proxy_cpu_ms_per_req"])
+    return [*argv, "--stream"] if stream else argv
+
+
+def _together(argvs: list[list[str]], seconds: float) -> list[float]:
+    """Run the load generators at once; each one's target's CPU ms per request."""
+    gens = [subprocess.Popen(a, stdout=subprocess.PIPE, text=True) for a in argvs]
+    out = []
+    for g in gens:
+        stdout, _ = g.communicate(timeout=seconds + 90)
+        res = json.loads(stdout)
+        if res.get("errors") or g.returncode:
+            raise SystemExit(f"load generator: {res.get('errors')} errors, exit {g.returncode}")
+        out.append(float(res["proxy_cpu_ms_per_req"]))
+    return out
 
 
 def main() -> None:
@@ -69,6 +76,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--points", default="ns-2k-c32,st-2k-c32")
     ap.add_argument("--warmup", type=float, default=15.0, help="seconds of load per target first")
+    ap.add_argument(
+        "--no-limits", action="store_true", help="a key without limits: the keys' own cost"
+    )
     args = ap.parse_args()
     build_loadgen()
     tmp = Path(tempfile.mkdtemp(prefix="ferrule-quota-cpu-"))
@@ -89,7 +99,10 @@ def main() -> None:
             if time.monotonic() > end:
                 raise SystemExit("the fake upstream did not start") from None
             time.sleep(0.05)
-    pair = [targets.ferrule(tmp, up_port, "rust"), targets.ferrule(tmp, up_port, "rust", keys=True)]
+    pair = [
+        targets.ferrule(tmp, up_port, "rust"),
+        targets.ferrule(tmp, up_port, "rust", keys=True, limits=not args.no_limits),
+    ]
     procs: list[Proc] = []
     try:
         for t in pair:
@@ -98,16 +111,19 @@ def main() -> None:
             wait_ready(t, proc, files["ns-2k"].read_bytes())
         for t, proc in zip(pair, procs, strict=True):
             # warm up: a fresh worker's CPU per request falls for its first ~20 s of load
-            _gen(t, proc, up, files, "ns-2k-c32", args.warmup)
+            _together([_argv(t, proc, up, files, "ns-2k-c32", args.warmup)], args.warmup)
         for point in args.points.split(","):
             ratios: list[float] = []
             cpu: dict[str, list[float]] = {t.name: [] for t in pair}
             for i in range(args.rounds):
-                order = [0, 1] if i % 2 == 0 else [1, 0]
-                got = {}
-                for j in order:
-                    got[j] = _gen(pair[j], procs[j], up, files, point, args.seconds)
-                    cpu[pair[j].name].append(got[j] * 1000)
+                # both at once, on the same core: whatever else the machine does, both see it
+                argvs = [
+                    _argv(t, proc, up, files, point, args.seconds, id_base=j * 10**9)
+                    for j, (t, proc) in enumerate(zip(pair, procs, strict=True))
+                ]
+                got = _together(argvs, args.seconds)
+                for t, ms in zip(pair, got, strict=True):
+                    cpu[t.name].append(ms * 1000)
                 ratios.append(got[1] / got[0])
                 print(f"{point} round {i + 1}: passthrough {got[0] * 1000:.0f} us, keys "
                       f"{got[1] * 1000:.0f} us ({got[1] / got[0] - 1:+.1%})", flush=True)  # fmt: skip

@@ -143,7 +143,13 @@ def pipe(tmp: Path, up_port: int) -> Target:
 
 
 def ferrule(
-    tmp: Path, up_port: int, backend: str, workers: int = 1, name: str = "", keys: bool = False
+    tmp: Path,
+    up_port: int,
+    backend: str,
+    workers: int = 1,
+    name: str = "",
+    keys: bool = False,
+    limits: bool = True,
 ) -> Target:
     port = free_port()
     name = name or (
@@ -171,20 +177,21 @@ def ferrule(
     api_key = API_KEY
     if keys:
         env |= {"FERRULE_AUTH": "keys", "FERRULE_UPSTREAM_API_KEY": API_KEY}
-        limits = {"--rpm": "10000000", "--tpm": "10000000000", "--max-parallel": "100000",
-                  "--budget": "1000000", "--budget-period": "month"}  # fmt: skip
+        every = {"--rpm": "10000000", "--tpm": "10000000000", "--max-parallel": "100000",
+                 "--budget": "1000000", "--budget-period": "month"}  # fmt: skip
+        options = every if limits else {}
         made = subprocess.run(
-            [exe, "keys", "create", "--name", "bench", "--json", *(x for kv in limits.items() for x in kv)],
+            [exe, "keys", "create", "--name", "bench", "--json", *(x for kv in options.items() for x in kv)],
             env=env, capture_output=True, text=True, check=True, timeout=60,
         )  # fmt: skip
         api_key = json.loads(made.stdout)["key"]
-        notes.append("FERRULE_AUTH=keys; one virtual key with " + ", ".join(
-            f"{k.lstrip('-')} {v}" for k, v in limits.items()))  # fmt: skip
+        notes.append("FERRULE_AUTH=keys; one virtual key with " + (", ".join(
+            f"{k.lstrip('-')} {v}" for k, v in options.items()) or "no limits"))  # fmt: skip
     return Target(
         name,
         f"Ferrule, {'native (Rust)' if backend == 'rust' else 'pure-Python'} backend, "
         f"{workers} worker{'s' if workers > 1 else ''}"
-        + (", keys mode, every limit on" if keys else ""),
+        + ((", keys mode, every limit on" if limits else ", keys mode, no limits") if keys else ""),
         argv,
         env,
         port,

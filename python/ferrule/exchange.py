@@ -125,7 +125,7 @@ class Exchange:
         if not mine:
             return headers
         names = {k for k, _ in mine}
-        return [*(h for h in headers if h[0] not in names), *mine]
+        return [h for h in headers if h[0] not in names] + mine
 
     # -- response cache -----------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,8 @@ __all__ = ["Quota", "Ticket", "open_store"]
 log = logging.getLogger("ferrule.quota")
 
 _BYTES_PER_TOKEN = 4
+# a key's RPM and TPM buckets, parallel limit and budget in nano-dollars (None: not limited)
+_Plan = tuple["Bucket | None", "Bucket | None", "int | None", "int | None"]
 _WARN_EVERY_S = 10.0
 
 
@@ -96,6 +99,7 @@ class Quota:
         self._store = store
         self._pending: set[asyncio.Task[None]] = set()
         self._warned_at = -math.inf
+        self._plans: dict[tuple[int, bool], tuple[VirtualKey, _Plan]] = {}
         self.lease_ttl_s = cfg.stream_deadline + cfg.first_byte_timeout * cfg.max_attempts + 60
 
     @property
@@ -114,6 +118,21 @@ class Quota:
 
     # -- admission ------------------------------------------------------------------------------
 
+    def _plan(self, vkey: VirtualKey, rpm_only: bool) -> _Plan:
+        """What a key's record asks of every request: worked out once per record (the gate
+        hands out the same record until the key changes)."""
+        burst = self.cfg.limits_burst
+        plan = (
+            Bucket.per_minute(vkey.rpm, burst) if vkey.rpm else None,
+            Bucket.per_minute(vkey.tpm, burst) if vkey.tpm and not rpm_only else None,
+            vkey.max_parallel if vkey.max_parallel and not rpm_only else None,
+            round(vkey.budget_usd * NANO) if vkey.budget_usd is not None and not rpm_only else None,
+        )
+        if len(self._plans) >= 4096:  # records are replaced when keys change: bounded
+            self._plans.clear()
+        self._plans[(id(vkey), rpm_only)] = (vkey, plan)
+        return plan
+
     async def admit(
         self,
         ctx: RequestContext,
@@ -127,22 +146,20 @@ class Quota:
         vkey: VirtualKey | None = getattr(ctx, "vkey", None)
         if vkey is None:
             return None
-        burst = self.cfg.limits_burst
-        rpm = Bucket.per_minute(vkey.rpm, burst) if vkey.rpm else None
-        tpm = Bucket.per_minute(vkey.tpm, burst) if vkey.tpm and not rpm_only else None
-        parallel = vkey.max_parallel if vkey.max_parallel and not rpm_only else None
-        budgeted = vkey.budget_usd is not None and not rpm_only
+        held = self._plans.get((id(vkey), rpm_only))
+        # the record is held by the entry, so its id cannot be reused while the entry lives
+        plan = held[1] if held is not None and held[0] is vkey else self._plan(vkey, rpm_only)
+        rpm, tpm, parallel, budget_nano = plan
+        budgeted = budget_nano is not None
         if rpm is None and tpm is None and parallel is None and not budgeted:
             return None
         prompt = len(ctx.raw_body) // _BYTES_PER_TOKEN
         max_out = body.get("max_tokens")
         max_out = max_out if isinstance(max_out, int) and max_out > 0 else 0
         tokens = prompt + max_out
-        budget_nano: int | None = None
         reserve = 0
         period, period_end = "", None
         if budgeted:
-            assert vkey.budget_usd is not None
             price = pricing.price_for(model)
             if price is None:
                 raise ProxyError(
@@ -151,7 +168,6 @@ class Quota:
                     f"{vkey.name!r} cannot be enforced for it",
                     code="model_unpriced",
                 )
-            budget_nano = round(vkey.budget_usd * NANO)
             reserve = estimate_reserve_nano(price, prompt, max_out, self.cfg.prompt_cache_ttl)
             period, period_end = period_bounds(vkey.budget_period, time.time())
         lease = os.urandom(12).hex() if parallel is not None or budgeted else None
@@ -306,8 +322,8 @@ class Quota:
         s = Settlement(
             ticket.key, ticket.lease_id, ticket.tpm, delta, ticket.period, cost, ticket.reserve_nano
         )
-        store = self.store
-        if isinstance(store, SQLiteQuotaStore):
+        store = self._store if self._store is not None else self.store
+        if type(store) is SQLiteQuotaStore:
             store.queue(s)  # rides in the worker's next transaction (no task of its own)
             return
         task = asyncio.ensure_future(self._settle(s))
@@ -368,14 +384,19 @@ def _headers(
     for names, bucket, g in ((_REQUESTS, rpm, res.rpm), (_TOKENS, tpm, res.tpm)):
         if bucket is None or g is None:
             continue
-        limit, remaining = str(bucket.limit).encode(), str(g.remaining).encode()
+        limit, remaining = _digits(bucket.limit), _digits(g.remaining)
         if anthropic:
             reset = rfc3339(res.now + g.reset_us / 1_000_000).encode()
-            out += [(names[3], limit), (names[4], remaining), (names[5], reset)]
+            out += ((names[3], limit), (names[4], remaining), (names[5], reset))
         else:
             reset = duration_text(g.reset_us).encode()
-            out += [(names[0], limit), (names[1], remaining), (names[2], reset)]
+            out += ((names[0], limit), (names[1], remaining), (names[2], reset))
     return out
+
+
+@lru_cache(maxsize=4096)
+def _digits(n: int) -> bytes:
+    return str(n).encode()
 
 
 def _names(what: bytes) -> tuple[bytes, ...]:
