@@ -279,6 +279,44 @@ def test_budget_and_parallel_are_exact_across_processes(store_url: str) -> None:
     assert par == 2
 
 
+@needs_redis
+def test_redis_an_admission_whose_caller_left_is_released() -> None:
+    """The caller is cancelled while its admission script runs (here: the answer is slow to
+    come back): the script admitted it, so the store releases the slot by itself."""
+    server = RedisServer()
+    server.start()
+    try:
+        store = RedisQuotaStore(server.url)
+        run = store._run
+
+        async def slow_answer(*args: Any) -> Any:
+            out = await run(*args)  # the script has run: the slot is taken
+            await asyncio.sleep(0.3)
+            return out
+
+        async def main() -> tuple[bool, bool]:
+            try:
+                store._run = slow_answer  # type: ignore[method-assign]
+                task = asyncio.ensure_future(
+                    store.admit(_req("k-gone", max_parallel=1, lease_id="gone"))
+                )
+                await asyncio.sleep(0.1)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                store._run = run  # type: ignore[method-assign]
+                await asyncio.sleep(0.4)  # the script's answer arrives, the release follows
+                await store.flush()
+                after = await store.admit(_req("k-gone", max_parallel=1, lease_id="next"))
+                return task.cancelled(), after.allowed
+            finally:
+                await store.close()
+
+        assert asyncio.run(main()) == (True, True)
+    finally:
+        server.kill()
+
+
 def test_a_lease_expires_so_a_dead_worker_frees_its_slot(store_url: str) -> None:
     async def main() -> tuple[bool, bool, bool]:
         store = _open(store_url)

@@ -194,6 +194,7 @@ class RedisQuotaStore:
         self._client = aioredis.Redis(connection_pool=self._pool)
         self._admit = self._client.register_script(_ADMIT)
         self._settle = self._client.register_script(_SETTLE)
+        self._releases: set[asyncio.Task[None]] = set()
 
     async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         if time.monotonic() < self._down_until:
@@ -210,6 +211,32 @@ class RedisQuotaStore:
         return result
 
     async def admit(self, req: AdmitRequest) -> AdmitResult:
+        """Shielded: a caller cancelled while its script runs may still have been admitted,
+        and nobody would settle it (a parallel slot held until its lease expires); the
+        script's answer is awaited regardless and such an admission released."""
+        call = asyncio.ensure_future(self._admit_once(req))
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            call.add_done_callback(lambda done: self._release_if_admitted(req, done))
+            raise
+
+    def _release_if_admitted(self, req: AdmitRequest, done: asyncio.Future[AdmitResult]) -> None:
+        if done.cancelled() or done.exception() is not None or not done.result().allowed:
+            return
+        tokens = -req.tokens if req.tpm is not None else 0
+        release = Settlement(
+            req.key, req.lease_id, req.tpm, tokens, req.period, 0, req.reserve_nano
+        )
+        task = asyncio.ensure_future(self._release(release))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _release(self, s: Settlement) -> None:
+        with contextlib.suppress(StoreError):  # the lease expires by itself
+            await self.settle(s)
+
+    async def _admit_once(self, req: AdmitRequest) -> AdmitResult:
         r = await self._run(
             self._admit,
             _keys(req.key, req.period),
@@ -269,7 +296,9 @@ class RedisQuotaStore:
         return int(value) if value is not None else 0
 
     async def flush(self) -> None:
-        return None  # settlements are written at once
+        # settlements are written at once; releases of cancelled admissions may be under way
+        if self._releases:
+            await asyncio.wait(set(self._releases), timeout=self.op_timeout)
 
     async def close(self) -> None:
         try:
