@@ -399,6 +399,25 @@ def test_an_admission_whose_caller_left_is_released(tmp_path: Path) -> None:
     assert asyncio.run(main()) == (True, True)
 
 
+def test_a_batch_that_raises_fails_its_admissions_instead_of_hanging(tmp_path: Path) -> None:
+    """A bug in a batch (here: a settlement that cannot be applied) must not leave admissions
+    waiting for ever: they get a StoreError (the engine's failure policy answers), the bad
+    settlement is dropped, and the next batch works."""
+    store = SQLiteQuotaStore(tmp_path / "ledger.sqlite3")
+
+    async def main() -> tuple[bool, bool]:
+        try:
+            store.queue(Settlement("k", None, Bucket(60, 1), "not a number", "", 0))  # type: ignore[arg-type]
+            with pytest.raises(StoreError):
+                await asyncio.wait_for(store.admit(_req("k", max_parallel=1, lease_id="a")), 5)
+            res = await asyncio.wait_for(store.admit(_req("k", max_parallel=1, lease_id="b")), 5)
+            return True, res.allowed
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == (True, True)
+
+
 def test_a_ledger_made_by_the_first_quota_schema_still_works(tmp_path: Path) -> None:
     import sqlite3
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 import time
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 _MICRO = 1_000_000
+log = logging.getLogger("ferrule.quota")
 
 
 class StoreError(Exception):
@@ -389,6 +391,13 @@ class SQLiteQuotaStore:
                 raise
         except sqlite3.Error as exc:
             self._failed(exc, waiting)
+            return
+        except Exception as exc:  # a bug, not the file: nobody may wait for ever on it
+            log.exception("quota store (sqlite): a batch failed; its settlements are dropped")
+            del self._settles[:n]  # one that cannot be applied must not fail every batch
+            for _, fut in waiting:
+                if not fut.done():
+                    fut.set_exception(StoreError(f"sqlite: internal error: {exc!r}"))
             return
         del self._settles[:n]
         self._busy_since = None
