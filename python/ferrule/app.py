@@ -34,15 +34,10 @@ from .resilience import Resilience, RetryPolicy
 from .routes.chat import chat_completions
 from .routes.common import Admission, RequestContext, Route
 from .routes.messages import count_tokens, messages
-from .routes.responses import (
-    RESPONSES_SQLITE_NAME,
-    ResponseState,
-    compact,
-    responses,
-    state_route,
-)
+from .routes.responses import compact, responses, state_route
 from .seal import Sealer, load_sealer
 from .stats_cli import stats_from_query
+from .stored_responses import RESPONSES_SQLITE_NAME, ResponseState
 from .thinking import THINKING_MAX_BYTES, THINKING_SQLITE_NAME, ThinkingMemory
 from .ui import Live
 from .ui import handle as ui_handle

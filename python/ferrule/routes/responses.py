@@ -7,15 +7,14 @@ shape. Claude's thinking travels in reasoning items' sealed ``encrypted_content`
 with tools works across turns without server state.
 
 State: with ``store`` (the default, as in OpenAI's API) the response and its input items are kept
-per tenant, sealed, with a TTL, in a store of the response-cache family; ``previous_response_id``
+per tenant, sealed, with a TTL, in a store of the response-cache family
+(``ferrule.stored_responses``); ``previous_response_id``
 rebuilds the conversation from them; ``GET`` / ``DELETE /v1/responses/{id}`` and
 ``GET /v1/responses/{id}/input_items``. An unknown id, or another caller's, is a 404.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -24,12 +23,12 @@ import orjson
 
 from .. import backend
 from ..asgi import Send, send_bytes
-from ..cache import StoreUnavailable, message_to_sse
-from ..cache.stores import ResponseStore
+from ..cache import message_to_sse
 from ..errors import ProxyError
 from ..exchange import Exchange
 from ..pipeline import KernelRelay, Prepared, run, state_of, translate
 from ..seal import Sealer
+from ..stored_responses import RESPONSES_SQLITE_NAME, ResponseState
 from ..tenant import tenant_id
 from ..translate.responses_request import ResponsesTranslated, to_anthropic
 from ..translate.responses_response import to_compacted, to_responses
@@ -40,55 +39,19 @@ if TYPE_CHECKING:
     from .._pure.responses_stream import ResponsesStreamEncoder
     from ..app import App
 
-__all__ = ["COMPACT", "RESPONSES", "ResponseState", "compact", "responses", "state_route"]
-
-RESPONSES_SQLITE_NAME = "responses.sqlite3"
-_KEY_DOMAIN = b"ferrule-response-v1\x00"
-_DELETED = b"\x00deleted"
+__all__ = [
+    "COMPACT",
+    "RESPONSES",
+    "RESPONSES_SQLITE_NAME",
+    "ResponseState",
+    "compact",
+    "responses",
+    "state_route",
+]
 
 
 def _new_id() -> str:
     return "resp_" + secrets.token_hex(24)
-
-
-class ResponseState:
-    """Stored responses by (tenant, id): the response object and the conversation's items."""
-
-    def __init__(self, store: ResponseStore, ttl_s: float) -> None:
-        self._store = store
-        self._ttl = ttl_s
-
-    @staticmethod
-    def _key(tenant: str, response_id: str) -> str:
-        digest = hashlib.sha256(_KEY_DOMAIN + tenant.encode() + b"\x00" + response_id.encode())
-        return "response:" + digest.hexdigest()
-
-    async def save(self, tenant: str, response: dict[str, Any], input_items: list[Any]) -> None:
-        value = orjson.dumps({"response": response, "input": input_items})
-        # a store that is down: a later previous_response_id gets a clear 404
-        with contextlib.suppress(StoreUnavailable):
-            await self._store.set(self._key(tenant, response["id"]), value, self._ttl)
-
-    async def load(self, tenant: str, response_id: str) -> dict[str, Any] | None:
-        try:
-            value = await self._store.get(self._key(tenant, response_id))
-        except StoreUnavailable:
-            raise ProxyError(
-                503, "the response store is unavailable; retry shortly", type="api_error"
-            ) from None
-        if value is None or value == _DELETED:
-            return None
-        record = orjson.loads(value)
-        return record if isinstance(record, dict) else None
-
-    async def delete(self, tenant: str, response_id: str) -> bool:
-        if await self.load(tenant, response_id) is None:
-            return False
-        await self._store.set(self._key(tenant, response_id), _DELETED, self._ttl)
-        return True
-
-    async def close(self) -> None:
-        await self._store.close()
 
 
 def _not_found(response_id: str) -> ProxyError:
