@@ -37,7 +37,7 @@ from .common import SSE_HEADERS, RequestContext, held_secrets
 
 if TYPE_CHECKING:
     from .._pure.responses_stream import ResponsesStreamEncoder
-    from ..app import App
+    from ..services import Services
 
 __all__ = [
     "COMPACT",
@@ -106,8 +106,8 @@ def _state(p: Prepared) -> _State:
 class ResponsesDialect:
     route = "/v1/responses"
 
-    async def prepare(self, app: App, ctx: RequestContext, body: Any) -> Prepared:
-        if app.sealer is None or app.responses is None:
+    async def prepare(self, svc: Services, ctx: RequestContext, body: Any) -> Prepared:
+        if svc.sealer is None or svc.responses is None:
             raise ProxyError(503, "the Responses route is not ready", type="api_error")
         if not isinstance(body, dict):
             raise ProxyError(400, "the request body must be a JSON object")
@@ -123,23 +123,23 @@ class ResponsesDialect:
         prev_id = body.get("previous_response_id")
         history: list[Any] = []
         if isinstance(prev_id, str) and prev_id:
-            record = await app.responses.load(tenant, prev_id)
+            record = await svc.responses.load(tenant, prev_id)
             if record is None:
                 raise _not_found(prev_id)
             history = [*record.get("input", []), *record["response"].get("output", [])]
             if isinstance(current, list):
                 body = {**body, "input": [*history, *current]}
-        tr = await translate(app, ctx, to_anthropic, body, sealer=app.sealer, tenant=tenant)
+        tr = await translate(svc, ctx, to_anthropic, body, sealer=svc.sealer, tenant=tenant)
         conversation = [*history, *(current if isinstance(current, list) else [])]
         return Prepared(
             body=tr.body,
             model=tr.body["model"],
             stream=tr.stream,
             keep_message=tr.store,
-            state=_State(tr, app.sealer, tenant, conversation),
+            state=_State(tr, svc.sealer, tenant, conversation),
         )
 
-    async def restore(self, app: App, ctx: RequestContext, ex: Exchange, p: Prepared) -> None:
+    async def restore(self, svc: Services, ctx: RequestContext, ex: Exchange, p: Prepared) -> None:
         return None  # reasoning travels sealed in the client's own items
 
     def hit(
@@ -157,9 +157,9 @@ class ResponsesDialect:
             raise ProxyError(502, "the upstream sent an answer that is not a JSON object")
         return orjson.dumps(_state(p).response(message))
 
-    def relay(self, app: App, ctx: RequestContext, p: Prepared) -> KernelRelay:
-        enc = _state(p).encoder(app.cfg.max_event_bytes)
-        secrets = held_secrets(ctx, app.cfg.upstream_api_key)
+    def relay(self, svc: Services, ctx: RequestContext, p: Prepared) -> KernelRelay:
+        enc = _state(p).encoder(svc.cfg.max_event_bytes)
+        secrets = held_secrets(ctx, svc.cfg.upstream_api_key)
         # the encoder's own terminal event (response.failed): the sequence numbers hold
         return KernelRelay(enc, secrets=secrets, fail=enc.fail)
 
@@ -168,10 +168,10 @@ class ResponsesDialect:
     ) -> list[tuple[bytes, bytes]]:
         return ctx.response_headers()
 
-    async def finished(self, app: App, ex: Exchange, p: Prepared, message: Any) -> None:
+    async def finished(self, svc: Services, ex: Exchange, p: Prepared, message: Any) -> None:
         st = _state(p)
-        if st.tr.store and app.responses is not None:
-            await app.responses.save(st.tenant, st.response(message), st.input)
+        if st.tr.store and svc.responses is not None:
+            await svc.responses.save(st.tenant, st.response(message), st.input)
 
 
 class CompactDialect(ResponsesDialect):
@@ -182,7 +182,7 @@ class CompactDialect(ResponsesDialect):
 
     route = "/v1/responses/compact"
 
-    async def prepare(self, app: App, ctx: RequestContext, body: Any) -> Prepared:
+    async def prepare(self, svc: Services, ctx: RequestContext, body: Any) -> Prepared:
         if isinstance(body, dict):
             items = body.get("input")
             if isinstance(items, str):
@@ -194,7 +194,7 @@ class CompactDialect(ResponsesDialect):
                     "stream": False,
                     "store": False,
                 }
-        p = await super().prepare(app, ctx, body)
+        p = await super().prepare(svc, ctx, body)
         p.keep_message = False
         return p
 
@@ -208,7 +208,7 @@ class CompactDialect(ResponsesDialect):
             raise ProxyError(502, "the upstream sent an answer that is not a JSON object")
         return orjson.dumps(_compacted(p, message))
 
-    async def finished(self, app: App, ex: Exchange, p: Prepared, message: Any) -> None:
+    async def finished(self, svc: Services, ex: Exchange, p: Prepared, message: Any) -> None:
         return None
 
 
@@ -228,17 +228,19 @@ RESPONSES = ResponsesDialect()
 COMPACT = CompactDialect()
 
 
-async def responses(app: App, ctx: RequestContext, body: Any, send: Send) -> None:
-    await run(app, ctx, RESPONSES, body, send)
+async def responses(svc: Services, ctx: RequestContext, body: Any, send: Send) -> None:
+    await run(svc, ctx, RESPONSES, body, send)
 
 
-async def compact(app: App, ctx: RequestContext, body: Any, send: Send) -> None:
-    await run(app, ctx, COMPACT, body, send)
+async def compact(svc: Services, ctx: RequestContext, body: Any, send: Send) -> None:
+    await run(svc, ctx, COMPACT, body, send)
 
 
-async def state_route(app: App, ctx: RequestContext, method: str, path: str, send: Send) -> None:
+async def state_route(
+    svc: Services, ctx: RequestContext, method: str, path: str, send: Send
+) -> None:
     """``GET``/``DELETE /v1/responses/{id}`` and ``GET /v1/responses/{id}/input_items``."""
-    if app.responses is None:
+    if svc.responses is None:
         raise ProxyError(503, "the response store is not ready", type="api_error")
     tenant = tenant_id(ctx.tenant_source() or ctx.require_key())
     rest = path[len("/v1/responses/") :]
@@ -246,14 +248,14 @@ async def state_route(app: App, ctx: RequestContext, method: str, path: str, sen
     if not response_id or tail not in ("", "input_items") or (tail and method != "GET"):
         raise ProxyError(404, f"no route {method} {path}", type="not_found_error")
     if method == "DELETE" and not tail:
-        if not await app.responses.delete(tenant, response_id):
+        if not await svc.responses.delete(tenant, response_id):
             raise _not_found(response_id)
         body = {"id": response_id, "object": "response.deleted", "deleted": True}
         await send_bytes(send, 200, orjson.dumps(body), headers=ctx.response_headers())
         return
     if method != "GET":
         raise ProxyError(405, f"{method} is not allowed on {path}")
-    record = await app.responses.load(tenant, response_id)
+    record = await svc.responses.load(tenant, response_id)
     if record is None:
         raise _not_found(response_id)
     if not tail:
