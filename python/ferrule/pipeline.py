@@ -1,15 +1,29 @@
 """One proxied request, every route: the stages, written once, in order.
 
-    admit -> parse -> translate -> compress -> cache lookup -> breakpoints -> upstream
-          -> relay (JSON or stream) -> store -> account
+Read top to bottom; each stage and where it lives:
 
-``ferrule.app`` admits the request (limits, access key, Host/Origin/content type) and reads its
-body; :func:`run` does the rest. A route is a *dialect* (``ferrule.dialects``): how its request
-becomes an Anthropic request, and how Anthropic's answers, stream events and errors become its
-own. The pipeline never asks which route it runs.
+ 1. admit         ``App._http`` (ferrule.app): route, Host/Origin/type (``routes.common``), load
+ 2. authorize     ``App._authorize``: the access key, or a virtual key (``keys.gate``)
+ 3. read body     ``RequestContext.read_json`` (routes.common): bounded; a large one in a thread
+ 4. parse         ``Dialect.prepare`` (routes/chat.py, messages.py, responses.py), :func:`translate`
+ 5. quota         ``Exchange.admit`` (ferrule.exchange, ferrule.quota): limits and budget, a 429
+ 6. restore       ``Dialect.restore``: a tool turn's thinking blocks (chat, ferrule.thinking)
+ 7. compress      ``Exchange.compress`` (ferrule.compression)
+ 8. cache lookup  ``Exchange.lookup`` (ferrule.cache); a hit is answered by ``Dialect.hit``
+ 9. breakpoints   ``Exchange.payload`` (ferrule.breakpoints): the bytes that go upstream
+10. upstream      ``upstream_pool.send`` or ``Services.resilience.send`` (ferrule.resilience)
+11. relay         :func:`_json` (``Dialect.answer``) or :func:`_stream` (``Dialect.relay``)
+12. store         ``Exchange.store`` (response cache), ``Dialect.finished`` (thinking, Responses)
+13. account       ``Exchange.close``: quota settled, ledger row (ferrule.ledger), live feed
 
-The accounting record is written once, by ``Exchange`` (a context manager), however the request
-ends: answered, failed, cancelled.
+Stages 1-3 are ``ferrule.app``'s; :func:`run` does the rest. A route is a *dialect* (a
+``Dialect`` in ``ferrule.routes``): how its request becomes an Anthropic request, and how
+Anthropic's answers, stream events and errors become its own. The pipeline never asks which
+route it runs.
+
+Every stage gets the worker's ``Services`` (``ferrule.services``: config, upstream, resilience,
+stores, recorder, metrics), never the ``App``. The accounting record is written once, by
+``Exchange`` (a context manager), however the request ends: answered, failed, cancelled.
 """
 
 from __future__ import annotations
