@@ -34,15 +34,11 @@ from .resilience import Resilience, RetryPolicy
 from .routes.chat import chat_completions
 from .routes.common import Admission, RequestContext, Route
 from .routes.messages import count_tokens, messages
-from .routes.responses import (
-    RESPONSES_SQLITE_NAME,
-    ResponseState,
-    compact,
-    responses,
-    state_route,
-)
+from .routes.responses import compact, responses, state_route
 from .seal import Sealer, load_sealer
+from .services import Services
 from .stats_cli import stats_from_query
+from .stored_responses import RESPONSES_SQLITE_NAME, ResponseState
 from .thinking import THINKING_MAX_BYTES, THINKING_SQLITE_NAME, ThinkingMemory
 from .ui import Live
 from .ui import handle as ui_handle
@@ -52,7 +48,7 @@ __all__ = ["App", "create_app"]
 
 log = logging.getLogger("ferrule")
 
-Handler = Callable[["App", RequestContext, Any, Send], Awaitable[None]]
+Handler = Callable[[Services, RequestContext, Any, Send], Awaitable[None]]
 
 # (method, path) -> (route family, handler)
 _POST_ROUTES: dict[str, tuple[Route, Handler]] = {
@@ -65,10 +61,13 @@ _POST_ROUTES: dict[str, tuple[Route, Handler]] = {
 
 
 class App:
+    """One worker: the lifecycle (lifespan startup and shutdown), the HTTP dispatch, and the
+    routes that are not request stages (health, models, metrics, stats, the dashboard, key
+    administration). The proxied routes get ``self.services`` (``ferrule.services``), never
+    the App; its attributes of the same names forward to that record."""
+
     def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-        self._upstream: Upstream | None = None
-        self.resilience = Resilience(
+        resilience = Resilience(
             RetryPolicy(
                 max_attempts=cfg.max_attempts,
                 base=cfg.retry_base,
@@ -82,36 +81,97 @@ class App:
             in_flight=lambda: self.in_flight,
         )
         self.in_flight = 0  # proxied requests being served by this worker
-        self.live = Live()  # the dashboard's live feed (ferrule.ui.live)
         self.admission = Admission(cfg)  # Host, Origin and content type of proxied requests
-        self.large_bodies = LargeBodies(
-            cfg.large_body_bytes, cfg.large_body_budget, cfg.body_timeout
-        )
         self.draining = False
-        self.metrics = Metrics(
-            tenant_label=cfg.metrics_tenant_label, key_label=cfg.metrics_key_label
+        metrics = Metrics(tenant_label=cfg.metrics_tenant_label, key_label=cfg.metrics_key_label)
+        # What the request stages use. The stores (response cache, thinking blocks of tool turns,
+        # stored Responses), the sealer, the ledger's recorder and the upstream client are set
+        # on it by the lifespan, inside the worker.
+        self.services = Services(
+            cfg=cfg,
+            resilience=resilience,
+            metrics=metrics,
+            # Virtual keys' limits and budgets (ferrule.quota); its store opens on first use.
+            quota=Quota(cfg, metrics, lambda: self.data_dir),
+            live=Live(),  # the dashboard's live feed (ferrule.ui.live)
+            large_bodies=LargeBodies(cfg.large_body_bytes, cfg.large_body_budget, cfg.body_timeout),
+            recorder=Recorder(None, metrics),
         )
-        # Virtual keys' limits and budgets (ferrule.quota); its store opens on first use.
-        self.quota = Quota(cfg, self.metrics, lambda: self.data_dir)
-        # The ledger writer (a thread) and the stores start in the lifespan, inside the worker.
+        # The ledger writer (a thread) starts in the lifespan too.
         self.ledger: LedgerWriter | None = None
-        self.recorder = Recorder(None, self.metrics)
-        self.store: ResponseStore | None = None
-        # Thinking blocks of tool turns, for OpenAI clients (ferrule.thinking): its own store of
-        # the same family, so it works whatever the response cache is set to.
-        self.thinking: ThinkingMemory | None = None
-        # Stored Responses (previous_response_id, GET/DELETE /v1/responses/{id}), sealed.
-        self.responses: ResponseState | None = None
-        self.sealer: Sealer | None = None
         self.data_dir = resolve_data_dir(cfg.data_dir or None)
         # Virtual keys (keys mode, /admin/keys): the key store, opened on first use
         self.vkeys = KeyGate(cfg, self.data_dir)
 
+    # -- the services' fields, as App attributes (the dashboard, key admin, tests) --------------
+
+    @property
+    def cfg(self) -> Config:
+        return self.services.cfg
+
+    @property
+    def resilience(self) -> Resilience:
+        return self.services.resilience
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.services.metrics
+
+    @property
+    def quota(self) -> Quota:
+        return self.services.quota
+
+    @property
+    def live(self) -> Live:
+        return self.services.live
+
+    @property
+    def large_bodies(self) -> LargeBodies:
+        return self.services.large_bodies
+
     @property
     def upstream(self) -> Upstream:
-        if self._upstream is None:  # servers without lifespan support
-            self._upstream = Upstream(self.cfg)
-        return self._upstream
+        return self.services.upstream  # made on first use by servers without lifespan support
+
+    @property
+    def recorder(self) -> Recorder:
+        return self.services.recorder
+
+    @recorder.setter
+    def recorder(self, value: Recorder) -> None:
+        self.services.recorder = value
+
+    @property
+    def store(self) -> ResponseStore | None:
+        return self.services.store
+
+    @store.setter
+    def store(self, value: ResponseStore | None) -> None:
+        self.services.store = value
+
+    @property
+    def thinking(self) -> ThinkingMemory | None:
+        return self.services.thinking
+
+    @thinking.setter
+    def thinking(self, value: ThinkingMemory | None) -> None:
+        self.services.thinking = value
+
+    @property
+    def responses(self) -> ResponseState | None:
+        return self.services.responses
+
+    @responses.setter
+    def responses(self, value: ResponseState | None) -> None:
+        self.services.responses = value
+
+    @property
+    def sealer(self) -> Sealer | None:
+        return self.services.sealer
+
+    @sealer.setter
+    def sealer(self, value: Sealer | None) -> None:
+        self.services.sealer = value
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -124,19 +184,21 @@ class App:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self._upstream = Upstream(self.cfg)
+                self.services.upstream = Upstream(self.cfg)
                 await self._open_stores()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.draining = True
-                if self._upstream is not None:
-                    await self._upstream.aclose()
-                if self.store is not None:
-                    await self.store.close()
-                if self.thinking is not None:
-                    await self.thinking.close()
-                if self.responses is not None:
-                    await self.responses.close()
+                svc = self.services
+                upstream = svc.opened_upstream()
+                if upstream is not None:
+                    await upstream.aclose()
+                if svc.store is not None:
+                    await svc.store.close()
+                if svc.thinking is not None:
+                    await svc.thinking.close()
+                if svc.responses is not None:
+                    await svc.responses.close()
                 if self.ledger is not None:
                     await asyncio.to_thread(self.ledger.close)  # flushes what is queued
                 await self.vkeys.close()
@@ -146,7 +208,10 @@ class App:
                 return
 
     async def _open_stores(self) -> None:
-        cfg = self.cfg
+        """The ledger writer, the sealer and the stores, set on ``self.services`` (so that
+        every request stage sees them)."""
+        svc = self.services
+        cfg = svc.cfg
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -166,7 +231,7 @@ class App:
             )
         # The request path only queues each record: pricing, metrics and the access log run in
         # the writer's thread, in batches.
-        self.recorder = Recorder(self.ledger, self.metrics, defer=True)
+        svc.recorder = Recorder(self.ledger, svc.metrics, defer=True)
         try:
             # seals cached answers and kept thinking blocks at rest (ferrule.seal)
             sealer = load_sealer(cfg.secret_key, self.data_dir)
@@ -175,13 +240,13 @@ class App:
             # memory stores work; nothing sealed with it outlives the process anyway).
             log.warning("secret key not kept (%s): a per-process one seals cached data", exc)
             sealer = Sealer([secrets.token_hex(32)])
-        self.sealer = sealer
+        svc.sealer = sealer
         kind = cfg.response_cache
         if kind == "auto":
             kind = default_store_kind(cfg.workers, redis_url=cfg.redis_url or None)
         if kind != "off":
             try:
-                self.store = SealedStore(
+                svc.store = SealedStore(
                     open_store(
                         kind,
                         path=str(self.data_dir / DEFAULT_SQLITE_NAME),
@@ -192,6 +257,8 @@ class App:
                 )
             except Exception as exc:  # the proxy serves without a cache rather than not at all
                 log.warning("response cache %s unavailable (%s): caching off", kind, exc)
+        # Thinking blocks of tool turns, for OpenAI clients (ferrule.thinking): its own store of
+        # the same family, so it works whatever the response cache is set to.
         try:
             thinking_store = open_store(
                 default_store_kind(cfg.workers, redis_url=cfg.redis_url or None),
@@ -199,11 +266,11 @@ class App:
                 redis_url=cfg.redis_url or None,
                 max_bytes=THINKING_MAX_BYTES,
             )
-            self.thinking = ThinkingMemory(thinking_store, sealer, cfg.thinking_ttl)
+            svc.thinking = ThinkingMemory(thinking_store, sealer, cfg.thinking_ttl)
         except Exception as exc:  # tool loops with thinking then degrade (ferrule.thinking)
             log.warning("thinking store unavailable (%s): tool turns lose their thinking", exc)
         try:
-            self.responses = ResponseState(
+            svc.responses = ResponseState(
                 SealedStore(
                     open_store(
                         default_store_kind(cfg.workers, redis_url=cfg.redis_url or None),
@@ -223,8 +290,10 @@ class App:
         method: str = scope["method"]
         route = _POST_ROUTES.get(path)
         family: Route = "anthropic" if path.startswith("/v1/messages") else "openai"
+        svc = self.services
+        cfg = svc.cfg
         ctx = RequestContext(
-            scope, route[0] if route else family, self.cfg.max_body_bytes, self.cfg.body_timeout
+            scope, route[0] if route else family, cfg.max_body_bytes, cfg.body_timeout
         )
         started = False
         answered = asyncio.Event()  # the last byte of the response went out
@@ -242,7 +311,7 @@ class App:
                 if method != "POST":
                     raise ProxyError(405, f"{method} is not allowed on {path}; use POST")
                 self.admission.check(scope)  # before any work: a web page gets nothing done
-                if self.in_flight >= self.cfg.max_concurrent:
+                if self.in_flight >= cfg.max_concurrent:
                     # Shed load at once rather than queue without bound.
                     raise ProxyError(
                         503,
@@ -254,9 +323,9 @@ class App:
                 self.in_flight += 1
                 try:
                     await self._authorize(ctx)
-                    body = await ctx.read_json(receive, self.large_bodies)
+                    body = await ctx.read_json(receive, svc.large_bodies)
                     await self._until_disconnect(
-                        route[1](self, ctx, body, tracked_send), receive, ctx, answered
+                        route[1](svc, ctx, body, tracked_send), receive, ctx, answered
                     )
                 finally:
                     self.in_flight -= 1
@@ -276,16 +345,16 @@ class App:
             elif method == "GET" and path == "/health/readiness":
                 await self._readiness(tracked_send)
             elif method == "GET" and path == "/metrics":
-                if not self.cfg.metrics_public:  # a scraper may send the key as a Bearer token
-                    ctx.authorize(self.cfg.access_key_sha256, "", bearer_ok=True)
-                self.metrics.set_upstream_pool(self.upstream.in_use, self.cfg.pool_size)
+                if not cfg.metrics_public:  # a scraper may send the key as a Bearer token
+                    ctx.authorize(cfg.access_key_sha256, "", bearer_ok=True)
+                svc.metrics.set_upstream_pool(svc.upstream.in_use, cfg.pool_size)
                 body_bytes, ctype = await asyncio.to_thread(self._render_metrics)
                 await send_bytes(tracked_send, 200, body_bytes, ctype.encode())
             elif path.startswith("/v1/responses/") and method in ("GET", "DELETE"):
                 await self._authorize(ctx)
-                await state_route(self, ctx, method, path, tracked_send)
+                await state_route(svc, ctx, method, path, tracked_send)
             elif method == "GET" and path == "/stats":
-                ctx.authorize(self.cfg.access_key_sha256, "")
+                ctx.authorize(cfg.access_key_sha256, "")
                 await self._stats(scope, tracked_send)
             elif path == "/ui" or path.startswith("/ui/"):
                 await ui_handle(self, scope, receive, tracked_send)  # the dashboard (docs/ui.md)
@@ -316,11 +385,12 @@ class App:
     async def _authorize(self, ctx: RequestContext) -> None:
         """Who may call a client route: a virtual key in keys mode (docs/keys.md), else the
         access key (when set) and the caller's or the operator's Anthropic key."""
-        if self.cfg.auth == "keys":
+        cfg = self.services.cfg
+        if cfg.auth == "keys":
             await self.vkeys.admit(ctx)
         else:
-            ctx.authorize(self.cfg.access_key_sha256, self.cfg.upstream_api_key)
-            refuse_ferrule_keys(ctx, self.cfg.admin_key_sha256)  # never sent upstream
+            ctx.authorize(cfg.access_key_sha256, cfg.upstream_api_key)
+            refuse_ferrule_keys(ctx, cfg.admin_key_sha256)  # never sent upstream
 
     async def _until_disconnect(
         self,

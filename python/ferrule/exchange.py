@@ -33,9 +33,9 @@ from .pricing import Usage
 from .tenant import tenant_id
 
 if TYPE_CHECKING:
-    from .app import App
     from .quota import Ticket
     from .routes.common import RequestContext
+    from .services import Services
 
 __all__ = ["Exchange", "usage_from_counts"]
 
@@ -71,19 +71,21 @@ class Exchange:
         "_key",
         "_open_stream",
         "_t0",
-        "app",
         "compression",
         "ctx",
         "decision",
         "quota",
         "record",
+        "svc",
     )
 
-    def __init__(self, app: App, ctx: RequestContext, route: str, model: str, stream: bool) -> None:
+    def __init__(
+        self, svc: Services, ctx: RequestContext, route: str, model: str, stream: bool
+    ) -> None:
         vkey = ctx.vkey  # keys mode: the model sent upstream must be one the key may use
         if vkey is not None and not model_allowed(vkey, model):
             raise model_refused(vkey, model)
-        self.app = app
+        self.svc = svc
         self.ctx = ctx
         self._t0 = time.monotonic()
         self._closed = False
@@ -102,7 +104,7 @@ class Exchange:
             backend=backend.NAME,
             key_name=vkey.name if vkey is not None else None,
         )
-        app.live.started(self.record)  # the dashboard's live feed: nothing unless a page watches
+        svc.live.started(self.record)  # the dashboard's live feed: nothing unless a page watches
 
     # -- virtual key limits and budget (ferrule.quota) -----------------------------------------
 
@@ -110,7 +112,7 @@ class Exchange:
         """Reserve this request's share of its virtual key's limits and budget (a 429 when it
         does not fit); settled in ``close``. Nothing without a virtual key."""
         if self.ctx.vkey is not None:
-            self.quota = await self.app.quota.admit(
+            self.quota = await self.svc.quota.admit(
                 self.ctx, model=self.record.model, body=body, rpm_only=rpm_only
             )
 
@@ -131,7 +133,7 @@ class Exchange:
 
     async def lookup(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """The cached answer for this (already translated) request, or None. Sets x-cache."""
-        store = self.app.store
+        store = self.svc.store
         if store is None or self.record.tenant is None:
             return None
         self.decision = decide(self.ctx.scope["headers"], body)
@@ -171,11 +173,11 @@ class Exchange:
         return self._key is not None and self.decision is not None and self.decision.store
 
     async def store(self, value: bytes | None) -> None:
-        store = self.app.store
+        store = self.svc.store
         if value is None or store is None or not self.storing or self._key is None:
             return
         try:
-            await store.set(self._key, value, self.app.cfg.response_cache_ttl)
+            await store.set(self._key, value, self.svc.cfg.response_cache_ttl)
         except StoreUnavailable:
             log.info("response cache unavailable: answer not stored")
 
@@ -188,7 +190,7 @@ class Exchange:
         given = header(self.ctx.scope, b"anthropic-version")
         if self.ctx.route == "anthropic" and given:
             return given.decode("latin-1")
-        return self.app.cfg.anthropic_version
+        return self.svc.cfg.anthropic_version
 
     # -- compression ----------------------------------------------------------------------------
 
@@ -198,7 +200,7 @@ class Exchange:
         are taken in a thread while the upstream works (tiktoken releases the GIL), and read when
         the response starts."""
         given = header(self.ctx.scope, b"x-ferrule-compression")
-        mode = given.decode("latin-1").strip().lower() if given else self.app.cfg.compression
+        mode = given.decode("latin-1").strip().lower() if given else self.svc.cfg.compression
         if mode not in MODES:
             raise ProxyError(
                 400,
@@ -241,9 +243,9 @@ class Exchange:
     # -- prompt cache -------------------------------------------------------------------------
 
     def with_breakpoints(self, body: dict[str, Any]) -> dict[str, Any]:
-        if not self.app.cfg.prompt_cache:
+        if not self.svc.cfg.prompt_cache:
             return body
-        return place_breakpoints(body, ttl=self.app.cfg.prompt_cache_ttl)
+        return place_breakpoints(body, ttl=self.svc.cfg.prompt_cache_ttl)
 
     async def payload(self, body: dict[str, Any], raw: bytes | None = None) -> bytes:
         """The bytes that go upstream: ``body`` with Ferrule's prompt-cache breakpoints, or
@@ -258,7 +260,7 @@ class Exchange:
             self.ctx.prepared()
 
     def _payload(self, body: dict[str, Any], raw: bytes | None) -> bytes:
-        cfg = self.app.cfg
+        cfg = self.svc.cfg
         if cfg.prompt_cache:
             marked = place_breakpoints_json(body, ttl=cfg.prompt_cache_ttl)
             if marked is not None:
@@ -274,7 +276,7 @@ class Exchange:
             self.record.ttfb_ms = (time.monotonic() - self._t0) * 1000.0
             if self.record.stream:
                 self._open_stream = True
-                self.app.metrics.stream_opened()
+                self.svc.metrics.stream_opened()
 
     def set_usage(self, usage: Usage, *, estimated: bool = False) -> None:
         self.record.set_usage(usage)
@@ -334,7 +336,7 @@ class Exchange:
             else:
                 self._counts.cancel()
         if self._open_stream:
-            self.app.metrics.stream_closed()
+            self.svc.metrics.stream_closed()
         rec = self.record
         rec.attempts = max(1, self.ctx.attempts) if rec.cache_status != "hit" else 0
         upstream_id = self.ctx.upstream_request_id
@@ -343,9 +345,9 @@ class Exchange:
         if rec.outcome == "complete" and self.ctx.outcome != "complete":
             rec.outcome = self.ctx.outcome
         if self.quota is not None:  # release, charge the exact cost, refund unused tokens
-            self.app.quota.settle(self.quota, rec)
-        self.app.recorder.record(rec)
-        self.app.live.finished(rec)  # one bounded deque append (ferrule.ui.live)
+            self.svc.quota.settle(self.quota, rec)
+        self.svc.recorder.record(rec)
+        self.svc.live.finished(rec)  # one bounded deque append (ferrule.ui.live)
 
 
 def _unencodable(exc: Exception) -> ProxyError:

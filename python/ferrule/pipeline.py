@@ -1,15 +1,29 @@
 """One proxied request, every route: the stages, written once, in order.
 
-    admit -> parse -> translate -> compress -> cache lookup -> breakpoints -> upstream
-          -> relay (JSON or stream) -> store -> account
+Read top to bottom; each stage and where it lives:
 
-``ferrule.app`` admits the request (limits, access key, Host/Origin/content type) and reads its
-body; :func:`run` does the rest. A route is a *dialect* (``ferrule.dialects``): how its request
-becomes an Anthropic request, and how Anthropic's answers, stream events and errors become its
-own. The pipeline never asks which route it runs.
+ 1. admit         ``App._http`` (ferrule.app): route, Host/Origin/type (``routes.common``), load
+ 2. authorize     ``App._authorize``: the access key, or a virtual key (``keys.gate``)
+ 3. read body     ``RequestContext.read_json`` (routes.common): bounded; a large one in a thread
+ 4. parse         ``Dialect.prepare`` (routes/chat.py, messages.py, responses.py), :func:`translate`
+ 5. quota         ``Exchange.admit`` (ferrule.exchange, ferrule.quota): limits and budget, a 429
+ 6. restore       ``Dialect.restore``: a tool turn's thinking blocks (chat, ferrule.thinking)
+ 7. compress      ``Exchange.compress`` (ferrule.compression)
+ 8. cache lookup  ``Exchange.lookup`` (ferrule.cache); a hit is answered by ``Dialect.hit``
+ 9. breakpoints   ``Exchange.payload`` (ferrule.breakpoints): the bytes that go upstream
+10. upstream      ``upstream_pool.send`` or ``Services.resilience.send`` (ferrule.resilience)
+11. relay         :func:`_json` (``Dialect.answer``) or :func:`_stream` (``Dialect.relay``)
+12. store         ``Exchange.store`` (response cache), ``Dialect.finished`` (thinking, Responses)
+13. account       ``Exchange.close``: quota settled, ledger row (ferrule.ledger), live feed
 
-The accounting record is written once, by ``Exchange`` (a context manager), however the request
-ends: answered, failed, cancelled.
+Stages 1-3 are ``ferrule.app``'s; :func:`run` does the rest. A route is a *dialect* (a
+``Dialect`` in ``ferrule.routes``): how its request becomes an Anthropic request, and how
+Anthropic's answers, stream events and errors become its own. The pipeline never asks which
+route it runs.
+
+Every stage gets the worker's ``Services`` (``ferrule.services``: config, upstream, resilience,
+stores, recorder, metrics), never the ``App``. The accounting record is written once, by
+``Exchange`` (a context manager), however the request ends: answered, failed, cancelled.
 """
 
 from __future__ import annotations
@@ -42,7 +56,7 @@ from .routes.common import (
 from .upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 
 if TYPE_CHECKING:
-    from .app import App
+    from .services import Services
 
 __all__ = ["STREAM_ERROR_STATUS", "Dialect", "KernelRelay", "Prepared", "Relay", "run"]
 
@@ -107,9 +121,9 @@ class Relay(Protocol):
 class Dialect(Protocol):
     route: str  # the ledger's route name
 
-    async def prepare(self, app: App, ctx: RequestContext, body: Any) -> Prepared: ...
+    async def prepare(self, svc: Services, ctx: RequestContext, body: Any) -> Prepared: ...
 
-    async def restore(self, app: App, ctx: RequestContext, ex: Exchange, p: Prepared) -> None:
+    async def restore(self, svc: Services, ctx: RequestContext, ex: Exchange, p: Prepared) -> None:
         """State the client cannot send (thinking blocks, a previous response), put back."""
         ...
 
@@ -123,26 +137,26 @@ class Dialect(Protocol):
         """A whole Anthropic answer (None: not a JSON object) as this route's JSON."""
         ...
 
-    def relay(self, app: App, ctx: RequestContext, p: Prepared) -> Relay: ...
+    def relay(self, svc: Services, ctx: RequestContext, p: Prepared) -> Relay: ...
 
     def answer_headers(
         self, p: Prepared, resp: UpstreamResponse, ctx: RequestContext
     ) -> list[tuple[bytes, bytes]]: ...
 
-    async def finished(self, app: App, ex: Exchange, p: Prepared, message: Any) -> None:
+    async def finished(self, svc: Services, ex: Exchange, p: Prepared, message: Any) -> None:
         """A complete answer (JSON, stream or cache hit) went out."""
         ...
 
 
-async def run(app: App, ctx: RequestContext, dialect: Dialect, body: Any, send: Send) -> None:
+async def run(svc: Services, ctx: RequestContext, dialect: Dialect, body: Any, send: Send) -> None:
     """The stages after admission, for any dialect."""
     key = ctx.require_key()
-    p = await dialect.prepare(app, ctx, body)  # parse + translate
-    with Exchange(app, ctx, dialect.route, p.model, p.stream) as ex:
+    p = await dialect.prepare(svc, ctx, body)  # parse + translate
+    with Exchange(svc, ctx, dialect.route, p.model, p.stream) as ex:
         # a virtual key's limits and budget (ferrule.quota): a 429 before any other work;
         # count_tokens costs nothing, so only its requests are counted
         await ex.admit(p.body, rpm_only=dialect.route == "/v1/messages/count_tokens")
-        await dialect.restore(app, ctx, ex, p)
+        await dialect.restore(svc, ctx, ex, p)
         if p.cacheable:
             await ex.compress(p.body)
             changed = ex.compression is not None and ex.compression.changed > 0
@@ -153,40 +167,40 @@ async def run(app: App, ctx: RequestContext, dialect: Dialect, body: Any, send: 
                 out, ctype, headers = dialect.hit(p, cached, ctx)
                 ex.first_byte()
                 await send_bytes(send, 200, out, ctype, headers)
-                await dialect.finished(app, ex, p, cached)
+                await dialect.finished(svc, ex, p, cached)
                 return
             payload = await ex.payload(p.body, None if changed else p.faithful)
         else:
             ctx.prepared()
             payload = p.faithful if p.faithful is not None else orjson.dumps(p.body)
-        version = p.anthropic_version or app.cfg.anthropic_version
+        version = p.anthropic_version or svc.cfg.anthropic_version
         # the operator's key goes upstream (operator mode, or keys mode: a virtual key)
         operator = ctx.operator or ctx.vkey is not None
-        pool = upstream_pool.of(app) if operator else None
+        pool = upstream_pool.of(svc) if operator else None
         # ctx.attempts is kept by send (right even when every attempt failed)
         if pool is not None:  # [[upstream_keys]]: a member chosen by prompt-prefix affinity
             resp = await upstream_pool.send(
-                app, pool, ctx, ex.record, p.body, p.path, payload, version
+                svc, pool, ctx, ex.record, p.body, p.path, payload, version
             )
         else:
             up_headers = upstream_headers(ctx.scope, key, version)
-            resp = await app.resilience.send(app.upstream, p.path, payload, up_headers, ctx)
+            resp = await svc.resilience.send(svc.upstream, p.path, payload, up_headers, ctx)
         try:
             ctx.upstream_request_id = resp.headers.get("request-id")
             ctx.extra_headers = [*ex.quota_headers, *await ex.compression_headers()]
             if resp.status_code != 200:
-                secrets = held_secrets(ctx, app.cfg.upstream_api_key)
+                secrets = held_secrets(ctx, svc.cfg.upstream_api_key)
                 raise await upstream_error(resp, openai=p.openai_errors, secrets=secrets)
             if p.stream:
-                await _stream(app, ctx, ex, dialect, p, resp, send)
+                await _stream(svc, ctx, ex, dialect, p, resp, send)
             else:
-                await _json(app, ctx, ex, dialect, p, resp, send)
+                await _json(svc, ctx, ex, dialect, p, resp, send)
         finally:
             await resp.aclose()
 
 
 async def _json(
-    app: App,
+    svc: Services,
     ctx: RequestContext,
     ex: Exchange,
     dialect: Dialect,
@@ -196,7 +210,7 @@ async def _json(
 ) -> None:
     # Read whole (and bounded) before answering, so that an answer cut off or too large is a
     # clean 502 rather than a 200 with half a document.
-    raw = await read_all(resp, app.cfg.max_response_bytes)
+    raw = await read_all(resp, svc.cfg.max_response_bytes)
     message: dict[str, Any] | None = None
     if p.cacheable:
         try:
@@ -214,7 +228,7 @@ async def _json(
         # before answering, so that a client's immediate next request already finds them
         if ex.storing:
             await ex.store(storable_json(raw))
-        await dialect.finished(app, ex, p, message)
+        await dialect.finished(svc, ex, p, message)
     headers = ex.own_limits(dialect.answer_headers(p, resp, ctx))
     if not any(k == b"content-type" for k, _ in headers):
         headers.insert(0, (b"content-type", b"application/json"))
@@ -225,7 +239,7 @@ async def _json(
 
 
 async def _stream(
-    app: App,
+    svc: Services,
     ctx: RequestContext,
     ex: Exchange,
     dialect: Dialect,
@@ -233,7 +247,7 @@ async def _stream(
     resp: UpstreamResponse,
     send: Send,
 ) -> None:
-    relay = dialect.relay(app, ctx, p)
+    relay = dialect.relay(svc, ctx, p)
     # The whole answer is rebuilt only when it is stored or the dialect needs it.
     accumulator = MessageAccumulator() if ex.storing or p.keep_message else None
     started = False
@@ -247,7 +261,7 @@ async def _stream(
 
     if not relay.lazy_start:
         await start()
-    deadline_s = app.cfg.stream_deadline
+    deadline_s = svc.cfg.stream_deadline
     deadline = time.monotonic() + deadline_s
     tail: bytes | None = None
     try:
@@ -295,7 +309,7 @@ async def _stream(
         # before the last bytes go out, so that a client's next request already finds them
         await ex.store(accumulator.storable())
         if p.keep_message:
-            await dialect.finished(app, ex, p, accumulator.message())
+            await dialect.finished(svc, ex, p, accumulator.message())
     if not started:
         err = relay.early_error()
         if err is not None:
@@ -409,7 +423,7 @@ T = TypeVar("T", bound=_Translation)
 
 
 async def translate(
-    app: App, ctx: RequestContext, to_anthropic: Callable[..., T], body: Any, **extra: Any
+    svc: Services, ctx: RequestContext, to_anthropic: Callable[..., T], body: Any, **extra: Any
 ) -> T:
     """The translate stage of an OpenAI-shaped dialect: the config's aliases, API version and
     strictness; off the loop for a large body; warnings to the response; the translated body
@@ -418,9 +432,9 @@ async def translate(
         ctx.large,
         to_anthropic,
         body,
-        aliases=app.cfg.model_aliases,
-        version=app.cfg.anthropic_version,
-        strict=app.cfg.strict_params,
+        aliases=svc.cfg.model_aliases,
+        version=svc.cfg.anthropic_version,
+        strict=svc.cfg.strict_params,
         **extra,
     )
     ctx.warnings.extend(tr.warnings)

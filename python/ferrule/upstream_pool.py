@@ -58,9 +58,9 @@ from .routes.common import upstream_headers
 from .upstream import Upstream, UpstreamResponse
 
 if TYPE_CHECKING:
-    from .app import App
     from .ledger import RequestRecord
     from .routes.common import RequestContext
+    from .services import Services
 
 __all__ = [
     "STATES",
@@ -488,24 +488,24 @@ class _PoolTargets:
 _UNUSED = ProxyError(503, "unused")
 
 
-def of(app: App) -> UpstreamPool | None:
+def of(svc: Services) -> UpstreamPool | None:
     """This worker's pool, made on first use (None when no ``[[upstream_keys]]`` is set)."""
-    res = app.resilience
-    if res.pool is None and app.cfg.upstream_keys:
+    res = svc.resilience
+    if res.pool is None and svc.cfg.upstream_keys:
         pool = UpstreamPool.from_config(
-            app.cfg.upstream_keys,
+            svc.cfg.upstream_keys,
             res.policy.breaker_threshold,
             res.policy.breaker_cooldown,
-            app.metrics.upstream_key_event,
+            svc.metrics.upstream_key_event,
         )
-        app.metrics.watch_upstream_keys(pool.states)
+        svc.metrics.watch_upstream_keys(pool.states)
         res.pool = pool
     pool_: UpstreamPool | None = res.pool
     return pool_
 
 
 async def send(
-    app: App,
+    svc: Services,
     pool: UpstreamPool,
     ctx: RequestContext,
     record: RequestRecord,
@@ -521,8 +521,8 @@ async def send(
         ctx.large,
         affinity_digest,
         body,
-        prompt_cache=app.cfg.prompt_cache,
-        scope=app.cfg.upstream_affinity,
+        prompt_cache=svc.cfg.prompt_cache,
+        scope=svc.cfg.upstream_affinity,
     )
     order = pool.order(digest, str(body.get("model", "")))
 
@@ -531,4 +531,4 @@ async def send(
         record.upstream_key = member.name
         return upstream_headers(ctx.scope, member.key, version)
 
-    return await pool.send(app.resilience, app.upstream, path, payload, order, headers_for, ctx)
+    return await pool.send(svc.resilience, svc.upstream, path, payload, order, headers_for, ctx)

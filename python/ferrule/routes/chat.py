@@ -24,7 +24,7 @@ from ..upstream import UpstreamResponse
 from .common import SSE_HEADERS, RequestContext, held_secrets
 
 if TYPE_CHECKING:
-    from ..app import App
+    from ..services import Services
 
 __all__ = ["CHAT", "chat_completions"]
 
@@ -50,11 +50,11 @@ def _state(p: Prepared) -> _State:
 class ChatDialect:
     route = "/v1/chat/completions"
 
-    async def prepare(self, app: App, ctx: RequestContext, body: Any) -> Prepared:
-        tr = await translate(app, ctx, to_anthropic, body)
+    async def prepare(self, svc: Services, ctx: RequestContext, body: Any) -> Prepared:
+        tr = await translate(svc, ctx, to_anthropic, body)
         # A streamed answer is rebuilt when it may carry thinking blocks a later tool turn
         # needs back.
-        keep = tr.thinking and app.thinking is not None and "tools" in tr.body
+        keep = tr.thinking and svc.thinking is not None and "tools" in tr.body
         return Prepared(
             body=tr.body,
             model=tr.body["model"],
@@ -63,8 +63,8 @@ class ChatDialect:
             state=_State(tr),
         )
 
-    async def restore(self, app: App, ctx: RequestContext, ex: Exchange, p: Prepared) -> None:
-        await _restore_thinking(app, ctx, ex, _state(p).tr)
+    async def restore(self, svc: Services, ctx: RequestContext, ex: Exchange, p: Prepared) -> None:
+        await _restore_thinking(svc, ctx, ex, _state(p).tr)
 
     def hit(
         self, p: Prepared, message: dict[str, Any], ctx: RequestContext
@@ -88,16 +88,16 @@ class ChatDialect:
         st = _state(p)
         return to_openai(message, model=st.tr.model, created=st.created, json_tool=st.tr.json_tool)
 
-    def relay(self, app: App, ctx: RequestContext, p: Prepared) -> KernelRelay:
+    def relay(self, svc: Services, ctx: RequestContext, p: Prepared) -> KernelRelay:
         st = _state(p)
         translator = backend.StreamTranslator(
             st.tr.model,
             st.created,
             include_usage=st.tr.include_usage,
             json_tool=st.tr.json_tool,
-            max_event_bytes=app.cfg.max_event_bytes,
+            max_event_bytes=svc.cfg.max_event_bytes,
         )
-        secrets = held_secrets(ctx, app.cfg.upstream_api_key)
+        secrets = held_secrets(ctx, svc.cfg.upstream_api_key)
         return KernelRelay(translator, secrets=secrets, fail=_error_event)
 
     def answer_headers(
@@ -105,29 +105,31 @@ class ChatDialect:
     ) -> list[tuple[bytes, bytes]]:
         return ctx.response_headers()
 
-    async def finished(self, app: App, ex: Exchange, p: Prepared, message: Any) -> None:
-        if app.thinking is not None and ex.record.tenant is not None:
-            await app.thinking.remember(ex.record.tenant, message)
+    async def finished(self, svc: Services, ex: Exchange, p: Prepared, message: Any) -> None:
+        if svc.thinking is not None and ex.record.tenant is not None:
+            await svc.thinking.remember(ex.record.tenant, message)
 
 
 CHAT = ChatDialect()
 
 
-async def chat_completions(app: App, ctx: RequestContext, body: Any, send: Send) -> None:
-    await run(app, ctx, CHAT, body, send)
+async def chat_completions(svc: Services, ctx: RequestContext, body: Any, send: Send) -> None:
+    await run(svc, ctx, CHAT, body, send)
 
 
-async def _restore_thinking(app: App, ctx: RequestContext, ex: Exchange, tr: Translated) -> None:
+async def _restore_thinking(
+    svc: Services, ctx: RequestContext, ex: Exchange, tr: Translated
+) -> None:
     """Put a tool turn's thinking blocks back (OpenAI clients cannot send them); when the open
     tool loop's are gone, make the request one the API accepts and say so (ferrule.thinking)."""
     tenant = ex.record.tenant
     if (
-        app.thinking is None
+        svc.thinking is None
         or tenant is None
         or not any(m["role"] == "assistant" for m in tr.body["messages"])
     ):
         return
-    restored = await app.thinking.restore(tenant, tr.body, offload=ctx.large)
+    restored = await svc.thinking.restore(tenant, tr.body, offload=ctx.large)
     if restored.loop_missing and tr.thinking:
         caps = capabilities(tr.body["model"])
         can_disable = caps is None or caps.thinking.accepts("disabled")

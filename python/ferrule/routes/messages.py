@@ -25,7 +25,7 @@ from ..upstream import UpstreamResponse
 from .common import PASSED_BACK, RequestContext, held_secrets, redact_bytes
 
 if TYPE_CHECKING:
-    from ..app import App
+    from ..services import Services
 
 __all__ = ["COUNT_TOKENS", "MESSAGES", "count_tokens", "messages"]
 
@@ -50,11 +50,11 @@ class _MessagesRelay:
 
     __slots__ = ("_held", "_max", "_secrets", "_tail", "_tap", "complete", "lazy_start", "stop")
 
-    def __init__(self, app: App, ctx: RequestContext) -> None:
-        self._max = app.cfg.max_event_bytes
+    def __init__(self, svc: Services, ctx: RequestContext) -> None:
+        self._max = svc.cfg.max_event_bytes
         self._tap = backend.StreamTranslator("", 0, max_event_bytes=self._max)
         self._held = _Held()
-        self._secrets = held_secrets(ctx, app.cfg.upstream_api_key)
+        self._secrets = held_secrets(ctx, svc.cfg.upstream_api_key)
         self._tail: bytes | None = None  # an end Ferrule decided while feeding
         self.lazy_start = False
         self.stop = False
@@ -137,7 +137,7 @@ class MessagesDialect:
         self.route = path
         self._count_tokens = count_tokens
 
-    async def prepare(self, app: App, ctx: RequestContext, body: Any) -> Prepared:
+    async def prepare(self, svc: Services, ctx: RequestContext, body: Any) -> Prepared:
         if not isinstance(body, dict):
             raise ProxyError(400, "the request body must be a JSON object")
         await prepare(ctx.large, check_anthropic_body, body, ctx.raw_body)  # model, ids, depth
@@ -154,7 +154,7 @@ class MessagesDialect:
             anthropic_version=anthropic_version_of(ctx),
         )
 
-    async def restore(self, app: App, ctx: RequestContext, ex: Exchange, p: Prepared) -> None:
+    async def restore(self, svc: Services, ctx: RequestContext, ex: Exchange, p: Prepared) -> None:
         return None  # Anthropic clients send their thinking blocks back themselves
 
     def hit(
@@ -168,8 +168,8 @@ class MessagesDialect:
     def answer(self, p: Prepared, raw: bytes, message: dict[str, Any] | None) -> bytes:
         return raw  # byte for byte
 
-    def relay(self, app: App, ctx: RequestContext, p: Prepared) -> _MessagesRelay:
-        return _MessagesRelay(app, ctx)
+    def relay(self, svc: Services, ctx: RequestContext, p: Prepared) -> _MessagesRelay:
+        return _MessagesRelay(svc, ctx)
 
     def answer_headers(
         self, p: Prepared, resp: UpstreamResponse, ctx: RequestContext
@@ -182,7 +182,7 @@ class MessagesDialect:
         out.extend(ctx.response_headers())
         return out
 
-    async def finished(self, app: App, ex: Exchange, p: Prepared, message: Any) -> None:
+    async def finished(self, svc: Services, ex: Exchange, p: Prepared, message: Any) -> None:
         return None
 
 
@@ -190,12 +190,12 @@ MESSAGES = MessagesDialect("/v1/messages")
 COUNT_TOKENS = MessagesDialect("/v1/messages/count_tokens", count_tokens=True)
 
 
-async def messages(app: App, ctx: RequestContext, body: Any, send: Send) -> None:
-    await run(app, ctx, MESSAGES, body, send)
+async def messages(svc: Services, ctx: RequestContext, body: Any, send: Send) -> None:
+    await run(svc, ctx, MESSAGES, body, send)
 
 
-async def count_tokens(app: App, ctx: RequestContext, body: Any, send: Send) -> None:
-    await run(app, ctx, COUNT_TOKENS, body, send)
+async def count_tokens(svc: Services, ctx: RequestContext, body: Any, send: Send) -> None:
+    await run(svc, ctx, COUNT_TOKENS, body, send)
 
 
 class _Held:

@@ -7,15 +7,14 @@ shape. Claude's thinking travels in reasoning items' sealed ``encrypted_content`
 with tools works across turns without server state.
 
 State: with ``store`` (the default, as in OpenAI's API) the response and its input items are kept
-per tenant, sealed, with a TTL, in a store of the response-cache family; ``previous_response_id``
+per tenant, sealed, with a TTL, in a store of the response-cache family
+(``ferrule.stored_responses``); ``previous_response_id``
 rebuilds the conversation from them; ``GET`` / ``DELETE /v1/responses/{id}`` and
 ``GET /v1/responses/{id}/input_items``. An unknown id, or another caller's, is a 404.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -24,12 +23,12 @@ import orjson
 
 from .. import backend
 from ..asgi import Send, send_bytes
-from ..cache import StoreUnavailable, message_to_sse
-from ..cache.stores import ResponseStore
+from ..cache import message_to_sse
 from ..errors import ProxyError
 from ..exchange import Exchange
 from ..pipeline import KernelRelay, Prepared, run, state_of, translate
 from ..seal import Sealer
+from ..stored_responses import RESPONSES_SQLITE_NAME, ResponseState
 from ..tenant import tenant_id
 from ..translate.responses_request import ResponsesTranslated, to_anthropic
 from ..translate.responses_response import to_compacted, to_responses
@@ -38,57 +37,21 @@ from .common import SSE_HEADERS, RequestContext, held_secrets
 
 if TYPE_CHECKING:
     from .._pure.responses_stream import ResponsesStreamEncoder
-    from ..app import App
+    from ..services import Services
 
-__all__ = ["COMPACT", "RESPONSES", "ResponseState", "compact", "responses", "state_route"]
-
-RESPONSES_SQLITE_NAME = "responses.sqlite3"
-_KEY_DOMAIN = b"ferrule-response-v1\x00"
-_DELETED = b"\x00deleted"
+__all__ = [
+    "COMPACT",
+    "RESPONSES",
+    "RESPONSES_SQLITE_NAME",
+    "ResponseState",
+    "compact",
+    "responses",
+    "state_route",
+]
 
 
 def _new_id() -> str:
     return "resp_" + secrets.token_hex(24)
-
-
-class ResponseState:
-    """Stored responses by (tenant, id): the response object and the conversation's items."""
-
-    def __init__(self, store: ResponseStore, ttl_s: float) -> None:
-        self._store = store
-        self._ttl = ttl_s
-
-    @staticmethod
-    def _key(tenant: str, response_id: str) -> str:
-        digest = hashlib.sha256(_KEY_DOMAIN + tenant.encode() + b"\x00" + response_id.encode())
-        return "response:" + digest.hexdigest()
-
-    async def save(self, tenant: str, response: dict[str, Any], input_items: list[Any]) -> None:
-        value = orjson.dumps({"response": response, "input": input_items})
-        # a store that is down: a later previous_response_id gets a clear 404
-        with contextlib.suppress(StoreUnavailable):
-            await self._store.set(self._key(tenant, response["id"]), value, self._ttl)
-
-    async def load(self, tenant: str, response_id: str) -> dict[str, Any] | None:
-        try:
-            value = await self._store.get(self._key(tenant, response_id))
-        except StoreUnavailable:
-            raise ProxyError(
-                503, "the response store is unavailable; retry shortly", type="api_error"
-            ) from None
-        if value is None or value == _DELETED:
-            return None
-        record = orjson.loads(value)
-        return record if isinstance(record, dict) else None
-
-    async def delete(self, tenant: str, response_id: str) -> bool:
-        if await self.load(tenant, response_id) is None:
-            return False
-        await self._store.set(self._key(tenant, response_id), _DELETED, self._ttl)
-        return True
-
-    async def close(self) -> None:
-        await self._store.close()
 
 
 def _not_found(response_id: str) -> ProxyError:
@@ -143,8 +106,8 @@ def _state(p: Prepared) -> _State:
 class ResponsesDialect:
     route = "/v1/responses"
 
-    async def prepare(self, app: App, ctx: RequestContext, body: Any) -> Prepared:
-        if app.sealer is None or app.responses is None:
+    async def prepare(self, svc: Services, ctx: RequestContext, body: Any) -> Prepared:
+        if svc.sealer is None or svc.responses is None:
             raise ProxyError(503, "the Responses route is not ready", type="api_error")
         if not isinstance(body, dict):
             raise ProxyError(400, "the request body must be a JSON object")
@@ -160,23 +123,23 @@ class ResponsesDialect:
         prev_id = body.get("previous_response_id")
         history: list[Any] = []
         if isinstance(prev_id, str) and prev_id:
-            record = await app.responses.load(tenant, prev_id)
+            record = await svc.responses.load(tenant, prev_id)
             if record is None:
                 raise _not_found(prev_id)
             history = [*record.get("input", []), *record["response"].get("output", [])]
             if isinstance(current, list):
                 body = {**body, "input": [*history, *current]}
-        tr = await translate(app, ctx, to_anthropic, body, sealer=app.sealer, tenant=tenant)
+        tr = await translate(svc, ctx, to_anthropic, body, sealer=svc.sealer, tenant=tenant)
         conversation = [*history, *(current if isinstance(current, list) else [])]
         return Prepared(
             body=tr.body,
             model=tr.body["model"],
             stream=tr.stream,
             keep_message=tr.store,
-            state=_State(tr, app.sealer, tenant, conversation),
+            state=_State(tr, svc.sealer, tenant, conversation),
         )
 
-    async def restore(self, app: App, ctx: RequestContext, ex: Exchange, p: Prepared) -> None:
+    async def restore(self, svc: Services, ctx: RequestContext, ex: Exchange, p: Prepared) -> None:
         return None  # reasoning travels sealed in the client's own items
 
     def hit(
@@ -194,9 +157,9 @@ class ResponsesDialect:
             raise ProxyError(502, "the upstream sent an answer that is not a JSON object")
         return orjson.dumps(_state(p).response(message))
 
-    def relay(self, app: App, ctx: RequestContext, p: Prepared) -> KernelRelay:
-        enc = _state(p).encoder(app.cfg.max_event_bytes)
-        secrets = held_secrets(ctx, app.cfg.upstream_api_key)
+    def relay(self, svc: Services, ctx: RequestContext, p: Prepared) -> KernelRelay:
+        enc = _state(p).encoder(svc.cfg.max_event_bytes)
+        secrets = held_secrets(ctx, svc.cfg.upstream_api_key)
         # the encoder's own terminal event (response.failed): the sequence numbers hold
         return KernelRelay(enc, secrets=secrets, fail=enc.fail)
 
@@ -205,10 +168,10 @@ class ResponsesDialect:
     ) -> list[tuple[bytes, bytes]]:
         return ctx.response_headers()
 
-    async def finished(self, app: App, ex: Exchange, p: Prepared, message: Any) -> None:
+    async def finished(self, svc: Services, ex: Exchange, p: Prepared, message: Any) -> None:
         st = _state(p)
-        if st.tr.store and app.responses is not None:
-            await app.responses.save(st.tenant, st.response(message), st.input)
+        if st.tr.store and svc.responses is not None:
+            await svc.responses.save(st.tenant, st.response(message), st.input)
 
 
 class CompactDialect(ResponsesDialect):
@@ -219,7 +182,7 @@ class CompactDialect(ResponsesDialect):
 
     route = "/v1/responses/compact"
 
-    async def prepare(self, app: App, ctx: RequestContext, body: Any) -> Prepared:
+    async def prepare(self, svc: Services, ctx: RequestContext, body: Any) -> Prepared:
         if isinstance(body, dict):
             items = body.get("input")
             if isinstance(items, str):
@@ -231,7 +194,7 @@ class CompactDialect(ResponsesDialect):
                     "stream": False,
                     "store": False,
                 }
-        p = await super().prepare(app, ctx, body)
+        p = await super().prepare(svc, ctx, body)
         p.keep_message = False
         return p
 
@@ -245,7 +208,7 @@ class CompactDialect(ResponsesDialect):
             raise ProxyError(502, "the upstream sent an answer that is not a JSON object")
         return orjson.dumps(_compacted(p, message))
 
-    async def finished(self, app: App, ex: Exchange, p: Prepared, message: Any) -> None:
+    async def finished(self, svc: Services, ex: Exchange, p: Prepared, message: Any) -> None:
         return None
 
 
@@ -265,17 +228,19 @@ RESPONSES = ResponsesDialect()
 COMPACT = CompactDialect()
 
 
-async def responses(app: App, ctx: RequestContext, body: Any, send: Send) -> None:
-    await run(app, ctx, RESPONSES, body, send)
+async def responses(svc: Services, ctx: RequestContext, body: Any, send: Send) -> None:
+    await run(svc, ctx, RESPONSES, body, send)
 
 
-async def compact(app: App, ctx: RequestContext, body: Any, send: Send) -> None:
-    await run(app, ctx, COMPACT, body, send)
+async def compact(svc: Services, ctx: RequestContext, body: Any, send: Send) -> None:
+    await run(svc, ctx, COMPACT, body, send)
 
 
-async def state_route(app: App, ctx: RequestContext, method: str, path: str, send: Send) -> None:
+async def state_route(
+    svc: Services, ctx: RequestContext, method: str, path: str, send: Send
+) -> None:
     """``GET``/``DELETE /v1/responses/{id}`` and ``GET /v1/responses/{id}/input_items``."""
-    if app.responses is None:
+    if svc.responses is None:
         raise ProxyError(503, "the response store is not ready", type="api_error")
     tenant = tenant_id(ctx.tenant_source() or ctx.require_key())
     rest = path[len("/v1/responses/") :]
@@ -283,14 +248,14 @@ async def state_route(app: App, ctx: RequestContext, method: str, path: str, sen
     if not response_id or tail not in ("", "input_items") or (tail and method != "GET"):
         raise ProxyError(404, f"no route {method} {path}", type="not_found_error")
     if method == "DELETE" and not tail:
-        if not await app.responses.delete(tenant, response_id):
+        if not await svc.responses.delete(tenant, response_id):
             raise _not_found(response_id)
         body = {"id": response_id, "object": "response.deleted", "deleted": True}
         await send_bytes(send, 200, orjson.dumps(body), headers=ctx.response_headers())
         return
     if method != "GET":
         raise ProxyError(405, f"{method} is not allowed on {path}")
-    record = await app.responses.load(tenant, response_id)
+    record = await svc.responses.load(tenant, response_id)
     if record is None:
         raise _not_found(response_id)
     if not tail:
