@@ -43,7 +43,8 @@ def _wait_for(path: Path, needle: str, timeout: float = 10.0) -> str:
     deadline = time.monotonic() + timeout
     while True:
         text = path.read_text(errors="replace") if path.exists() else ""
-        if needle in text or time.monotonic() > deadline:
+        # a whole line: the handler may be half way through writing it
+        if (needle in text and text.endswith("\n")) or time.monotonic() > deadline:
             return text
         time.sleep(0.1)
 
@@ -80,10 +81,11 @@ def test_access_log_to_a_file_is_json_lines(mock: MockUpstream, tmp_path: Path) 
     env = {"FERRULE_ACCESS_LOG": str(target)}
     with start_proxy("python", mock.url, str(log), env=env) as p:
         rid = _chat(p.url).headers["x-request-id"]
-        _chat(p.url)
-        written = _wait_for(target, rid)
+        rid2 = _chat(p.url).headers["x-request-id"]
+        # the second line's id: the writer may write the two lines in two batches
+        written = _wait_for(target, rid2)
     lines = [orjson.loads(line) for line in written.splitlines()]
-    assert len(lines) == 2 and lines[0]["request_id"] == rid
+    assert len(lines) == 2 and lines[0]["request_id"] == rid and lines[1]["request_id"] == rid2
     assert lines[0]["route"] == "/v1/chat/completions" and lines[0]["status"] == 200
     out = log.read_text(errors="replace")
     assert f"JSON lines appended to {target}" in out
