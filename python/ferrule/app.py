@@ -10,7 +10,7 @@ import logging
 import secrets
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 from urllib.parse import parse_qs
 
 import orjson
@@ -60,6 +60,31 @@ _POST_ROUTES: dict[str, tuple[Route, Handler]] = {
 }
 
 
+_T = TypeVar("_T")
+
+
+class _Forward(Generic[_T]):
+    """An ``App`` attribute that lives on the app's ``Services`` record (read and set there)."""
+
+    def __set_name__(self, owner: type[object], name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, objtype: type[object] | None = None) -> _Forward[_T]: ...
+
+    @overload
+    def __get__(self, obj: App, objtype: type[object] | None = None) -> _T: ...
+
+    def __get__(self, obj: App | None, objtype: type[object] | None = None) -> _T | _Forward[_T]:
+        if obj is None:
+            return self
+        value: _T = getattr(obj.services, self.name)
+        return value
+
+    def __set__(self, obj: App, value: _T) -> None:
+        setattr(obj.services, self.name, value)
+
+
 class App:
     """One worker: the lifecycle (lifespan startup and shutdown), the HTTP dispatch, and the
     routes that are not request stages (health, models, metrics, stats, the dashboard, key
@@ -105,73 +130,18 @@ class App:
 
     # -- the services' fields, as App attributes (the dashboard, key admin, tests) --------------
 
-    @property
-    def cfg(self) -> Config:
-        return self.services.cfg
-
-    @property
-    def resilience(self) -> Resilience:
-        return self.services.resilience
-
-    @property
-    def metrics(self) -> Metrics:
-        return self.services.metrics
-
-    @property
-    def quota(self) -> Quota:
-        return self.services.quota
-
-    @property
-    def live(self) -> Live:
-        return self.services.live
-
-    @property
-    def large_bodies(self) -> LargeBodies:
-        return self.services.large_bodies
-
-    @property
-    def upstream(self) -> Upstream:
-        return self.services.upstream  # made on first use by servers without lifespan support
-
-    @property
-    def recorder(self) -> Recorder:
-        return self.services.recorder
-
-    @recorder.setter
-    def recorder(self, value: Recorder) -> None:
-        self.services.recorder = value
-
-    @property
-    def store(self) -> ResponseStore | None:
-        return self.services.store
-
-    @store.setter
-    def store(self, value: ResponseStore | None) -> None:
-        self.services.store = value
-
-    @property
-    def thinking(self) -> ThinkingMemory | None:
-        return self.services.thinking
-
-    @thinking.setter
-    def thinking(self, value: ThinkingMemory | None) -> None:
-        self.services.thinking = value
-
-    @property
-    def responses(self) -> ResponseState | None:
-        return self.services.responses
-
-    @responses.setter
-    def responses(self, value: ResponseState | None) -> None:
-        self.services.responses = value
-
-    @property
-    def sealer(self) -> Sealer | None:
-        return self.services.sealer
-
-    @sealer.setter
-    def sealer(self, value: Sealer | None) -> None:
-        self.services.sealer = value
+    cfg: _Forward[Config] = _Forward()
+    resilience: _Forward[Resilience] = _Forward()
+    metrics: _Forward[Metrics] = _Forward()
+    quota: _Forward[Quota] = _Forward()
+    live: _Forward[Live] = _Forward()
+    large_bodies: _Forward[LargeBodies] = _Forward()
+    upstream: _Forward[Upstream] = _Forward()  # made on first use without lifespan support
+    recorder: _Forward[Recorder] = _Forward()
+    store: _Forward[ResponseStore | None] = _Forward()
+    thinking: _Forward[ThinkingMemory | None] = _Forward()
+    responses: _Forward[ResponseState | None] = _Forward()
+    sealer: _Forward[Sealer | None] = _Forward()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
