@@ -221,7 +221,8 @@ def _worker(url: str, key: str, kind: str, n: int, start_at: float) -> list[str]
             else:
                 reqs = [_req(key, max_parallel=7, lease_id=uuid.uuid4().hex) for _ in range(n)]
             results = await asyncio.gather(*(store.admit(r) for r in reqs))
-            return [r.lease_id or "ok" for r, res in zip(reqs, results, strict=True) if res.allowed]
+            # what settles an admission (SQLite: the worker's holder; Redis: the request's lease)
+            return [res.lease or "ok" for res in results if res.allowed]
         finally:
             await store.close()
 
@@ -362,7 +363,9 @@ def test_one_batch_applies_its_admissions_in_order(tmp_path: Path) -> None:
                 for i in range(30)
             ]
             got_b = await asyncio.gather(*(store.admit(r) for r in budget))
-            store.queue(Settlement("k-par", "p0", None, 0, "", 0))
+            first = got[0].lease
+            assert first is not None
+            store.queue(Settlement("k-par", first, None, 0, "", 0))
             again = await asyncio.gather(*(store.admit(r) for r in par[20:]))
             return (
                 sum(r.allowed for r in got),
@@ -418,37 +421,76 @@ def test_a_batch_that_raises_fails_its_admissions_instead_of_hanging(tmp_path: P
     assert asyncio.run(main()) == (True, True)
 
 
-def test_a_ledger_made_by_the_first_quota_schema_still_works(tmp_path: Path) -> None:
+def test_a_ledger_made_by_an_earlier_quota_schema_still_works(tmp_path: Path) -> None:
+    """Earlier versions kept a row per lease (``quota_leases``): a request still in flight in
+    such a ledger keeps its slot (as one holder row) until its lease expires, then the usual
+    sweep frees it; the old table is gone."""
     import sqlite3
 
     path = tmp_path / "ledger.sqlite3"
-    with sqlite3.connect(path) as conn:  # the first version's lease table and its index
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE quota_state (key TEXT PRIMARY KEY, rpm_tat REAL NOT NULL, "
+            "tpm_tat REAL NOT NULL, in_flight INTEGER NOT NULL, reserved_nano INTEGER NOT NULL) "
+            "WITHOUT ROWID"
+        )
         conn.execute(
             "CREATE TABLE quota_leases (id TEXT PRIMARY KEY, key TEXT NOT NULL, "
             "reserved_nano INTEGER NOT NULL, expires REAL NOT NULL)"
         )
         conn.execute("CREATE INDEX quota_leases_key ON quota_leases (key, expires)")
+        conn.execute("INSERT INTO quota_state VALUES ('k', 0, 0, 1, 0)")
+        conn.execute("INSERT INTO quota_leases VALUES ('old', 'k', 0, ?)", (time.time() + 0.5,))
     store = SQLiteQuotaStore(path)
 
     async def main() -> list[bool]:
         try:
-            out = []
-            for lease in ("a", "b"):
-                res = await store.admit(_req("k", max_parallel=1, lease_id=lease))
-                out.append(res.allowed)
-            await store.settle(Settlement("k", "a", None, 0, "", 0))
-            await store.flush()
+            out = [(await store.admit(_req("k", max_parallel=1, lease_id="a"))).allowed]
+            await asyncio.sleep(0.6)  # the old lease has expired
+            res = await store.admit(_req("k", max_parallel=1, lease_id="b"))
+            out.append(res.allowed)
             out.append((await store.admit(_req("k", max_parallel=1, lease_id="c"))).allowed)
+            assert res.lease is not None
+            await store.settle(Settlement("k", res.lease, None, 0, "", 0))
+            await store.flush()
+            out.append((await store.admit(_req("k", max_parallel=1, lease_id="d"))).allowed)
             return out
         finally:
             await store.close()
 
-    assert asyncio.run(main()) == [True, False, True]
+    assert asyncio.run(main()) == [False, True, False, True]
     with sqlite3.connect(path) as conn:
-        indexes = conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'quota_leases_key'"
+        tables = conn.execute(
+            "SELECT name FROM sqlite_master WHERE name LIKE 'quota_leases%'"
         ).fetchall()
-    assert indexes == []
+    assert tables == []
+
+
+def test_a_settlement_of_a_swept_holder_releases_nothing(tmp_path: Path) -> None:
+    """A holder row that expired is swept by any worker; a settlement that comes after must not
+    take its lease from the key again (the sweep already did), nor from a later holder."""
+    store = SQLiteQuotaStore(tmp_path / "ledger.sqlite3", settle_delay=0.0)
+    other = SQLiteQuotaStore(tmp_path / "ledger.sqlite3")
+
+    async def main() -> list[bool]:
+        try:
+            req = _req("k", max_parallel=2, lease_ttl_s=0.2, lease_id="x")
+            first = await store.admit(req)
+            second = await store.admit(req)
+            await asyncio.sleep(0.3)  # both expired; the other worker's refusal sweeps them
+            a = await other.admit(replace(req, lease_ttl_s=600.0))
+            b = await other.admit(replace(req, lease_ttl_s=600.0))
+            # (a, b) took the slots after the sweep; the stale settlement frees neither
+            assert first.lease is not None and first.lease == second.lease
+            await store.settle(Settlement("k", first.lease, None, 0, "", 0))
+            await store.flush()
+            c = await store.admit(replace(req, lease_ttl_s=600.0))
+            return [first.allowed, second.allowed, a.allowed, b.allowed, c.allowed]
+        finally:
+            await store.close()
+            await other.close()
+
+    assert asyncio.run(main()) == [True, True, True, True, False]
 
 
 def test_tpm_refund_through_the_store(store_url: str) -> None:
@@ -565,6 +607,67 @@ def test_budget_refusal_and_exact_settlement(tmp_path: Path) -> None:
     assert headers[b"x-should-retry"] == b"false"
     assert 0 < int(headers[b"retry-after"]) <= 86400
     assert again == 1  # released reservations make room again
+
+
+def test_a_budget_period_ends_at_utc_midnight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine works a key's period out once a day: the request after midnight (UTC)
+    reserves against the new day's budget, not the old one."""
+    q = _quota(tmp_path)
+    vkey = _key(budget_usd=1.0, budget_period="day")
+    midnight = (int(time.time()) // 86400 + 1) * 86400.0
+    clock = [midnight - 0.5]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+
+    async def main() -> list[str]:
+        periods = []
+        for now in (midnight - 0.5, midnight - 0.001, midnight, midnight + 3600):
+            clock[0] = now
+            ticket = await q.admit(_ctx(vkey), model=MODEL, body={"max_tokens": 10})
+            assert ticket is not None
+            periods.append(ticket.period)
+        await q.close()
+        return periods
+
+    before = period_bounds("day", midnight - 1)[0]
+    after = period_bounds("day", midnight)[0]
+    assert before != after
+    assert asyncio.run(main()) == [before, before, after, after]
+
+
+def test_settlements_carried_by_a_batch_need_no_batch_of_their_own(tmp_path: Path) -> None:
+    """A settlement waits at most ``settle_delay`` for a transaction. When admissions come
+    meanwhile it rides in theirs, and its timer goes: the next settlement gets a whole delay
+    to find admissions to ride with, instead of a transaction of its own when the old timer
+    fires."""
+    store = SQLiteQuotaStore(tmp_path / "ledger.sqlite3", settle_delay=1.0)
+    transactions = 0
+    original = store._batch
+
+    def counted() -> None:
+        nonlocal transactions
+        transactions += 1
+        original()
+
+    store._batch = counted  # type: ignore[method-assign]
+
+    async def main() -> tuple[int, list[bool]]:
+        try:
+            first = await store.admit(_req("k", max_parallel=2, lease_id="a"))
+            assert first.lease is not None
+            store.queue(Settlement("k", first.lease, None, 0, "", 0))  # timer: at 1.0 s
+            second = await store.admit(_req("k", max_parallel=2, lease_id="b"))  # carries it
+            assert second.lease is not None
+            await asyncio.sleep(0.6)
+            store.queue(Settlement("k", second.lease, None, 0, "", 0))  # its timer: 1.6 s
+            await asyncio.sleep(0.6)
+            third = await store.admit(_req("k", max_parallel=1, lease_id="c"))  # carries it
+            return transactions, [first.allowed, second.allowed, third.allowed]
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == (3, [True, True, True])
 
 
 def test_unpriced_model_with_a_budget_is_refused_clearly(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ path); it is only a reservation: what is charged is Anthropic's usage.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import os
@@ -101,6 +102,10 @@ class Quota:
         self._warned_at = -math.inf
         self._plans: dict[tuple[int, bool], tuple[VirtualKey, _Plan]] = {}
         self.lease_ttl_s = cfg.stream_deadline + cfg.first_byte_timeout * cfg.max_attempts + 60
+        # lease ids: unique across workers and restarts without a syscall per request
+        self._lease_prefix = os.urandom(8).hex() + "-"
+        self._lease_seq = itertools.count()
+        self._periods: dict[str, tuple[str, float | None, float]] = {}
 
     @property
     def store(self) -> QuotaStore:
@@ -169,21 +174,13 @@ class Quota:
                     code="model_unpriced",
                 )
             reserve = estimate_reserve_nano(price, prompt, max_out, self.cfg.prompt_cache_ttl)
-            period, period_end = period_bounds(vkey.budget_period, time.time())
-        lease = os.urandom(12).hex() if parallel is not None or budgeted else None
+            period, period_end = self._period(vkey.budget_period)
+        lease = self._lease_id() if parallel is not None or budgeted else None
+        # positional: a keyword call of eleven fields costs twice as much (every request)
         req = AdmitRequest(
-            key=vkey.name,
-            rpm=rpm,
-            tpm=tpm,
-            tokens=tokens,
-            max_parallel=parallel,
-            budget_nano=budget_nano,
-            reserve_nano=reserve,
-            period=period,
-            period_end=period_end,
-            lease_id=lease,
-            lease_ttl_s=self.lease_ttl_s,
-        )
+            vkey.name, rpm, tpm, tokens, parallel, budget_nano, reserve, period, period_end,
+            lease, self.lease_ttl_s,
+        )  # fmt: skip
         try:
             res = await self.store.admit(req)
         except (StoreError, OSError, RuntimeError) as exc:  # RuntimeError: no redis-py
@@ -193,15 +190,21 @@ class Quota:
             if self.metrics is not None:
                 self.metrics.quota_rejected(res.reason or "")
             raise self._refusal(ctx, vkey, req, res)
-        return Ticket(
-            key=vkey.name,
-            lease_id=lease,
-            tpm=tpm,
-            tokens=tokens,
-            period=period,
-            reserve_nano=reserve,
-            headers=_headers(ctx.route, res, rpm, tpm),
-        )
+        headers = _headers(ctx.route, res, rpm, tpm)
+        return Ticket(vkey.name, res.lease, tpm, tokens, period, reserve, headers)
+
+    def _lease_id(self) -> str:
+        return self._lease_prefix + str(next(self._lease_seq))
+
+    def _period(self, budget_period: str) -> tuple[str, float | None]:
+        """``period_bounds`` of now, worked out once a UTC day (a period starts at midnight)."""
+        now = time.time()
+        got = self._periods.get(budget_period)
+        if got is None or now >= got[2]:
+            period, end = period_bounds(budget_period, now)
+            midnight = (math.floor(now / 86400) + 1) * 86400  # UTC
+            got = self._periods[budget_period] = (period, end, midnight)
+        return got[0], got[1]
 
     def _store_failed(self, exc: BaseException, req: AdmitRequest) -> None:
         """The store did not answer: refuse (closed) or let the request through (open), as
@@ -380,18 +383,29 @@ def _headers(
     https://rdrr.io/cran/tidyllm/src/tests/testthat/claude/api.anthropic.com/v1/messages-e050b5-POST.R
     "remaining" is what would pass right now (the burst), "reset" when the bucket is full."""
     out: list[tuple[bytes, bytes]] = []
-    anthropic = route == "anthropic"
-    for names, bucket, g in ((_REQUESTS, rpm, res.rpm), (_TOKENS, tpm, res.tpm)):
-        if bucket is None or g is None:
-            continue
-        limit, remaining = _digits(bucket.limit), _digits(g.remaining)
-        if anthropic:
+    if route == "anthropic":
+        if rpm is not None and (g := res.rpm) is not None:
             reset = rfc3339(res.now + g.reset_us / 1_000_000).encode()
-            out += ((names[3], limit), (names[4], remaining), (names[5], reset))
-        else:
-            reset = duration_text(g.reset_us).encode()
-            out += ((names[0], limit), (names[1], remaining), (names[2], reset))
+            out += ((_A_REQ_LIMIT, _digits(rpm.limit)), (_A_REQ_LEFT, _digits(g.remaining)),
+                    (_A_REQ_RESET, reset))  # fmt: skip
+        if tpm is not None and (g := res.tpm) is not None:
+            reset = rfc3339(res.now + g.reset_us / 1_000_000).encode()
+            out += ((_A_TOK_LIMIT, _digits(tpm.limit)), (_A_TOK_LEFT, _digits(g.remaining)),
+                    (_A_TOK_RESET, reset))  # fmt: skip
+        return out
+    if rpm is not None and (g := res.rpm) is not None:
+        out += ((_O_REQ_LIMIT, _digits(rpm.limit)), (_O_REQ_LEFT, _digits(g.remaining)),
+                (_O_REQ_RESET, _duration(g.reset_us)))  # fmt: skip
+    if tpm is not None and (g := res.tpm) is not None:
+        out += ((_O_TOK_LIMIT, _digits(tpm.limit)), (_O_TOK_LEFT, _digits(g.remaining)),
+                (_O_TOK_RESET, _duration(g.reset_us)))  # fmt: skip
     return out
+
+
+def _duration(us: float) -> bytes:
+    """``duration_text`` as header bytes; under a second (the usual reset) without the text."""
+    ms = math.ceil(us / 1000)
+    return b"%dms" % ms if 0 <= ms < 1000 else duration_text(us).encode()
 
 
 @lru_cache(maxsize=4096)
@@ -399,17 +413,23 @@ def _digits(n: int) -> bytes:
     return str(n).encode()
 
 
-def _names(what: bytes) -> tuple[bytes, ...]:
-    """OpenAI's limit, remaining, reset header names for ``what``, then Anthropic's."""
-    anthropic = b"anthropic-ratelimit-" + what
-    return (
-        b"x-ratelimit-limit-" + what,
-        b"x-ratelimit-remaining-" + what,
-        b"x-ratelimit-reset-" + what,
-        anthropic + b"-limit",
-        anthropic + b"-remaining",
-        anthropic + b"-reset",
-    )
-
-
-_REQUESTS, _TOKENS = _names(b"requests"), _names(b"tokens")
+_O_REQ_LIMIT, _O_REQ_LEFT, _O_REQ_RESET = (
+    b"x-ratelimit-limit-requests",
+    b"x-ratelimit-remaining-requests",
+    b"x-ratelimit-reset-requests",
+)
+_O_TOK_LIMIT, _O_TOK_LEFT, _O_TOK_RESET = (
+    b"x-ratelimit-limit-tokens",
+    b"x-ratelimit-remaining-tokens",
+    b"x-ratelimit-reset-tokens",
+)
+_A_REQ_LIMIT, _A_REQ_LEFT, _A_REQ_RESET = (
+    b"anthropic-ratelimit-requests-limit",
+    b"anthropic-ratelimit-requests-remaining",
+    b"anthropic-ratelimit-requests-reset",
+)
+_A_TOK_LIMIT, _A_TOK_LEFT, _A_TOK_RESET = (
+    b"anthropic-ratelimit-tokens-limit",
+    b"anthropic-ratelimit-tokens-remaining",
+    b"anthropic-ratelimit-tokens-reset",
+)

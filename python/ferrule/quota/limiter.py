@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from functools import lru_cache
 
@@ -52,15 +52,15 @@ class Bucket:
 
     limit: int
     burst: int
+    interval_us: float = field(init=False, repr=False, compare=False)  # microseconds per unit
+
+    def __post_init__(self) -> None:
+        # a field, not a property: read twice per decision, on every request
+        object.__setattr__(self, "interval_us", 60 * _MICRO / self.limit)
 
     @classmethod
     def per_minute(cls, limit: int, burst_fraction: float) -> Bucket:
         return _per_minute(limit, burst_fraction)
-
-    @property
-    def interval_us(self) -> float:
-        """Microseconds per unit."""
-        return 60 * _MICRO / self.limit
 
 
 @lru_cache(maxsize=1024)
@@ -84,13 +84,13 @@ def gcra(bucket: Bucket, tat: float, now: float, cost: int) -> Gcra:
     base = max(tat, now)
     new_tat = base + cost * t
     allow_at = new_tat - max(bucket.burst, cost) * t
+    # _remaining inlined (every request): max(0, floor((now + burst*t - tat') / t))
+    full = now + bucket.burst * t
     if now < allow_at:
-        return Gcra(False, tat, allow_at - now, _remaining(bucket, base, now), base - now)
-    return Gcra(True, new_tat, 0.0, _remaining(bucket, new_tat, now), new_tat - now)
-
-
-def _remaining(bucket: Bucket, tat: float, now: float) -> int:
-    return max(0, math.floor((now + bucket.burst * bucket.interval_us - tat) / bucket.interval_us))
+        left = math.floor((full - base) / t)
+        return Gcra(False, tat, allow_at - now, left if left > 0 else 0, base - now)
+    left = math.floor((full - new_tat) / t)
+    return Gcra(True, new_tat, 0.0, left if left > 0 else 0, new_tat - now)
 
 
 def refund(bucket: Bucket, tat: float, now: float, units: int) -> float:
@@ -138,10 +138,10 @@ def cost_nano(usd: float | None) -> int:
 
 
 _Rates = tuple[Decimal, Decimal, Decimal, Decimal, Decimal]
+_PerToken = tuple[int, int, int, int, int]
 
 
-@lru_cache(maxsize=256)
-def _per_token_nano(rates: _Rates) -> tuple[int, ...] | None:
+def _per_token_nano(rates: _Rates) -> _PerToken | None:
     """USD per Mtok as whole nano-dollars per token (x 1,000), or None when a rate has more
     decimals than that (the exact Decimal path is then taken)."""
     out = []
@@ -150,7 +150,31 @@ def _per_token_nano(rates: _Rates) -> tuple[int, ...] | None:
         if n != n.to_integral_value():
             return None
         out.append(int(n))
-    return tuple(out)
+    return (out[0], out[1], out[2], out[3], out[4])
+
+
+# id(price) -> (price, its base rates, its long-context rates) as _per_token_nano. Keyed by
+# identity: hashing a Price hashes its seven Decimals, which cost more than the arithmetic.
+# The entry holds the price, so its id is not reused while the entry lives.
+_NANO_RATES: dict[int, tuple[pricing.Price, _PerToken | None, _PerToken | None]] = {}
+
+
+def _nano_rates(price: pricing.Price) -> tuple[_PerToken | None, _PerToken | None]:
+    got = _NANO_RATES.get(id(price))
+    if got is None or got[0] is not price:
+        t, p = price.long_context, price
+        long = None
+        if t is not None:
+            long = _per_token_nano(
+                (t.input, t.cache_write_5m, t.cache_write_1h, t.cache_read, t.output)
+            )
+        base = _per_token_nano(
+            (p.input, p.cache_write_5m, p.cache_write_1h, p.cache_read, p.output)
+        )
+        if len(_NANO_RATES) >= 1024:  # tables are few; bounded all the same
+            _NANO_RATES.clear()
+        got = _NANO_RATES[id(price)] = (price, base, long)
+    return got[1], got[2]
 
 
 def usage_cost_nano(price: pricing.Price | None, usage: pricing.UsageLike) -> int:
@@ -158,19 +182,22 @@ def usage_cost_nano(price: pricing.Price | None, usage: pricing.UsageLike) -> in
     nano-dollars, in integer arithmetic (the settle path runs once per request)."""
     if price is None:
         return 0  # unpriced: the ledger's cost is NULL, nothing is charged
-    rates = price.rates(usage)
-    tokens = (
+    i, w5, w1, r, o = (
         usage.input_tokens,
         usage.cache_write_5m_tokens,
         usage.cache_write_1h_tokens,
         usage.cache_read_tokens,
         usage.output_tokens,
     )
-    per_token = _per_token_nano(rates)
-    if per_token is None:
-        usd = sum((t * r for t, r in zip(tokens, rates, strict=True)), Decimal(0)) / 1_000_000
+    base, long = _nano_rates(price)
+    tier = price.long_context  # the tier rule of Price.rates
+    n = long if tier is not None and i + w5 + w1 + r > tier.above_input_tokens else base
+    if n is None:
+        rates = price.rates(usage)
+        tokens = (i, w5, w1, r, o)
+        usd = sum((t * x for t, x in zip(tokens, rates, strict=True)), Decimal(0)) / 1_000_000
         return int((usd * NANO).to_integral_value())
-    return sum(t * r for t, r in zip(tokens, per_token, strict=True))
+    return i * n[0] + w5 * n[1] + w1 * n[2] + r * n[3] + o * n[4]
 
 
 def estimate_reserve_nano(
@@ -181,28 +208,16 @@ def estimate_reserve_nano(
     ``max_tokens`` at the output rate (thinking is output), long-context tier included."""
     tier = price.long_context
     long = tier is not None and prompt_tokens > tier.above_input_tokens
-    exact = _reserve_rates(price, long, cache_ttl == "1h")
-    if exact is not None:  # whole nano-dollars per token: integer arithmetic (every request)
-        return prompt_tokens * exact[0] + max_output * exact[1]
+    base, long_rates = _nano_rates(price)
+    n = long_rates if long else base
+    if n is not None:  # whole nano-dollars per token: integer arithmetic (every request)
+        prompt_rate = max(n[0], n[2] if cache_ttl == "1h" else n[1])
+        return prompt_tokens * prompt_rate + max_output * n[4]
     rates = price.rates(_usage_of(prompt_tokens, max_output))
     r_in, r_w5, r_w1, _, r_out = rates
     r_prompt = max(r_in, r_w1 if cache_ttl == "1h" else r_w5)
     usd = (prompt_tokens * r_prompt + max_output * r_out) / Decimal(1_000_000)
     return int((usd * NANO).to_integral_value(rounding=ROUND_CEILING))
-
-
-@lru_cache(maxsize=256)
-def _reserve_rates(price: pricing.Price, long: bool, one_hour: bool) -> tuple[int, int] | None:
-    """(prompt, output) nano-dollars x 1,000 per token for a reservation, or None when a rate
-    has more decimals than that."""
-    tier = price.long_context
-    prompt = tier.above_input_tokens + 1 if long and tier is not None else 0  # picks the tier
-    rates = price.rates(_usage_of(prompt, 0))
-    per_token = _per_token_nano(rates)
-    if per_token is None:
-        return None
-    n_in, n_w5, n_w1, _, n_out = per_token
-    return max(n_in, n_w1 if one_hour else n_w5), n_out
 
 
 def _usage_of(prompt_tokens: int, max_output: int) -> pricing.Usage:

@@ -270,6 +270,7 @@ class RedisQuotaStore:
             tpm=tpm,
             spent_nano=int(float(r[7])),
             reserved_nano=int(float(r[8])),
+            lease=req.lease_id if reason == "" else None,
         )
 
     async def settle(self, s: Settlement) -> None:

@@ -9,7 +9,10 @@ statements on a handful of rows, run on the loop thread (a thread hop costs more
 
 Leases: an admitted request that a parallel limit or a budget watches holds a lease (its
 reservation, in nano-dollars) until it settles. A lease has an expiry, so a worker that dies
-mid-request cannot hold a parallel slot or a reservation for ever.
+mid-request cannot hold a parallel slot or a reservation for ever. In SQLite a lease is a share
+of its worker's *holder* row for the key (in flight, reserved, expiry), not a row of its own:
+an admission adds to the row and a settlement takes from it, one statement per key and batch
+whatever the number of requests (a row per request cost an insert and a delete each).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class AdmitResult:
     tpm: Gcra | None
     spent_nano: int
     reserved_nano: int  # other requests' reservations in flight (this one's excluded)
+    lease: str | None = None  # what a Settlement names to release it (set when admitted)
 
 
 @dataclass(slots=True)  # not frozen: made per request, and a frozen init is slow
@@ -113,10 +117,11 @@ def decide(
     tpm = gcra(req.tpm, tpm_tat, now_us, req.tokens) if req.tpm else None
     reason: str | None = None
     retry = 0.0
-    for name, g in (("rpm", rpm), ("tpm", tpm)):
-        if g is not None and not g.allowed:
-            reason = reason or name
-            retry = max(retry, g.retry_after_us / _MICRO)
+    if rpm is not None and not rpm.allowed:
+        reason, retry = "rpm", rpm.retry_after_us / _MICRO
+    if tpm is not None and not tpm.allowed:
+        reason = reason or "tpm"
+        retry = max(retry, tpm.retry_after_us / _MICRO)
     if reason is None and req.max_parallel is not None and in_flight >= req.max_parallel:
         reason, retry = "parallel", 1.0
     if (
@@ -127,32 +132,31 @@ def decide(
         reason = "budget"
         end = req.period_end
         retry = max(0.0, end - now_us / _MICRO) if end is not None else 0.0
-    return AdmitResult(
-        allowed=reason is None,
-        reason=reason,
-        retry_after_s=retry,
-        now=now_us / _MICRO,
-        rpm=rpm,
-        tpm=tpm,
-        spent_nano=spent,
-        reserved_nano=reserved,
-    )
+    return AdmitResult(reason is None, reason, retry, now_us / _MICRO, rpm, tpm, spent, reserved)
 
 
 # One row per key holds both GCRA times and the aggregates of its leases (so an admission reads
-# one row and writes one); a lease row per request in flight (its reservation, its expiry),
-# keyed by its id alone (WITHOUT ROWID, no second index: an insert and a delete touch one
-# b-tree; the rare sweep of expired leases scans them).
+# one row and writes one). The leases themselves are counted per worker: a holder row per key
+# and worker (``holder`` is a random id the worker picks; its in-flight count, reservations and
+# the expiry of its latest admission). Keyed (key, holder) WITHOUT ROWID, so a key's rows are
+# one range of the b-tree (the sweep of expired ones reads only them).
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS quota_state (key TEXT PRIMARY KEY, rpm_tat REAL NOT NULL, "
     "tpm_tat REAL NOT NULL, in_flight INTEGER NOT NULL, reserved_nano INTEGER NOT NULL) "
     "WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS quota_spend (key TEXT NOT NULL, period TEXT NOT NULL, "
     "spent_nano INTEGER NOT NULL, PRIMARY KEY (key, period)) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS quota_leases (id TEXT PRIMARY KEY, key TEXT NOT NULL, "
-    "reserved_nano INTEGER NOT NULL, expires REAL NOT NULL) WITHOUT ROWID",
-    # made by the first version; every lease write paid for it
-    "DROP INDEX IF EXISTS quota_leases_key",
+    "CREATE TABLE IF NOT EXISTS quota_holders (key TEXT NOT NULL, holder TEXT NOT NULL, "
+    "in_flight INTEGER NOT NULL, reserved_nano INTEGER NOT NULL, expires REAL NOT NULL, "
+    "PRIMARY KEY (key, holder)) WITHOUT ROWID",
+)
+# Earlier versions kept a row per lease (``quota_leases``): its leases become one holder row
+# per key (named "leases", expiring with the last of them), then the table goes.
+_MIGRATE_LEASES = (
+    "INSERT INTO quota_holders (key, holder, in_flight, reserved_nano, expires) "
+    "SELECT key, 'leases', count(*), sum(reserved_nano), max(expires) FROM quota_leases "
+    "WHERE true GROUP BY key ON CONFLICT DO NOTHING",
+    "DROP TABLE quota_leases",
 )
 _GET_STATE = "SELECT rpm_tat, tpm_tat, in_flight, reserved_nano FROM quota_state WHERE key = ?"
 _PUT_STATE = (
@@ -161,9 +165,18 @@ _PUT_STATE = (
     "tpm_tat = excluded.tpm_tat, in_flight = excluded.in_flight, "
     "reserved_nano = excluded.reserved_nano"
 )
-_INSERT_LEASE = "INSERT INTO quota_leases (id, key, reserved_nano, expires) VALUES (?, ?, ?, ?)"
-_DELETE_LEASE = "DELETE FROM quota_leases WHERE id = ?"
-_RETURNING = sqlite3.sqlite_version_info >= (3, 35)  # DELETE ... RETURNING
+_HOLD = (
+    "INSERT INTO quota_holders (key, holder, in_flight, reserved_nano, expires) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key, holder) DO UPDATE SET "
+    "in_flight = in_flight + excluded.in_flight, "
+    "reserved_nano = reserved_nano + excluded.reserved_nano, "
+    "expires = max(expires, excluded.expires)"
+)
+_RELEASE = (
+    "UPDATE quota_holders SET in_flight = max(in_flight - ?, 0), "
+    "reserved_nano = max(reserved_nano - ?, 0) WHERE key = ? AND holder = ?"
+)
+_DROP_IF_EMPTY = "DELETE FROM quota_holders WHERE key = ? AND holder = ? AND in_flight = 0"
 _GET_SPENT = "SELECT spent_nano FROM quota_spend WHERE key = ? AND period = ?"
 _GET_BOTH = (
     "SELECT coalesce(s.rpm_tat, 0.0), coalesce(s.tpm_tat, 0.0), coalesce(s.in_flight, 0), "
@@ -180,41 +193,80 @@ _ADD_SPEND = (
 _Waiter = tuple["AdmitRequest | None", "asyncio.Future[AdmitResult | None]"]
 
 
+# this worker's holder for a key: [holder id, created, expires] (Unix seconds)
+_Token = list[Any]
+
+
 class _Batch:
     """One transaction's view of the rows it touches: each key's state and spend read once,
     changed in Python (``decide``, ``limiter.refund``), written back once at the end; with
-    ``n`` admissions and settlements of one key in a batch, 2 statements instead of ``3n``."""
+    ``n`` admissions and settlements of one key in a batch, a few statements instead of ``3n``.
 
-    __slots__ = ("conn", "leases", "now_s", "spend_add", "spent", "states")
+    ``tokens`` is the worker's holder per key; the ones this batch starts go to ``fresh`` and
+    become the worker's only when the transaction commits."""
 
-    def __init__(self, conn: sqlite3.Connection, now_s: float) -> None:
+    __slots__ = ("conn", "fresh", "holds", "now_s", "spend_add", "spent", "states", "tokens")
+
+    def __init__(self, conn: sqlite3.Connection, now_s: float, tokens: dict[str, _Token]) -> None:
         self.conn = conn
         self.now_s = now_s
+        self.tokens = tokens
+        self.fresh: dict[str, _Token] = {}
         self.states: dict[str, list[Any]] = {}  # key: [rpm_tat, tpm_tat, in_flight, reserved]
         self.spent: dict[tuple[str, str], int] = {}  # stored + added in this batch
         self.spend_add: dict[tuple[str, str], int] = {}
-        self.leases: list[tuple[str, str, int, float]] = []  # to insert, in one executemany
+        # (key, holder): [admitted, reserved, expires], added to its row in one statement
+        self.holds: dict[tuple[str, str], list[Any]] = {}
+
+    def _token(self, key: str) -> _Token | None:
+        got = self.fresh.get(key)
+        return got if got is not None else self.tokens.get(key)
+
+    def holder(self, key: str, ttl_s: float) -> str:
+        """This worker's holder id for ``key``, for a lease that lives at most ``ttl_s``.
+
+        A holder row can be swept (by any worker) once it has expired; a settlement for a
+        holder that is gone releases nothing, which is right only if the id is never used
+        again. So an id is used only while its row cannot have expired (``now`` before the
+        expiry this worker gave it, the sweeper's clock being the same host's and its
+        transaction serialised with ours), and not beyond one ``ttl_s`` after it was made (a
+        slot leaked by a bug is then freed with the row)."""
+        now = self.now_s
+        t = self.fresh.get(key)
+        if t is not None:  # this batch's copy: changed in place
+            if t[2] < now + ttl_s:
+                t[2] = now + ttl_s
+            return str(t[0])
+        t = self.tokens.get(key)
+        if t is None or now >= t[2] or now >= t[1] + ttl_s:
+            t = [os.urandom(8).hex(), now, now + ttl_s]
+        else:
+            t = [t[0], t[1], max(t[2], now + ttl_s)]
+        self.fresh[key] = t
+        return str(t[0])
 
     def settle_all(self, settlements: list[Settlement]) -> None:
-        """Apply ``settlements`` in order; their leases are deleted in one statement per 500
-        (a statement per lease was the largest per-request cost of a batch)."""
-        ids = [s.lease_id for s in settlements if s.lease_id is not None]
-        held = self._delete_leases(ids) if ids else set()
+        """Apply ``settlements`` in order; their leases are taken from their holders' rows in
+        one statement per key and holder."""
+        groups: dict[tuple[str, str], list[int]] = {}
         for s in settlements:
-            self.settle(s, s.lease_id is not None and s.lease_id in held)
-
-    def _delete_leases(self, ids: list[str]) -> set[str]:
-        """The ids of those leases that were still there (one already swept is no longer in
-        the aggregates)."""
-        if not _RETURNING:
-            return {i for i in ids if self.conn.execute(_DELETE_LEASE, (i,)).rowcount}
-        gone: set[str] = set()
-        for at in range(0, len(ids), 500):
-            part = ids[at : at + 500]
-            marks = ",".join("?" * len(part))
-            sql = f"DELETE FROM quota_leases WHERE id IN ({marks}) RETURNING id"
-            gone.update(row[0] for row in self.conn.execute(sql, part))
-        return gone
+            if s.lease_id is not None:
+                g = groups.get((s.key, s.lease_id))
+                if g is None:
+                    groups[(s.key, s.lease_id)] = [1, s.reserved_nano]
+                else:
+                    g[0] += 1
+                    g[1] += s.reserved_nano
+        held: set[tuple[str, str]] = set()
+        for (key, holder), (n, reserved) in groups.items():
+            # gone: swept after it expired, its leases already out of the key's aggregates
+            if self.conn.execute(_RELEASE, (n, reserved, key, holder)).rowcount:
+                held.add((key, holder))
+                t = self._token(key)
+                if t is None or t[0] != holder:  # a retired holder: dropped once empty
+                    self.conn.execute(_DROP_IF_EMPTY, (key, holder))
+        for s in settlements:
+            self.settle(s, s.lease_id is not None and (s.key, s.lease_id) in held)
 
     def state(self, key: str) -> list[Any]:
         st = self.states.get(key)
@@ -233,7 +285,7 @@ class _Batch:
 
     def settle(self, s: Settlement, held: bool) -> None:
         st = self.state(s.key)
-        if held:  # its lease was still there (``settle_all`` deleted it)
+        if held:  # its holder's row was still there (``settle_all`` took the lease from it)
             st[2] = max(st[2] - 1, 0)
             st[3] = max(st[3] - s.reserved_nano, 0)
         if s.tpm is not None and s.token_delta:
@@ -260,11 +312,12 @@ class _Batch:
         st = self.state(req.key)
         spent = self.spent_of(req.key, req.period) if budgeted else 0
         result = decide(req, now_us, st[0], st[1], st[2], st[3], spent)
-        # Leases of requests whose worker died are swept only when they would refuse one (an
-        # admission that fits does not need to know).
+        # Leases of workers that died are swept only when they would refuse one (an admission
+        # that fits does not need to know).
         if result.reason in ("parallel", "budget") and st[2] and self._sweep(req.key):
             st[2], st[3] = self.conn.execute(
-                "SELECT count(*), coalesce(sum(reserved_nano), 0) FROM quota_leases WHERE key = ?",
+                "SELECT coalesce(sum(in_flight), 0), coalesce(sum(reserved_nano), 0) "
+                "FROM quota_holders WHERE key = ?",
                 (req.key,),
             ).fetchone()
             result = decide(req, now_us, st[0], st[1], st[2], st[3], spent)
@@ -276,30 +329,55 @@ class _Batch:
             if req.lease_id is not None:
                 st[2] += 1
                 st[3] += req.reserve_nano
-                lease = (req.lease_id, req.key, req.reserve_nano, now_s + req.lease_ttl_s)
-                self.leases.append(lease)
+                holder = self.holder(req.key, req.lease_ttl_s)
+                hold = self.holds.get((req.key, holder))
+                expires = now_s + req.lease_ttl_s
+                if hold is None:
+                    self.holds[(req.key, holder)] = [1, req.reserve_nano, expires]
+                else:
+                    hold[0] += 1
+                    hold[1] += req.reserve_nano
+                    hold[2] = max(hold[2], expires)
+                result.lease = holder
         return result
 
     def _sweep(self, key: str) -> bool:
-        """Delete ``key``'s expired leases; True when there were any."""
-        self._insert_leases()  # the batch's own first, so the recount sees them
+        """Delete ``key``'s expired holder rows; True when there were any."""
+        self._write_holds()  # the batch's own first, so the recount sees them
         return bool(
             self.conn.execute(
-                "DELETE FROM quota_leases WHERE key = ? AND expires <= ?", (key, self.now_s)
+                "DELETE FROM quota_holders WHERE key = ? AND expires <= ?", (key, self.now_s)
             ).rowcount
         )
 
-    def _insert_leases(self) -> None:
-        if self.leases:
-            self.conn.executemany(_INSERT_LEASE, self.leases)
-            self.leases.clear()
+    def _write_holds(self) -> None:
+        if self.holds:
+            self.conn.executemany(_HOLD, [(k, h, *v) for (k, h), v in self.holds.items()])
+            self.holds.clear()
 
     def write(self) -> None:
-        self._insert_leases()
+        self._write_holds()
         if self.states:
             self.conn.executemany(_PUT_STATE, [(k, *st) for k, st in self.states.items()])
         if self.spend_add:
             self.conn.executemany(_ADD_SPEND, [(k, p, n) for (k, p), n in self.spend_add.items()])
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """A ledger whose quota tables an earlier version made: its lease rows become holders."""
+    old = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'quota_leases'"
+    if conn.execute(old).fetchone() is None:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute(old).fetchone() is not None:  # another worker may have just done it
+            for statement in _MIGRATE_LEASES:
+                conn.execute(statement)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 class SQLiteQuotaStore:
@@ -336,6 +414,7 @@ class SQLiteQuotaStore:
         self._settle_timer: asyncio.TimerHandle | None = None
         self._busy_since: float | None = None
         self._pause = 0.0
+        self._tokens: dict[str, _Token] = {}  # this worker's holder per key (see _Batch.holder)
 
     def _open(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -345,6 +424,7 @@ class SQLiteQuotaStore:
                 conn.execute("PRAGMA synchronous=NORMAL")
                 for statement in _SCHEMA:
                     conn.execute(statement)
+                _migrate(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -380,11 +460,12 @@ class SQLiteQuotaStore:
             conn = self._open()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                batch = _Batch(conn, time.time())
+                batch = _Batch(conn, time.time(), self._tokens)
                 batch.settle_all(self._settles[:n])
                 results = [batch.admit(req) if req is not None else None for req, _ in waiting]
                 batch.write()
                 conn.execute("COMMIT")
+                self._tokens.update(batch.fresh)
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -401,6 +482,11 @@ class SQLiteQuotaStore:
             return
         del self._settles[:n]
         self._busy_since = None
+        if self._settle_timer is not None and not self._settles:
+            # the settlements it was set for went in this batch: a batch of its own later
+            # would be one more transaction for nothing (under load, most of them)
+            self._settle_timer.cancel()
+            self._settle_timer = None
         for (_, fut), result in zip(waiting, results, strict=True):
             if not fut.done():
                 fut.set_result(result)
@@ -449,7 +535,7 @@ class SQLiteQuotaStore:
                 if res is not None and res.allowed:
                     tokens = -req.tokens if req.tpm is not None else 0
                     release = Settlement(
-                        req.key, req.lease_id, req.tpm, tokens, req.period, 0, req.reserve_nano
+                        req.key, res.lease, req.tpm, tokens, req.period, 0, req.reserve_nano
                     )
                     self.queue(release)
             raise
