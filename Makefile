@@ -56,7 +56,7 @@ fuzz-props: ## property tests with random seeds, new examples each run (CI's are
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -p no:cacheprovider \
 		tests/test_compress_tokens.py tests/test_compress_properties.py \
 		tests/test_kernels_differential.py tests/test_responses_stream_differential.py \
-		tests/test_fuzz_requests.py tests/test_breakpoints.py
+		tests/test_fuzz_requests.py tests/test_breakpoints.py tests/test_answer_differential.py
 
 bench: setup ## backend micro-benchmarks (pytest-benchmark), native and Python side by side
 	$(PY) -m pytest benches -q --benchmark-only --benchmark-group-by=group --benchmark-columns=mean,median,ops

@@ -7,7 +7,15 @@ from typing_extensions import disjoint_base
 from ferrule.translate.responses_request import ResponsesTranslated
 from ferrule.translate.responses_response import Seals
 
-__all__ = ["Compressor", "ResponsesStreamEncoder", "SseDecoder", "SseError", "StreamTranslator"]
+__all__ = [
+    "Compressor",
+    "ResponsesStreamEncoder",
+    "SseDecoder",
+    "SseError",
+    "StreamTranslator",
+    "answer_to_openai",
+    "answer_usage",
+]
 
 @disjoint_base
 class Compressor:
@@ -102,3 +110,14 @@ class ResponsesStreamEncoder:
     def feed(self, chunk: bytes) -> bytes: ...
     def finish(self) -> bytes: ...
     def fail(self, message: str, etype: str = "api_error") -> bytes: ...
+
+def answer_to_openai(
+    raw: bytes, model: str, created: int, json_tool: str | None = None
+) -> tuple[bytes, tuple[int, int, int, int, int, int]] | None:
+    """An Anthropic answer (JSON bytes) as an OpenAI ``chat.completion`` (JSON bytes) and its
+    usage counts; None when ``raw`` is not a JSON object or a usage sum exceeds 64 bits. The rules
+    are ``ferrule._pure.answer``'s. Runs without the GIL."""
+
+def answer_usage(raw: bytes) -> tuple[int, int, int, int, int, int] | None:
+    """The usage counts of an Anthropic answer relayed as it is; None when ``raw`` is not a JSON
+    object. Runs without the GIL."""

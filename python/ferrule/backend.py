@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from types import ModuleType
 from typing import Literal
 
@@ -23,6 +24,8 @@ __all__ = [
     "SseDecoder",
     "SseError",
     "StreamTranslator",
+    "answer_to_openai",
+    "answer_usage",
     "load",
 ]
 
@@ -61,3 +64,7 @@ SseDecoder: type[_pure.SseDecoder] = _module.SseDecoder
 SseError: type[_pure.SseError] = _module.SseError
 StreamTranslator: type[_pure.StreamTranslator] = _module.StreamTranslator
 ResponsesStreamEncoder: type[_pure.ResponsesStreamEncoder] = _module.ResponsesStreamEncoder
+answer_to_openai: Callable[
+    [bytes, str, int, str | None], tuple[bytes, tuple[int, int, int, int, int, int]] | None
+] = _module.answer_to_openai
+answer_usage: Callable[[bytes], tuple[int, int, int, int, int, int] | None] = _module.answer_usage

@@ -137,6 +137,14 @@ class Dialect(Protocol):
         """A whole Anthropic answer (None: not a JSON object) as this route's JSON."""
         ...
 
+    def translate_answer(
+        self, svc: Services, ex: Exchange, p: Prepared, raw: bytes
+    ) -> tuple[bytes, tuple[int, int, int, int, int, int]] | None:
+        """A whole Anthropic answer as this route's JSON and its usage counts in one call (the
+        native kernel parses, translates and writes it), when nothing else of the message is
+        needed (``finished`` would do nothing with it); None sends it down ``answer``'s path."""
+        ...
+
     def relay(self, svc: Services, ctx: RequestContext, p: Prepared) -> Relay: ...
 
     def answer_headers(
@@ -211,24 +219,31 @@ async def _json(
     # Read whole (and bounded) before answering, so that an answer cut off or too large is a
     # clean 502 rather than a 200 with half a document.
     raw = await read_all(resp, svc.cfg.max_response_bytes)
-    message: dict[str, Any] | None = None
-    if p.cacheable:
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            parsed = None
-        message = parsed if isinstance(parsed, dict) else None
-        usage = message.get("usage") if message is not None else None
-        ex.set_usage(
-            Usage.from_anthropic(usage if isinstance(usage, dict) else None),
-            estimated=message is None,
-        )
-    out = dialect.answer(p, raw, message)  # a dialect that needs the message raises a 502
-    if message is not None:
-        # before answering, so that a client's immediate next request already finds them
-        if ex.storing:
-            await ex.store(storable_json(raw))
-        await dialect.finished(svc, ex, p, message)
+    # One native call when the answer is only to be translated (no response cache to store it
+    # in, nothing for ``finished`` to keep): no Python objects are made for the message.
+    fast = dialect.translate_answer(svc, ex, p, raw) if p.cacheable and not ex.storing else None
+    if fast is not None:
+        out, counts = fast
+        ex.set_usage(usage_from_counts(counts))
+    else:
+        message: dict[str, Any] | None = None
+        if p.cacheable:
+            try:
+                parsed = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                parsed = None
+            message = parsed if isinstance(parsed, dict) else None
+            usage = message.get("usage") if message is not None else None
+            ex.set_usage(
+                Usage.from_anthropic(usage if isinstance(usage, dict) else None),
+                estimated=message is None,
+            )
+        out = dialect.answer(p, raw, message)  # a dialect that needs the message raises a 502
+        if message is not None:
+            # before answering, so that a client's immediate next request already finds them
+            if ex.storing:
+                await ex.store(storable_json(raw))
+            await dialect.finished(svc, ex, p, message)
     headers = ex.own_limits(dialect.answer_headers(p, resp, ctx))
     if not any(k == b"content-type" for k, _ in headers):
         headers.insert(0, (b"content-type", b"application/json"))

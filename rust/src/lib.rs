@@ -1,6 +1,7 @@
 //! Ferrule's native kernels. The core modules are plain Rust; `python` (behind the `python` cargo
 //! feature) is the thin PyO3 layer that exposes them as `ferrule._native`.
 
+pub mod answer;
 pub mod compress;
 mod payload;
 pub mod responses_stream;

@@ -296,11 +296,32 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
         let mut pairs: Vec<(String, Json)> = Vec::new();
+        // Duplicates are looked for by scanning while the object is small, through an index
+        // once it is not: a scan per key would make an object of n keys cost n^2.
+        let mut index: Option<foldhash::HashMap<String, usize>> = None;
         while let Some(key) = map.next_key::<Key<'de>>()? {
             let value = map.next_value::<Json>()?;
-            match pairs.iter_mut().find(|(k, _)| *k == key.0) {
-                Some(slot) => slot.1 = value, // a dict: the first place, the last value
-                None => pairs.push((key.0.into_owned(), value)),
+            let found = match &index {
+                Some(ix) => ix.get(key.0.as_ref()).copied(),
+                None => pairs.iter().position(|(k, _)| *k == key.0),
+            };
+            match found {
+                Some(i) => pairs[i].1 = value, // a dict: the first place, the last value
+                None => {
+                    if let Some(ix) = &mut index {
+                        ix.insert(key.0.to_string(), pairs.len());
+                    }
+                    pairs.push((key.0.into_owned(), value));
+                    if index.is_none() && pairs.len() > 32 {
+                        index = Some(
+                            pairs
+                                .iter()
+                                .enumerate()
+                                .map(|(i, (k, _))| (k.clone(), i))
+                                .collect(),
+                        );
+                    }
+                }
             }
         }
         Ok(Json::Obj(pairs))

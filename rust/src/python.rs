@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::responses_stream::{self, Sealer};
-use crate::{compress, sse, stream};
+use crate::{answer, compress, sse, stream};
 
 create_exception!(
     ferrule._native,
@@ -357,6 +357,29 @@ impl PyCompressor {
     }
 }
 
+type Counts = (u64, u64, u64, u64, u64, u64);
+
+#[pyfunction]
+#[pyo3(signature = (raw, model, created, json_tool = None))]
+fn answer_to_openai<'py>(
+    py: Python<'py>,
+    raw: &[u8],
+    model: &str,
+    created: i64,
+    json_tool: Option<&str>,
+) -> Option<(Bound<'py, PyBytes>, Counts)> {
+    // without the GIL: a large answer takes a while, and the bytes are immutable
+    let answer = py.detach(|| answer::to_openai(raw, model, created, json_tool))?;
+    let [a, b, c, d, e, f] = answer.usage;
+    Some((PyBytes::new(py, &answer.body), (a, b, c, d, e, f)))
+}
+
+#[pyfunction]
+fn answer_usage(py: Python<'_>, raw: &[u8]) -> Option<Counts> {
+    let [a, b, c, d, e, f] = py.detach(|| answer::usage_of(raw))?;
+    Some((a, b, c, d, e, f))
+}
+
 /// Register the kernels on the `ferrule._native` module.
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SseError", m.py().get_type::<SseError>())?;
@@ -364,5 +387,7 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySseDecoder>()?;
     m.add_class::<PyStreamTranslator>()?;
     m.add_class::<PyResponsesStreamEncoder>()?;
+    m.add_function(wrap_pyfunction!(answer_to_openai, m)?)?;
+    m.add_function(wrap_pyfunction!(answer_usage, m)?)?;
     Ok(())
 }

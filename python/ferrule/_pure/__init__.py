@@ -5,9 +5,18 @@ twin. Type checkers and readers should treat this package as the documented sour
 native module is an accelerated copy. Only ``ferrule.backend`` chooses between them.
 """
 
+from .answer import answer_to_openai, answer_usage
 from .compress import Compressor
 from .responses_stream import ResponsesStreamEncoder
 from .sse import SseDecoder, SseError
 from .stream import StreamTranslator
 
-__all__ = ["Compressor", "ResponsesStreamEncoder", "SseDecoder", "SseError", "StreamTranslator"]
+__all__ = [
+    "Compressor",
+    "ResponsesStreamEncoder",
+    "SseDecoder",
+    "SseError",
+    "StreamTranslator",
+    "answer_to_openai",
+    "answer_usage",
+]

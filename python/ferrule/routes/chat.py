@@ -88,6 +88,14 @@ class ChatDialect:
         st = _state(p)
         return to_openai(message, model=st.tr.model, created=st.created, json_tool=st.tr.json_tool)
 
+    def translate_answer(
+        self, svc: Services, ex: Exchange, p: Prepared, raw: bytes
+    ) -> tuple[bytes, tuple[int, int, int, int, int, int]] | None:
+        if svc.thinking is not None and ex.record.tenant is not None and "tools" in p.body:
+            return None  # ``finished`` may keep this answer's thinking blocks: it needs them
+        st = _state(p)
+        return backend.answer_to_openai(raw, st.tr.model, st.created, st.tr.json_tool)
+
     def relay(self, svc: Services, ctx: RequestContext, p: Prepared) -> KernelRelay:
         st = _state(p)
         translator = backend.StreamTranslator(

@@ -168,6 +168,12 @@ class MessagesDialect:
     def answer(self, p: Prepared, raw: bytes, message: dict[str, Any] | None) -> bytes:
         return raw  # byte for byte
 
+    def translate_answer(
+        self, svc: Services, ex: Exchange, p: Prepared, raw: bytes
+    ) -> tuple[bytes, tuple[int, int, int, int, int, int]] | None:
+        counts = backend.answer_usage(raw)  # relayed byte for byte: only its usage is read
+        return (raw, counts) if counts is not None else None
+
     def relay(self, svc: Services, ctx: RequestContext, p: Prepared) -> _MessagesRelay:
         return _MessagesRelay(svc, ctx)
 

@@ -157,6 +157,11 @@ class ResponsesDialect:
             raise ProxyError(502, "the upstream sent an answer that is not a JSON object")
         return orjson.dumps(_state(p).response(message))
 
+    def translate_answer(
+        self, svc: Services, ex: Exchange, p: Prepared, raw: bytes
+    ) -> tuple[bytes, tuple[int, int, int, int, int, int]] | None:
+        return None  # the Responses translation is Python's (and ``finished`` may store it)
+
     def relay(self, svc: Services, ctx: RequestContext, p: Prepared) -> KernelRelay:
         enc = _state(p).encoder(svc.cfg.max_event_bytes)
         secrets = held_secrets(ctx, svc.cfg.upstream_api_key)
