@@ -199,3 +199,22 @@ def test_the_twin_is_the_general_path(kernels: ModuleType) -> None:
     assert kernels.answer_usage(raw) == counts
     assert kernels.answer_to_openai(b"[]", "m", 0, None) is None
     assert kernels.answer_usage(b"not json") is None
+
+
+@EXAMPLES
+@given(st.tuples(*[st.integers(0, 2**64 - 1) | st.integers(0, 50)] * 6))
+def test_usage_from_counts_is_the_usage_of_the_object(counts: tuple[int, ...]) -> None:
+    """The ledger's usage from a kernel's counts is what ``Usage.from_anthropic`` makes of the
+    usage object they were read from (the fast path builds no such object)."""
+    from ferrule.exchange import usage_from_counts
+    from ferrule.pricing import Usage
+
+    uncached, created, read, output, w5m, w1h = counts
+    usage = {
+        "input_tokens": uncached,
+        "cache_creation_input_tokens": created,
+        "cache_read_input_tokens": read,
+        "output_tokens": output,
+        "cache_creation": {"ephemeral_5m_input_tokens": w5m, "ephemeral_1h_input_tokens": w1h},
+    }
+    assert usage_from_counts(counts) == Usage.from_anthropic(usage)  # type: ignore[arg-type]

@@ -48,20 +48,12 @@ _MAX_UPSTREAM_TEXT = 128
 
 
 def usage_from_counts(counts: tuple[int, int, int, int, int, int]) -> Usage:
-    """Usage from a StreamTranslator's ``usage`` tuple."""
+    """Usage from a kernel's ``usage`` tuple (``StreamTranslator.usage``, ``answer_to_openai``):
+    what ``Usage.from_anthropic`` makes of the usage object the counts were read from (they are
+    never negative), without building that object (every request)."""
     uncached, created, read, output, w5m, w1h = counts
-    return Usage.from_anthropic(
-        {
-            "input_tokens": uncached,
-            "cache_creation_input_tokens": created,
-            "cache_read_input_tokens": read,
-            "output_tokens": output,
-            "cache_creation": {
-                "ephemeral_5m_input_tokens": w5m,
-                "ephemeral_1h_input_tokens": w1h,
-            },
-        }
-    )
+    # the cache writes split by TTL; what the split does not cover is a 5-minute write
+    return Usage(uncached, max(w5m, created - w1h), w1h, read, output)
 
 
 class Exchange:
