@@ -74,6 +74,8 @@ def test_lossless_by_default_with_token_headers(proxy: Proxy, mock: MockUpstream
         int(r.headers["x-ferrule-tokens-after"]),
     )
     assert after < before and int(r.headers["x-ferrule-tokens-saved"]) == before - after
+    # the size after compression is the prompt as the upstream counted it (its usage)
+    assert after == r.json()["usage"]["prompt_tokens"] > 0
     log, js = upstream_tool_results(mock)
     # colour codes gone; each carriage-return redraw collapsed to the line finally shown
     assert "\x1b[" not in log and "\r" not in log and "step 3" not in log and "progress 3%" in log
@@ -133,3 +135,56 @@ def test_anthropic_route_is_compressed_too(proxy: Proxy, mock: MockUpstream) -> 
     assert r.status_code == 200 and r.headers["x-ferrule-compression"] == "lossless"
     [result] = upstream_tool_results(mock)
     assert "\x1b[" not in result and len(result) < len(LOG)
+
+
+def _figures(headers: httpx.Headers) -> tuple[int, int, int]:
+    return (
+        int(headers["x-ferrule-tokens-before"]),
+        int(headers["x-ferrule-tokens-after"]),
+        int(headers["x-ferrule-tokens-saved"]),
+    )
+
+
+def test_stream_token_headers_come_from_the_upstreams_usage(
+    proxy: Proxy, mock: MockUpstream
+) -> None:
+    """A streamed chat answer's headers go out with its first event: the prompt's size is
+    message_start's usage. Anthropic's own stream starts before that: the saved figure alone.
+    A request compression left alone says 0 saved, without counting anything."""
+    body = {
+        "model": "claude-sonnet-4-6",
+        "messages": conversation(2),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "tools": [
+            {"type": "function", "function": {"name": "bash", "parameters": {"type": "object"}}}
+        ],
+    }
+    with httpx.stream(
+        "POST", proxy.v1 + "/chat/completions", json=body, headers=AUTH, timeout=30
+    ) as r:
+        before, after, saved = _figures(r.headers)
+        chunks = [orjson.loads(line[6:]) for line in r.iter_lines() if line[6:13] == '{"id":"']
+    prompt = [c["usage"]["prompt_tokens"] for c in chunks if c.get("usage")]
+    assert saved > 0 and before == after + saved and [after] == prompt
+
+    plain = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 20,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hello there"}],
+    }
+    headers = {"x-api-key": TEST_KEY, "anthropic-version": "2023-06-01"}
+    with httpx.stream("POST", proxy.v1 + "/messages", json=plain, headers=headers) as r:
+        # Anthropic's stream starts at once, before its first event counts the prompt
+        assert r.headers["x-ferrule-tokens-saved"] == "0"
+        assert "x-ferrule-tokens-before" not in r.headers
+        r.read()
+    r = httpx.post(proxy.v1 + "/messages", json={**plain, "stream": False}, headers=headers)
+    before, after, saved = _figures(r.headers)
+    usage = r.json()["usage"]
+    prompt = sum(
+        usage.get(k) or 0
+        for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    )
+    assert saved == 0 and before == after == prompt > 0

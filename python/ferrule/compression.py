@@ -127,6 +127,18 @@ class CompressionResult:
             self._counts = (after + saved, after)
         return self._counts
 
+    def count_saved(self) -> int:
+        """Tokens the rewrites removed, counting only the rewritten blocks (none when nothing
+        changed): what the pipeline needs, since the prompt's own size comes exactly from the
+        upstream's usage. Same tokenizer and memo as ``tokens_saved``."""
+        return sum(tokens.count(a) - tokens.count(b) for a, b in self._rewrites)
+
+    @property
+    def rewritten_bytes(self) -> int:
+        """UTF-8 size of the original texts of the rewritten blocks (what ``count_saved``
+        reads, about)."""
+        return sum(len(a) for a, _ in self._rewrites)
+
     @property
     def bytes_saved(self) -> int:
         return sum(_utf8_len(a) - _utf8_len(b) for a, b in self._rewrites)

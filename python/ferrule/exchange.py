@@ -41,7 +41,7 @@ __all__ = ["Exchange", "usage_from_counts"]
 
 log = logging.getLogger("ferrule.exchange")
 
-# Requests smaller than this have their tokens counted inline rather than in a thread.
+# Rewritten blocks smaller than this (in all) have their tokens counted inline, not in a thread.
 _INLINE_COUNT_BYTES = 16 * 1024
 # Strings from the upstream that go into the ledger (an error type, a request id) are cut here.
 _MAX_UPSTREAM_TEXT = 128
@@ -86,7 +86,7 @@ class Exchange:
         self.decision: Decision | None = None
         self.quota: Ticket | None = None  # what the virtual key's limits reserved
         self.compression: CompressionResult | None = None
-        self._counts: asyncio.Future[tuple[int, int]] | None = None
+        self._counts: asyncio.Future[int] | None = None  # tokens compression removed
         self.record = RequestRecord(
             request_id=ctx.request_id,
             route=route,
@@ -188,9 +188,10 @@ class Exchange:
 
     async def compress(self, body: dict[str, Any]) -> None:
         """Compress the translated request in place, in the mode the config or the request's
-        ``x-ferrule-compression`` header asks for (in a thread for a large request). Token counts
-        are taken in a thread while the upstream works (tiktoken releases the GIL), and read when
-        the response starts."""
+        ``x-ferrule-compression`` header asks for (in a thread for a large request). The tokens
+        the rewrites removed are counted while the upstream works (in a thread when the
+        rewritten blocks are large: tiktoken releases the GIL), and read when the response
+        starts."""
         given = header(self.ctx.scope, b"x-ferrule-compression")
         mode = given.decode("latin-1").strip().lower() if given else self.svc.cfg.compression
         if mode not in MODES:
@@ -201,36 +202,50 @@ class Exchange:
             )
         if mode == "off":
             return
-        self.compression = await prepare(self.ctx.large, compress_request, body, mode)
-        if len(self.ctx.raw_body) < _INLINE_COUNT_BYTES:
-            # small prompts count faster than a hop to a thread and back (and are memoized)
-            done: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
-            done.set_result(self._token_counts())
+        self.compression = result = await prepare(self.ctx.large, compress_request, body, mode)
+        # Only the rewritten blocks are counted (the prompt's size comes from the upstream's
+        # usage, exactly); nothing when nothing changed, which is most requests.
+        if not result.changed:
+            return
+        if result.rewritten_bytes < _INLINE_COUNT_BYTES:
+            # a few small blocks count faster than a hop to a thread and back (and are memoized)
+            done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            done.set_result(result.count_saved())
             self._counts = done
         else:
-            self._counts = asyncio.ensure_future(asyncio.to_thread(self._token_counts))
+            self._counts = asyncio.ensure_future(asyncio.to_thread(result.count_saved))
 
-    def _token_counts(self) -> tuple[int, int]:
-        assert self.compression is not None
-        return self.compression.tokens_before, self.compression.tokens_after
-
-    async def compression_headers(self) -> list[tuple[bytes, bytes]]:
-        """x-ferrule-compression and token figures for the response (and the ledger)."""
-        if self.compression is None or self._counts is None:
-            return []
+    async def _saved(self) -> int | None:
+        """The tokens compression removed (None: not counted, logged)."""
+        if self._counts is None:
+            return 0
         try:
-            before, after = await self._counts
+            saved = await self._counts
         except (TypeError, ValueError) as exc:  # a figure is not worth failing the request
             log.warning("request %s: tokens not counted (%s)", self.ctx.request_id, exc)
             self._counts = None
+            return None
+        self.record.compression_removed_tokens = saved
+        return saved
+
+    async def compression_headers(self, prompt_tokens: int | None) -> list[tuple[bytes, bytes]]:
+        """x-ferrule-compression and the token figures for the response (and the ledger).
+
+        ``prompt_tokens``: the prompt as Anthropic counted it (its usage: uncached input, cache
+        writes and reads), which is the size after compression; before is that plus what the
+        rewrites removed. None when the answer has not said yet (a stream's first bytes): the
+        saved figure alone goes out."""
+        if self.compression is None:
             return []
-        self.record.compression_removed_tokens = before - after
-        return [
-            (b"x-ferrule-compression", self.compression.mode.encode()),
-            (b"x-ferrule-tokens-before", str(before).encode()),
-            (b"x-ferrule-tokens-after", str(after).encode()),
-            (b"x-ferrule-tokens-saved", str(before - after).encode()),
-        ]
+        saved = await self._saved()
+        headers = [(b"x-ferrule-compression", self.compression.mode.encode())]
+        if saved is None:
+            return headers
+        if prompt_tokens is not None:
+            headers.append((b"x-ferrule-tokens-before", str(prompt_tokens + saved).encode()))
+            headers.append((b"x-ferrule-tokens-after", str(prompt_tokens).encode()))
+        headers.append((b"x-ferrule-tokens-saved", str(saved).encode()))
+        return headers
 
     # -- prompt cache -------------------------------------------------------------------------
 
@@ -273,6 +288,15 @@ class Exchange:
     def set_usage(self, usage: Usage, *, estimated: bool = False) -> None:
         self.record.set_usage(usage)
         self.record.usage_estimated = estimated
+
+    def prompt_tokens(self) -> int | None:
+        """The prompt as the answer's usage counts it (uncached input, cache writes and reads);
+        None when the usage is only an estimate or says nothing."""
+        r = self.record
+        if r.usage_estimated:
+            return None
+        n = r.input_tokens + r.cache_write_5m_tokens + r.cache_write_1h_tokens + r.cache_read_tokens
+        return n or None
 
     def failed(self, err: ProxyError) -> None:
         # After the first byte the client already has its status: the row keeps it.
@@ -323,8 +347,7 @@ class Exchange:
                 and not self._counts.cancelled()
                 and self._counts.exception() is None
             ):
-                before, after = self._counts.result()
-                self.record.compression_removed_tokens = before - after
+                self.record.compression_removed_tokens = self._counts.result()
             else:
                 self._counts.cancel()
         if self._open_stream:

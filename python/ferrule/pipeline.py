@@ -170,8 +170,9 @@ async def run(svc: Services, ctx: RequestContext, dialect: Dialect, body: Any, s
             changed = ex.compression is not None and ex.compression.changed > 0
             cached = await ex.lookup(p.body)
             if cached is not None:
-                ctx.extra_headers = [*ex.quota_headers, *await ex.compression_headers()]
                 ex.set_usage(Usage.from_anthropic(hit_usage(cached)))
+                headers = await ex.compression_headers(ex.prompt_tokens())
+                ctx.extra_headers = [*ex.quota_headers, *headers]
                 out, ctype, headers = dialect.hit(p, cached, ctx)
                 ex.first_byte()
                 await send_bytes(send, 200, out, ctype, headers)
@@ -195,7 +196,9 @@ async def run(svc: Services, ctx: RequestContext, dialect: Dialect, body: Any, s
             resp = await svc.resilience.send(svc.upstream, p.path, payload, up_headers, ctx)
         try:
             ctx.upstream_request_id = resp.headers.get("request-id")
-            ctx.extra_headers = [*ex.quota_headers, *await ex.compression_headers()]
+            # for an error answered before the usage is known: the saved figure alone (before
+            # and after need the prompt's size); the answer's own headers say it all
+            ctx.extra_headers = [*ex.quota_headers, *await ex.compression_headers(None)]
             if resp.status_code != 200:
                 secrets = held_secrets(ctx, svc.cfg.upstream_api_key)
                 raise await upstream_error(resp, openai=p.openai_errors, secrets=secrets)
@@ -225,6 +228,7 @@ async def _json(
     if fast is not None:
         out, counts = fast
         ex.set_usage(usage_from_counts(counts))
+        ctx.extra_headers = [*ex.quota_headers, *await ex.compression_headers(ex.prompt_tokens())]
     else:
         message: dict[str, Any] | None = None
         if p.cacheable:
@@ -238,6 +242,8 @@ async def _json(
                 Usage.from_anthropic(usage if isinstance(usage, dict) else None),
                 estimated=message is None,
             )
+            headers = await ex.compression_headers(ex.prompt_tokens())
+            ctx.extra_headers = [*ex.quota_headers, *headers]
         out = dialect.answer(p, raw, message)  # a dialect that needs the message raises a 502
         if message is not None:
             # before answering, so that a client's immediate next request already finds them
@@ -269,6 +275,10 @@ async def _stream(
 
     async def start() -> None:
         nonlocal started
+        # the prompt's size from message_start's usage (a lazy relay starts after it)
+        uncached, created, read = relay.usage[:3]
+        prompt = uncached + created + read or None
+        ctx.extra_headers = [*ex.quota_headers, *await ex.compression_headers(prompt)]
         ex.first_byte()
         headers = ex.own_limits([*relay.headers(), *dialect.answer_headers(p, resp, ctx)])
         await send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -56,6 +56,9 @@ class _MessagesRelay:
         self._held = _Held()
         self._secrets = held_secrets(ctx, svc.cfg.upstream_api_key)
         self._tail: bytes | None = None  # an end Ferrule decided while feeding
+        # The response starts at once, as the upstream's did (a client sees its 200 even when
+        # the events are slow to come); so its compression headers go out before the prompt's
+        # size is known: the saved figure alone.
         self.lazy_start = False
         self.stop = False
         self.complete = False
