@@ -359,6 +359,10 @@ impl PyCompressor {
 
 type Counts = (u64, u64, u64, u64, u64, u64);
 
+/// Answers smaller than this are translated holding the GIL: giving it up and taking it back
+/// costs more than they take (another thread may run in between), and a worker has one loop.
+const DETACH_ABOVE: usize = 64 * 1024;
+
 #[pyfunction]
 #[pyo3(signature = (raw, model, created, json_tool = None))]
 fn answer_to_openai<'py>(
@@ -368,15 +372,23 @@ fn answer_to_openai<'py>(
     created: i64,
     json_tool: Option<&str>,
 ) -> Option<(Bound<'py, PyBytes>, Counts)> {
-    // without the GIL: a large answer takes a while, and the bytes are immutable
-    let answer = py.detach(|| answer::to_openai(raw, model, created, json_tool))?;
+    let answer = if raw.len() < DETACH_ABOVE {
+        answer::to_openai(raw, model, created, json_tool)?
+    } else {
+        // without the GIL: a large answer takes a while, and the bytes are immutable
+        py.detach(|| answer::to_openai(raw, model, created, json_tool))?
+    };
     let [a, b, c, d, e, f] = answer.usage;
     Some((PyBytes::new(py, &answer.body), (a, b, c, d, e, f)))
 }
 
 #[pyfunction]
 fn answer_usage(py: Python<'_>, raw: &[u8]) -> Option<Counts> {
-    let [a, b, c, d, e, f] = py.detach(|| answer::usage_of(raw))?;
+    let [a, b, c, d, e, f] = if raw.len() < DETACH_ABOVE {
+        answer::usage_of(raw)?
+    } else {
+        py.detach(|| answer::usage_of(raw))?
+    };
     Some((a, b, c, d, e, f))
 }
 

@@ -7,8 +7,9 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
+import itertools
+import os
 import re
-import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -46,6 +47,25 @@ SSE_HEADERS = [
 # Upstream response headers a client may act on (back-off, quotas, support tickets).
 PASSED_BACK = re.compile(rb"^(retry-after|anthropic-ratelimit-[a-z0-9-]+|x-should-retry)$")
 _SANE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+# Request ids: "req_" and 32 hex digits, as before, but a random prefix per process and a
+# counter instead of uuid4's getrandom call per request. Unique across workers and restarts
+# (80 random bits); they only name a request, nothing is protected by guessing them.
+_ID_PREFIX = os.urandom(10).hex()
+_ID_SEQ = itertools.count()
+
+
+def _new_request_id() -> str:
+    return f"req_{_ID_PREFIX}{next(_ID_SEQ) & 0xFFFFFFFFFFFF:012x}"
+
+
+def _reseed_request_ids() -> None:
+    """A forked worker must not repeat its parent's (or a sibling's) ids."""
+    global _ID_PREFIX, _ID_SEQ
+    _ID_PREFIX = os.urandom(10).hex()
+    _ID_SEQ = itertools.count()
+
+
+os.register_at_fork(after_in_child=_reseed_request_ids)
 _MAX_ERROR_BODY = 64 * 1024
 
 Route = Literal["openai", "anthropic"]
@@ -93,9 +113,7 @@ class RequestContext:
         self.route = route
         self.max_body = max_body
         given = header(scope, b"x-request-id")
-        self.request_id = (
-            given.decode() if given and _SANE_ID.match(given) else "req_" + uuid.uuid4().hex
-        )
+        self.request_id = given.decode() if given and _SANE_ID.match(given) else _new_request_id()
         self.upstream_request_id: str | None = None
         self.x_cache: str | None = None  # HIT, MISS or BYPASS once the cache policy ran
         self.extra_headers: list[tuple[bytes, bytes]] = []  # e.g. the compression figures
