@@ -12,7 +12,8 @@ Read top to bottom; each stage and where it lives:
  8. cache lookup  ``Exchange.lookup`` (ferrule.cache); a hit is answered by ``Dialect.hit``
  9. breakpoints   ``Exchange.payload`` (ferrule.breakpoints): the bytes that go upstream
 10. upstream      ``upstream_pool.send`` or ``Services.resilience.send`` (ferrule.resilience)
-11. relay         :func:`_json` (``Dialect.answer``) or :func:`_stream` (``Dialect.relay``)
+11. relay         :func:`_json` (``Dialect.translate_answer``: one native call; else
+                  ``Dialect.answer``) or :func:`_stream` (``Dialect.relay``)
 12. store         ``Exchange.store`` (response cache), ``Dialect.finished`` (thinking, Responses)
 13. account       ``Exchange.close``: quota settled, ledger row (ferrule.ledger), live feed
 
