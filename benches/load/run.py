@@ -57,6 +57,29 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 HARD_LIMIT_S = 40 * 60
 
 
+def portable(path: str | Path) -> str:
+    """``path`` as the results record it: relative to the repository, ``~/`` for the home
+    folder, ``$TMPDIR/`` for the temp folder, so that no machine's own layout goes into files
+    that are committed."""
+    p = Path(path)
+    if p.is_relative_to(REPO):
+        return str(p.relative_to(REPO))
+    for base, name in ((Path(tempfile.gettempdir()), "$TMPDIR"), (Path.home(), "~")):
+        if p.is_relative_to(base):
+            rest = p.relative_to(base)
+            return name if rest == Path(".") else f"{name}/{rest}"
+    return str(p)
+
+
+def portable_text(text: str, *paths: str | Path) -> str:
+    """``text`` with each of ``paths`` (and anything under them) spelled by :func:`portable`."""
+    for path in sorted({str(p) for p in paths}, key=len, reverse=True):
+        short = portable(path)
+        text = text.replace(path + "/", "" if short == "." else short + "/")
+        text = text.replace(path, short)
+    return text
+
+
 @dataclass(frozen=True)
 class Point:
     name: str
@@ -448,8 +471,13 @@ class Bench:
             if r.returncode != 0:
                 self.notes.append(f"py-spy failed: {r.stderr.strip()[-300:]}")
                 break
-            rel = str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
-            out[f"{kind}_{fmt}"] = rel
+            if ext == "svg":  # its title is the command line, absolute paths and all
+                here = (REPO, Path(tempfile.gettempdir()), Path.home())
+                title = path.read_text()
+                if not spy.is_relative_to(REPO):
+                    title = title.replace(str(spy), "py-spy")
+                path.write_text(portable_text(title, *here))
+            out[f"{kind}_{fmt}"] = portable(path)
             if fmt == "raw":
                 out[f"{kind}_hot"] = report.hot_spots(path.read_text())
                 out[f"{kind}_hot"]["seconds"] = seconds
@@ -524,7 +552,7 @@ class Bench:
                     self.notes.append(f"LiteLLM skipped: {how}")
                     log(f"LiteLLM skipped: {how}")
                 else:
-                    self.notes.append(f"LiteLLM: {how} ({cache / 'litellm-venv'})")
+                    self.notes.append(f"LiteLLM: {how} ({portable(cache / 'litellm-venv')})")
                     self.run_target(targets.litellm(tmp, up, exe), pts, self.proxy_core,
                                     self.load_core, required=False)  # fmt: skip
             # 3. scaling: Ferrule native, 1 then 2 workers, nothing pinned
@@ -564,7 +592,7 @@ class Bench:
             "failures": self.failures,
             "notes": self.notes,
             "profiles": self.profiles,
-            "tmp": str(self.tmp),
+            "tmp": portable(self.tmp),
             "git": self.git_at_start,
             "git_at_end": git_state(),
         }
@@ -572,15 +600,18 @@ class Bench:
         out_dir = Path(a.out) if a.out else (self.tmp if self.quick else RESULTS)
         out_dir.mkdir(parents=True, exist_ok=True)
         raw = out_dir / f"{self.stamp}-{a.profile}.json"
-        meta["raw"] = str(raw.relative_to(REPO) if raw.is_relative_to(REPO) else raw)
-        raw.write_text(json.dumps(data, indent=1))  # first, whatever happens next
+        meta["raw"] = portable(raw)
+        # whatever else carries a path (a note, a failure's log): no machine's layout in files
+        # that may be committed
+        here = (REPO, Path(tempfile.gettempdir()), Path.home())
+        raw.write_text(portable_text(json.dumps(data, indent=1), *here))  # first, come what may
         png = out_dir / f"{self.stamp}-{a.profile}.png"
         if report.plot(data, png):
-            meta["plot"] = str(png.relative_to(REPO) if png.is_relative_to(REPO) else png)
+            meta["plot"] = portable(png)
         else:
             self.notes.append("matplotlib not importable: no plot")
-        raw.write_text(json.dumps(data, indent=1))
-        md = report.markdown(data)
+        raw.write_text(portable_text(json.dumps(data, indent=1), *here))
+        md = portable_text(report.markdown(data), *here)
         (out_dir / f"{self.stamp}-{a.profile}.md").write_text(md)
         print()
         print(md)
