@@ -64,3 +64,30 @@ def test_recorded_paths_are_portable() -> None:
     )
     assert portable(REPO / "benches") == "benches"
     assert portable("/usr/sbin/nginx") == "/usr/sbin/nginx"
+
+
+def test_tensorzero_target_without_install(tmp_path: Path) -> None:
+    """TensorZero's target (no install here): its route, its model name in bodies of the same
+    size, a config whose Anthropic provider is the fake upstream, and the port it writes."""
+    tomllib = pytest.importorskip("tomllib")
+    import json
+
+    from benches.load import bodies, targets
+
+    t = targets.tensorzero(tmp_path, 12345, tmp_path / "no-venv" / "python")
+    assert t.path == "/openai/v1/chat/completions"
+    assert t.model == "tensorzero::model_name::claude-bench"
+    cfg = tomllib.loads((tmp_path / "tensorzero" / "tensorzero.toml").read_text())
+    assert cfg["gateway"]["observability"]["enabled"] is False
+    provider = cfg["models"]["claude-bench"]["providers"]["anthropic"]
+    assert provider["type"] == "anthropic"
+    assert provider["api_base"] == "http://127.0.0.1:12345/v1/"
+    assert provider["api_key_location"] == "env::FERRULE_BENCH_ANTHROPIC_KEY"
+    assert t.env["FERRULE_BENCH_ANTHROPIC_KEY"] == targets.API_KEY
+    assert not t.port_known()
+    assert t.port_file is not None
+    t.port_file.write_text("4242")
+    assert t.port_known() and t.port == 4242
+    written = bodies.write_all(tmp_path / "bodies", model=t.model)
+    assert json.loads(written["st-2k"].read_bytes())["model"] == t.model
+    assert len(written["ns-2k"].read_bytes()) == len(bodies.small(False)) == 2048

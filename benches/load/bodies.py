@@ -8,6 +8,10 @@ response cache can answer them) and the fake upstream can tell which client a re
 upstream pace its stream (50 deltas 20 ms apart). Both markers travel in the message text
 because that is the only thing every proxy forwards unchanged.
 
+Every body names ``MODEL``, except for a target that wants its own model name (TensorZero's
+``tensorzero::model_name::<name>``): ``write_all(folder, model=...)`` writes the same bodies,
+the same sizes, with that name.
+
 * ``2k``: a 2,048-byte request (system prompt and one user message), as in the issue's table.
 * ``100k``: a ~100 KB coding-agent turn in OpenAI shape: tools, file views, shell output with
   ANSI colours, progress bars and repeated lines, JSON results, as tool messages. It is built from
@@ -32,11 +36,11 @@ def _dumps(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def small(stream: bool, size: int = 2048, pace_ms: int = 0) -> bytes:
+def small(stream: bool, size: int = 2048, pace_ms: int = 0, model: str = MODEL) -> bytes:
     """A ``size``-byte OpenAI request: a short system prompt and one padded user message."""
     pace = f" {PACE_MARK.format(ms=pace_ms)}" if pace_ms else ""
     base: dict[str, Any] = {
-        "model": MODEL,
+        "model": model,
         "max_tokens": 1024,
         "stream": stream,
         "messages": [
@@ -96,16 +100,16 @@ def _openai_messages(anthropic: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def large(stream: bool, target: int = 100_000) -> bytes:
+def large(stream: bool, target: int = 100_000, model: str = MODEL) -> bytes:
     """A ~``target``-byte agent request (see the module docstring)."""
     try:
         from ferrule import corpus
     except ImportError:  # pragma: no cover - an older Ferrule without the corpus
-        return small(stream, size=target)
+        return small(stream, size=target, model=model)
     best: bytes | None = None
     for seed in range(1, 40):
         for req in corpus.session(seed, turns=24).requests():
-            data = _openai_body(req, stream)
+            data = _openai_body(req, stream, model)
             if len(data) <= target and (best is None or len(data) > len(best)):
                 best = data
         if best is not None and len(best) > 0.97 * target:
@@ -114,7 +118,7 @@ def large(stream: bool, target: int = 100_000) -> bytes:
     return best
 
 
-def _openai_body(req: dict[str, Any], stream: bool) -> bytes:
+def _openai_body(req: dict[str, Any], stream: bool, model: str = MODEL) -> bytes:
     messages = _openai_messages(req)
     first_user = next(m for m in messages if m["role"] == "user")
     first_user["content"] = f"{ID_MARK} {first_user['content']}"
@@ -129,7 +133,7 @@ def _openai_body(req: dict[str, Any], stream: bool) -> bytes:
         }
         for t in req.get("tools", [])
     ]
-    body: dict[str, Any] = {"model": MODEL, "max_tokens": 4096, "stream": stream}
+    body: dict[str, Any] = {"model": model, "max_tokens": 4096, "stream": stream}
     body["messages"] = messages
     if tools:
         body["tools"] = tools
@@ -145,15 +149,15 @@ def payloads_json() -> str:
     )
 
 
-def write_all(folder: Path) -> dict[str, Path]:
-    """Write every body and the payload file into ``folder``; name -> path."""
+def write_all(folder: Path, model: str = MODEL) -> dict[str, Path]:
+    """Write every body (naming ``model``) and the payload file into ``folder``; name -> path."""
     folder.mkdir(parents=True, exist_ok=True)
     files = {
-        "ns-2k": small(False),
-        "st-2k": small(True),
-        "ns-100k": large(False),
-        "st-100k": large(True),
-        "paced": small(True, pace_ms=20),
+        "ns-2k": small(False, model=model),
+        "st-2k": small(True, model=model),
+        "ns-100k": large(False, model=model),
+        "st-100k": large(True, model=model),
+        "paced": small(True, pace_ms=20, model=model),
     }
     out = {}
     for name, data in files.items():

@@ -10,7 +10,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-MAIN_TARGETS = ("nginx", "pipe", "ferrule-native", "ferrule-keys", "ferrule-python", "litellm")
+MAIN_TARGETS = (
+    "nginx", "pipe", "ferrule-native", "ferrule-keys", "ferrule-python", "litellm", "tensorzero",
+)  # fmt: skip
 SCALING = ("ferrule-native-1w-unpinned", "ferrule-native-2w-unpinned")
 LABELS = {
     "nginx": "nginx pipe",
@@ -19,6 +21,7 @@ LABELS = {
     "ferrule-keys": "Ferrule native, keys + limits",
     "ferrule-python": "Ferrule Python",
     "litellm": "LiteLLM",
+    "tensorzero": "TensorZero",
 }
 Run = dict[str, Any]
 
@@ -314,7 +317,7 @@ def markdown(data: dict[str, Any]) -> str:
         f"{v.get('granian')}, aiohttp {v.get('aiohttp')}, uvloop {v.get('uvloop')}, "
         + ", ".join(
             f"{n} {tinfo[n]['version']}"
-            for n in ("nginx", "litellm")
+            for n in ("nginx", "litellm", "tensorzero")
             if tinfo.get(n, {}).get("version")
         )
         + ".",

@@ -1,5 +1,6 @@
 """End-to-end load benchmark of issue 8: Ferrule against an nginx byte pipe, a Granian + aiohttp
-byte pipe and the LiteLLM proxy, on the same load, in one go, on 127.0.0.1 only.
+byte pipe, the LiteLLM proxy and the TensorZero gateway, on the same load, in one go, on
+127.0.0.1 only.
 
     .venv/bin/python -m benches.load --profile quick   # a few seconds: CI smoke test
     .venv/bin/python -m benches.load --profile full    # about 20 minutes, by hand
@@ -10,8 +11,9 @@ What runs (every process is started here and stopped by its PID):
   serving the byte payloads of benches/upstream_clients/fast_upstream.py; it is measured on its
   own first (and its CPU share is recorded in every run) to show it is never the bottleneck;
 * each target in turn, pinned to the proxy core: nginx, the Granian + aiohttp pipe, Ferrule
-  native, Ferrule Python, LiteLLM (full profile, or ``--litellm``; skipped with a note when it
-  cannot be installed), then Ferrule native with 1 and 2 workers unpinned (scaling);
+  native, Ferrule Python, LiteLLM and TensorZero (full profile, or ``--litellm`` /
+  ``--tensorzero``; each skipped with a note when it cannot be installed), then Ferrule native
+  with 1 and 2 workers unpinned (scaling);
 * the closed-loop load generator (``loadgen gen``, Rust, one thread, pinned to the load core)
   for every load point; it reads the CPU time and RSS of the target's processes from /proc at
   the edges of the measured window, so every figure covers the same window;
@@ -40,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -182,12 +185,16 @@ def wait_ready(t: targets.Target, proc: Proc, probe: bytes) -> None:
     while time.monotonic() < end:
         if proc.popen.poll() is not None:
             raise RuntimeError(f"{t.name} exited with code {proc.popen.returncode}")
+        if not t.port_known():
+            last = RuntimeError(f"no port in {t.port_file}")
+            time.sleep(0.25)
+            continue
         try:
             if t.health:
                 health = http_json(t.port, "GET", t.health)
                 if t.expect_backend and health.get("backend") != t.expect_backend:
                     raise SystemExit(f"{t.name}: backend is {health.get('backend')!r}")
-            http_json(t.port, "POST", "/v1/chat/completions", probe, t.api_key)
+            http_json(t.port, "POST", t.path, probe, t.api_key)
             return
         except (OSError, RuntimeError, http.client.HTTPException, ValueError) as exc:
             last = exc
@@ -232,6 +239,7 @@ class Bench:
         self.logdir = self.tmp / "logs"
         self.logdir.mkdir()
         self.files = bodies.write_all(self.tmp / "bodies")
+        self.model_files: dict[str, dict[str, Path]] = {bodies.MODEL: self.files}
         self.deadline = Deadline(HARD_LIMIT_S)
         two = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
         self.proxy_core: str | None = "0" if two else None
@@ -246,6 +254,13 @@ class Bench:
         self.target_info: dict[str, dict[str, Any]] = {}
         self.profiles: dict[str, Any] = {}
         self.git_at_start = git_state()  # the code the targets run (others commit meanwhile)
+
+    def body_files(self, model: str) -> dict[str, Path]:
+        """The request bodies naming ``model`` (written on first use; the same sizes)."""
+        if model not in self.model_files:
+            folder = self.tmp / f"bodies-{len(self.model_files)}"
+            self.model_files[model] = bodies.write_all(folder, model=model)
+        return self.model_files[model]
 
     # -- processes -------------------------------------------------------------------------
 
@@ -280,14 +295,16 @@ class Bench:
         gone_out: Path | None = None,
         extra_s: float = 0.0,
         api_key: str = targets.API_KEY,
+        path: str = targets.CHAT_PATH,
+        model: str = bodies.MODEL,
     ) -> subprocess.Popen[str]:
         assert self.upstream is not None
         duration = point.duration + extra_s
         argv = [
             *self.pin(core), str(LOADGEN), "gen",
-            "--url", f"http://127.0.0.1:{port}/v1/chat/completions",
+            "--url", f"http://127.0.0.1:{port}{path}",
             "--connections", str(point.conns), "--warmup", str(point.warmup),
-            "--duration", str(duration), "--body", str(self.files[point.body]),
+            "--duration", str(duration), "--body", str(self.body_files(model)[point.body]),
             "--header", f"authorization: Bearer {api_key}", "--token-marker", bodies.TOKEN_MARKER,
             "--cpu-pids", ",".join(map(str, proxy_pids)),
             "--upstream-pids", ",".join(map(str, self.upstream.tree())),
@@ -318,6 +335,8 @@ class Bench:
         core: str | None,
         required: bool = True,
         api_key: str = targets.API_KEY,
+        path: str = targets.CHAT_PATH,
+        model: str = bodies.MODEL,
     ) -> dict[str, Any]:
         self.step += 1
         pids = proc.tree() if proc else []
@@ -332,7 +351,8 @@ class Bench:
             http_json(self.up_port, "GET", "/__record/start")
         s0 = http_json(self.up_port, "GET", "/__stats")
         label = f"[{self.step}] {name} {point.name}"
-        lg = self.loadgen(port, point, pids, label, core, gone_file, api_key=api_key)
+        lg = self.loadgen(port, point, pids, label, core, gone_file, api_key=api_key, path=path,
+                          model=model)  # fmt: skip
         limit = point.warmup + point.duration + 20 + 30
         try:
             out, _ = lg.communicate(timeout=limit)
@@ -347,7 +367,7 @@ class Bench:
             res |= {"ok": 0, "errors": -1, "loadgen_failed": True, "rps": 0.0}
             self.failures.append(f"{name} {point.name}: the load generator failed")
         res["rss_idle_kb"] = rss_idle
-        res["client_body_bytes"] = self.files[point.body].stat().st_size
+        res["client_body_bytes"] = self.body_files(model)[point.body].stat().st_size
         res["machine_busy_before"] = foreign_before
         res["upstream_requests"] = s1["requests"] - s0["requests"]
         res["upstream_body_bytes_per_req"] = (s1["body_bytes"] - s0["body_bytes"]) / max(
@@ -405,7 +425,7 @@ class Bench:
         proc = t.start(self.logdir, core)
         try:
             try:
-                wait_ready(t, proc, self.files["ns-2k"].read_bytes())
+                wait_ready(t, proc, self.body_files(t.model)["ns-2k"].read_bytes())
             except (RuntimeError, OSError) as exc:
                 msg = f"{t.name} failed to start: {exc} (log: {proc.log_path})"
                 info["failed"] = msg
@@ -417,7 +437,8 @@ class Bench:
                 if self.deadline.left() < point.warmup + point.duration + 30:
                     self.notes.append(f"{t.name} {point.name}: skipped (time limit)")
                     continue
-                self.run_point(t.name, t.port, point, proc, load_core, required, t.api_key)
+                self.run_point(t.name, t.port, point, proc, load_core, required, t.api_key,
+                               t.path, t.model)  # fmt: skip
             if profile:
                 for name in PROFILE_POINTS:
                     pt = next((p for p in points if p.name == name), None)
@@ -440,7 +461,8 @@ class Bench:
         seconds = 2 if self.quick else 6
         pids = proc.tree()
         lg = self.loadgen(t.port, point, pids, f"profile {point.name}", self.load_core,
-                          extra_s=4 * seconds + 8, api_key=t.api_key)  # fmt: skip
+                          extra_s=4 * seconds + 8, api_key=t.api_key, path=t.path,
+                          model=t.model)  # fmt: skip
         time.sleep(point.warmup + 0.5)
         before = {p: cpu_ticks([p]) for p in pids}
         time.sleep(1.0)
@@ -544,17 +566,11 @@ class Bench:
                 self.run_target(targets.ferrule(tmp, up, "python"), pts, self.proxy_core,
                                 self.load_core)  # fmt: skip
             if (a.litellm or not quick) and wanted("litellm"):
-                cache = Path(a.cache_dir)
-                cache.mkdir(parents=True, exist_ok=True)
-                log(f"LiteLLM: installing litellm[proxy] into {cache / 'litellm-venv'} if missing")
-                exe, how = targets.litellm_install(cache, self.logdir / "litellm-install.log")
-                if exe is None:
-                    self.notes.append(f"LiteLLM skipped: {how}")
-                    log(f"LiteLLM skipped: {how}")
-                else:
-                    self.notes.append(f"LiteLLM: {how} ({portable(cache / 'litellm-venv')})")
-                    self.run_target(targets.litellm(tmp, up, exe), pts, self.proxy_core,
-                                    self.load_core, required=False)  # fmt: skip
+                self.comparison("LiteLLM", "litellm", "litellm[proxy]", targets.litellm_install,
+                                targets.litellm, pts)  # fmt: skip
+            if (a.tensorzero or not quick) and wanted("tensorzero"):
+                self.comparison("TensorZero", "tensorzero", "tensorzero",
+                                targets.tensorzero_install, targets.tensorzero, pts)  # fmt: skip
             # 3. scaling: Ferrule native, 1 then 2 workers, nothing pinned
             if not quick and not a.no_scaling and wanted("scaling"):
                 scale_pts = [p for p in pts if p.name in SCALING_POINTS]
@@ -570,6 +586,30 @@ class Bench:
             if self.upstream is not None:
                 self.upstream.stop()
         return self.finish()
+
+    def comparison(
+        self,
+        label: str,
+        name: str,
+        requirement: str,
+        install: Callable[[Path, Path], tuple[Path | None, str]],
+        make: Callable[[Path, int, Path], targets.Target],
+        pts: list[Point],
+    ) -> None:
+        """A third-party target installed at benchmark time into its own venv under the cache
+        folder (never a dependency of Ferrule); skipped with a note when it cannot be installed."""
+        cache = Path(self.args.cache_dir)
+        cache.mkdir(parents=True, exist_ok=True)
+        venv = cache / f"{name}-venv"
+        log(f"{label}: installing {requirement} into {venv} if missing")
+        exe, how = install(cache, self.logdir / f"{name}-install.log")
+        if exe is None:
+            self.notes.append(f"{label} skipped: {how}")
+            log(f"{label} skipped: {how}")
+            return
+        self.notes.append(f"{label}: {how} ({portable(venv)})")
+        self.run_target(make(self.tmp, self.up_port, exe), pts, self.proxy_core, self.load_core,
+                        required=False)  # fmt: skip
 
     def unpin_upstream(self, unpin: bool) -> None:
         if self.upstream is None or self.load_core is None:
@@ -643,9 +683,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--profile", choices=("quick", "full"), default="quick")
     ap.add_argument("--targets", help="comma list: upstream,nginx,pipe,ferrule-native,"
-                    "ferrule-keys,ferrule-python,litellm,scaling (default: all of the profile)")  # fmt: skip
+                    "ferrule-keys,ferrule-python,litellm,tensorzero,scaling (default: all of the "
+                    "profile)")  # fmt: skip
     ap.add_argument("--points", help="comma list of load point names (default: the profile's)")
     ap.add_argument("--litellm", action="store_true", help="include LiteLLM in the quick profile")
+    ap.add_argument(
+        "--tensorzero", action="store_true", help="include TensorZero in the quick profile"
+    )
     ap.add_argument("--no-profile", action="store_true", help="no py-spy flame graphs")
     ap.add_argument("--no-scaling", action="store_true", help="no 1 vs 2 worker runs")
     ap.add_argument("--no-results-md", action="store_true", help="do not append to RESULTS.md")
@@ -656,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
         default=str(
             Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ferrule-bench"
         ),
-        help="where LiteLLM's venv is kept between runs",
+        help="where the venvs of LiteLLM and TensorZero are kept between runs",
     )
     ap.add_argument("--report", metavar="JSON", help="only render a saved run's tables and plot")
     args = ap.parse_args(argv)
