@@ -493,6 +493,60 @@ def test_a_settlement_of_a_swept_holder_releases_nothing(tmp_path: Path) -> None
     assert asyncio.run(main()) == [True, True, True, True, False]
 
 
+def test_a_batch_nets_its_admissions_and_releases_of_one_holder(tmp_path: Path) -> None:
+    """Settlements of this worker's live holder ride in the batch's one upsert of its row, net
+    of the batch's admissions (more released than admitted makes a negative delta): the row and
+    the key's aggregates agree after every batch, and the parallel limit stays exact."""
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite3"
+    store = SQLiteQuotaStore(path)
+
+    def counts() -> tuple[tuple[int, int], tuple[int, int]]:
+        with sqlite3.connect(path) as conn:
+            held = conn.execute(
+                "SELECT sum(in_flight), sum(reserved_nano) FROM quota_holders WHERE key = 'k'"
+            ).fetchone()
+            state = conn.execute(
+                "SELECT in_flight, reserved_nano FROM quota_state WHERE key = 'k'"
+            ).fetchone()
+        return tuple(held), tuple(state)
+
+    async def main() -> list[tuple[tuple[int, int], tuple[int, int]]]:
+        req = _req("k", max_parallel=6, budget_nano=10**6, reserve_nano=10, period="total")
+        req.lease_id = "watched"
+        seen = []
+        try:
+            first = await asyncio.gather(*(store.admit(req) for _ in range(5)))
+            seen.append(counts())
+            holder = first[0].lease
+            assert holder is not None and all(r.lease == holder for r in first)
+            for _ in range(3):
+                store.queue(Settlement("k", holder, None, 0, "total", 1, 10))
+            more = await asyncio.gather(*(store.admit(req) for _ in range(2)))
+            seen.append(counts())
+            for _ in range(4):
+                store.queue(Settlement("k", holder, None, 0, "total", 1, 10))
+            over = await asyncio.gather(*(store.admit(req) for _ in range(6)))
+            seen.append(counts())
+            assert all(r.allowed for r in first + more)
+            assert sum(r.allowed for r in over) == 6  # 4 + 4 released + 6 would be 6: all fit
+            for _ in range(6):
+                store.queue(Settlement("k", holder, None, 0, "total", 1, 10))
+            await store.flush()
+            seen.append(counts())
+            return seen
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == [
+        ((5, 50), (5, 50)),
+        ((4, 40), (4, 40)),
+        ((6, 60), (6, 60)),
+        ((0, 0), (0, 0)),
+    ]
+
+
 def test_tpm_refund_through_the_store(store_url: str) -> None:
     async def main() -> list[bool]:
         store = _open(store_url)

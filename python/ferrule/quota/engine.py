@@ -37,7 +37,15 @@ from .limiter import (
     usage_cost_nano,
 )
 from .limiter import rfc3339 as _rfc3339
-from .store import AdmitRequest, AdmitResult, QuotaStore, Settlement, SQLiteQuotaStore, StoreError
+from .store import (
+    WATCHED,
+    AdmitRequest,
+    AdmitResult,
+    QuotaStore,
+    Settlement,
+    SQLiteQuotaStore,
+    StoreError,
+)
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -175,14 +183,27 @@ class Quota:
                 )
             reserve = estimate_reserve_nano(price, prompt, max_out, self.cfg.prompt_cache_ttl)
             period, period_end = self._period(vkey.budget_period)
-        lease = self._lease_id() if parallel is not None or budgeted else None
+        watched = parallel is not None or budgeted  # the request holds a lease until settled
         # positional: a keyword call of eleven fields costs twice as much (every request)
         req = AdmitRequest(
             vkey.name, rpm, tpm, tokens, parallel, budget_nano, reserve, period, period_end,
-            lease, self.lease_ttl_s,
+            None, self.lease_ttl_s,
         )  # fmt: skip
         try:
-            res = await self.store.admit(req)
+            store = self._store if self._store is not None else self.store
+            if type(store) is SQLiteQuotaStore:
+                # the store names the worker's holder row itself (``AdmitResult.lease``)
+                req.lease_id = WATCHED if watched else None
+                # the batch's future itself: no coroutine of the store's per request
+                waiter = store.admit_waiter(req)
+                try:
+                    res = await waiter
+                except asyncio.CancelledError:
+                    store.abandon(req, waiter)
+                    raise
+            else:
+                req.lease_id = self._lease_id() if watched else None
+                res = await store.admit(req)
         except (StoreError, OSError, RuntimeError) as exc:  # RuntimeError: no redis-py
             self._store_failed(exc, req)
             return None

@@ -31,6 +31,7 @@ from ..ledger.writer import is_busy
 from .limiter import Bucket, Gcra, gcra, refund
 
 __all__ = [
+    "WATCHED",
     "AdmitRequest",
     "AdmitResult",
     "QuotaStore",
@@ -42,6 +43,9 @@ __all__ = [
 
 _MICRO = 1_000_000
 log = logging.getLogger("ferrule.quota")
+# ``AdmitRequest.lease_id`` of a request a parallel limit or a budget watches, where the store
+# names the lease itself (SQLite: the worker's holder row, in ``AdmitResult.lease``)
+WATCHED = "watched"
 
 
 class StoreError(Exception):
@@ -165,11 +169,12 @@ _PUT_STATE = (
     "tpm_tat = excluded.tpm_tat, in_flight = excluded.in_flight, "
     "reserved_nano = excluded.reserved_nano"
 )
+# a batch's admissions and releases of one holder: net counts, negative when more were released
 _HOLD = (
     "INSERT INTO quota_holders (key, holder, in_flight, reserved_nano, expires) "
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key, holder) DO UPDATE SET "
-    "in_flight = in_flight + excluded.in_flight, "
-    "reserved_nano = reserved_nano + excluded.reserved_nano, "
+    "in_flight = max(in_flight + excluded.in_flight, 0), "
+    "reserved_nano = max(reserved_nano + excluded.reserved_nano, 0), "
     "expires = max(expires, excluded.expires)"
 )
 _RELEASE = (
@@ -259,6 +264,13 @@ class _Batch:
                     g[1] += s.reserved_nano
         held: set[tuple[str, str]] = set()
         for (key, holder), (n, reserved) in groups.items():
+            t = self.tokens.get(key)
+            if t is not None and t[0] == holder and self.now_s < t[2]:
+                # this worker's live holder, before the expiry it gave the row: the row cannot
+                # have been swept, so the release joins the batch's one upsert of it
+                self.holds[(key, holder)] = [-n, -reserved, t[2]]
+                held.add((key, holder))
+                continue
             # gone: swept after it expired, its leases already out of the key's aggregates
             if self.conn.execute(_RELEASE, (n, reserved, key, holder)).rowcount:
                 held.add((key, holder))
@@ -515,8 +527,8 @@ class SQLiteQuotaStore:
             if not fut.done():
                 fut.set_exception(error)
 
-    def _join(self, req: AdmitRequest | None) -> asyncio.Future[AdmitResult | None]:
-        fut: asyncio.Future[AdmitResult | None] = asyncio.get_running_loop().create_future()
+    def _join(self, req: AdmitRequest | None) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append((req, fut))
         self._schedule()
         return fut
@@ -524,23 +536,29 @@ class SQLiteQuotaStore:
     # -- the store's interface ------------------------------------------------------------------
 
     async def admit(self, req: AdmitRequest) -> AdmitResult:
-        fut = self._join(req)
+        waiter = self.admit_waiter(req)
         try:
-            out = await fut
+            return await waiter
         except asyncio.CancelledError:
-            # Not written yet: the batch skips a cancelled future. Written and admitted: the
-            # caller went away and nobody will settle it, so its lease and tokens go back now.
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                res = fut.result()
-                if res is not None and res.allowed:
-                    tokens = -req.tokens if req.tpm is not None else 0
-                    release = Settlement(
-                        req.key, res.lease, req.tpm, tokens, req.period, 0, req.reserve_nano
-                    )
-                    self.queue(release)
+            self.abandon(req, waiter)
             raise
-        assert out is not None
-        return out
+
+    def admit_waiter(self, req: AdmitRequest) -> asyncio.Future[AdmitResult]:
+        """``admit`` as the batch's future (the engine awaits it: no coroutine per request).
+        A caller cancelled while waiting hands it to ``abandon``."""
+        return self._join(req)
+
+    def abandon(self, req: AdmitRequest, waiter: asyncio.Future[AdmitResult]) -> None:
+        """The caller of ``admit_waiter`` went away. Not written yet: the batch skips a
+        cancelled future. Written and admitted: nobody will settle it, so its lease and tokens
+        go back now."""
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            res = waiter.result()
+            if res.allowed:
+                tokens = -req.tokens if req.tpm is not None else 0
+                self.queue(
+                    Settlement(req.key, res.lease, req.tpm, tokens, req.period, 0, req.reserve_nano)
+                )
 
     async def settle(self, s: Settlement) -> None:
         self.queue(s)
