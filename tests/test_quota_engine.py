@@ -547,6 +547,38 @@ def test_a_batch_nets_its_admissions_and_releases_of_one_holder(tmp_path: Path) 
     ]
 
 
+def test_a_retired_holder_row_goes_once_empty(tmp_path: Path) -> None:
+    """A holder id is replaced after one lease TTL; its row, emptied by the settlements that
+    came before the replacement, is deleted rather than left behind."""
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite3"
+    store = SQLiteQuotaStore(path, settle_delay=0.0)
+
+    def holders() -> list[tuple[str, int]]:
+        with sqlite3.connect(path) as conn:
+            return conn.execute("SELECT holder, in_flight FROM quota_holders").fetchall()
+
+    async def main() -> tuple[list[tuple[str, int]], list[tuple[str, int]], str, str]:
+        req = _req("k", max_parallel=5, lease_ttl_s=0.2, lease_id="watched")
+        try:
+            first = await store.admit(req)
+            before = holders()
+            await asyncio.sleep(0.25)  # the holder's TTL is over: the next admission replaces it
+            assert first.lease is not None
+            store.queue(Settlement("k", first.lease, None, 0, "", 0))
+            second = await store.admit(req)
+            assert second.lease is not None
+            return before, holders(), first.lease, second.lease
+        finally:
+            await store.close()
+
+    before, after, old, new = asyncio.run(main())
+    assert old != new
+    assert before == [(old, 1)]
+    assert after == [(new, 1)]
+
+
 def test_tpm_refund_through_the_store(store_url: str) -> None:
     async def main() -> list[bool]:
         store = _open(store_url)

@@ -210,11 +210,15 @@ class _Batch:
     ``tokens`` is the worker's holder per key; the ones this batch starts go to ``fresh`` and
     become the worker's only when the transaction commits."""
 
-    __slots__ = ("conn", "fresh", "holds", "now_s", "spend_add", "spent", "states", "tokens")
+    __slots__ = (
+        "conn", "fresh", "holds", "now_s", "now_us", "retired", "spend_add", "spent", "states",
+        "tokens",
+    )  # fmt: skip
 
     def __init__(self, conn: sqlite3.Connection, now_s: float, tokens: dict[str, _Token]) -> None:
         self.conn = conn
         self.now_s = now_s
+        self.now_us = now_s * _MICRO
         self.tokens = tokens
         self.fresh: dict[str, _Token] = {}
         self.states: dict[str, list[Any]] = {}  # key: [rpm_tat, tpm_tat, in_flight, reserved]
@@ -222,6 +226,7 @@ class _Batch:
         self.spend_add: dict[tuple[str, str], int] = {}
         # (key, holder): [admitted, reserved, expires], added to its row in one statement
         self.holds: dict[tuple[str, str], list[Any]] = {}
+        self.retired: list[tuple[str, str]] = []  # holders replaced in this batch
 
     def _token(self, key: str) -> _Token | None:
         got = self.fresh.get(key)
@@ -244,6 +249,8 @@ class _Batch:
             return str(t[0])
         t = self.tokens.get(key)
         if t is None or now >= t[2] or now >= t[1] + ttl_s:
+            if t is not None:  # retired: its row goes at the end of the batch if empty
+                self.retired.append((key, t[0]))
             t = [os.urandom(8).hex(), now, now + ttl_s]
         else:
             t = [t[0], t[1], max(t[2], now + ttl_s)]
@@ -251,34 +258,46 @@ class _Batch:
         return str(t[0])
 
     def settle_all(self, settlements: list[Settlement]) -> None:
-        """Apply ``settlements`` in order; their leases are taken from their holders' rows in
-        one statement per key and holder."""
-        groups: dict[tuple[str, str], list[int]] = {}
+        """Apply ``settlements`` in order. A lease of this worker's live holder (before the
+        expiry it gave the row, so the row cannot have been swept) is taken from the row in
+        the batch's one upsert of it; any other holder's, in one statement per holder."""
+        now_s, now_us, tokens, holds = self.now_s, self.now_us, self.tokens, self.holds
+        others: dict[tuple[str, str], list[Settlement]] = {}
         for s in settlements:
-            if s.lease_id is not None:
-                g = groups.get((s.key, s.lease_id))
-                if g is None:
-                    groups[(s.key, s.lease_id)] = [1, s.reserved_nano]
+            key, lease = s.key, s.lease_id
+            st = self.states.get(key)
+            if st is None:
+                st = self.state(key)
+            if lease is not None:
+                t = tokens.get(key)
+                if t is not None and t[0] == lease and now_s < t[2]:
+                    hold = holds.get((key, lease))
+                    if hold is None:
+                        holds[(key, lease)] = [-1, -s.reserved_nano, t[2]]
+                    else:
+                        hold[0] -= 1
+                        hold[1] -= s.reserved_nano
+                    st[2] = max(st[2] - 1, 0)
+                    st[3] = max(st[3] - s.reserved_nano, 0)
                 else:
-                    g[0] += 1
-                    g[1] += s.reserved_nano
-        held: set[tuple[str, str]] = set()
-        for (key, holder), (n, reserved) in groups.items():
-            t = self.tokens.get(key)
-            if t is not None and t[0] == holder and self.now_s < t[2]:
-                # this worker's live holder, before the expiry it gave the row: the row cannot
-                # have been swept, so the release joins the batch's one upsert of it
-                self.holds[(key, holder)] = [-n, -reserved, t[2]]
-                held.add((key, holder))
-                continue
+                    others.setdefault((key, lease), []).append(s)
+            if s.tpm is not None and s.token_delta:
+                st[1] = refund(s.tpm, st[1], now_us, s.token_delta)
+            if s.period and s.cost_nano:
+                k = (key, s.period)
+                self.spend_add[k] = self.spend_add.get(k, 0) + s.cost_nano
+                if k in self.spent:
+                    self.spent[k] += s.cost_nano
+        for (key, holder), group in others.items():
+            reserved = sum(s.reserved_nano for s in group)
             # gone: swept after it expired, its leases already out of the key's aggregates
-            if self.conn.execute(_RELEASE, (n, reserved, key, holder)).rowcount:
-                held.add((key, holder))
+            if self.conn.execute(_RELEASE, (len(group), reserved, key, holder)).rowcount:
+                st = self.states[key]
+                st[2] = max(st[2] - len(group), 0)
+                st[3] = max(st[3] - reserved, 0)
                 t = self._token(key)
                 if t is None or t[0] != holder:  # a retired holder: dropped once empty
                     self.conn.execute(_DROP_IF_EMPTY, (key, holder))
-        for s in settlements:
-            self.settle(s, s.lease_id is not None and (s.key, s.lease_id) in held)
 
     def state(self, key: str) -> list[Any]:
         st = self.states.get(key)
@@ -295,19 +314,6 @@ class _Batch:
             got = self.spent[(key, period)] = got + self.spend_add.get((key, period), 0)
         return got
 
-    def settle(self, s: Settlement, held: bool) -> None:
-        st = self.state(s.key)
-        if held:  # its holder's row was still there (``settle_all`` took the lease from it)
-            st[2] = max(st[2] - 1, 0)
-            st[3] = max(st[3] - s.reserved_nano, 0)
-        if s.tpm is not None and s.token_delta:
-            st[1] = refund(s.tpm, st[1], self.now_s * _MICRO, s.token_delta)
-        if s.period and s.cost_nano:
-            k = (s.key, s.period)
-            self.spend_add[k] = self.spend_add.get(k, 0) + s.cost_nano
-            if k in self.spent:
-                self.spent[k] += s.cost_nano
-
     def _load_both(self, key: str, period: str) -> None:
         """A key's state and spend in one statement (the first budgeted admission of a key)."""
         rpm_tat, tpm_tat, in_flight, reserved, spent = self.conn.execute(
@@ -317,7 +323,7 @@ class _Batch:
         self.spent[(key, period)] = spent + self.spend_add.get((key, period), 0)
 
     def admit(self, req: AdmitRequest) -> AdmitResult:
-        now_s, now_us = self.now_s, self.now_s * _MICRO
+        now_s, now_us = self.now_s, self.now_us
         budgeted = req.budget_nano is not None
         if budgeted and req.key not in self.states and (req.key, req.period) not in self.spent:
             self._load_both(req.key, req.period)
@@ -369,6 +375,8 @@ class _Batch:
 
     def write(self) -> None:
         self._write_holds()
+        for key, holder in self.retired:
+            self.conn.execute(_DROP_IF_EMPTY, (key, holder))
         if self.states:
             self.conn.executemany(_PUT_STATE, [(k, *st) for k, st in self.states.items()])
         if self.spend_add:
