@@ -80,12 +80,14 @@ class Gcra:
 
 
 def gcra(bucket: Bucket, tat: float, now: float, cost: int) -> Gcra:
+    # conditional expressions rather than max(): this runs twice per request
     t = bucket.interval_us
-    base = max(tat, now)
+    burst = bucket.burst
+    base = tat if tat > now else now
     new_tat = base + cost * t
-    allow_at = new_tat - max(bucket.burst, cost) * t
+    allow_at = new_tat - (burst if burst > cost else cost) * t
     # _remaining inlined (every request): max(0, floor((now + burst*t - tat') / t))
-    full = now + bucket.burst * t
+    full = now + burst * t
     if now < allow_at:
         left = math.floor((full - base) / t)
         return Gcra(False, tat, allow_at - now, left if left > 0 else 0, base - now)
