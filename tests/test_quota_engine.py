@@ -25,7 +25,7 @@ from ferrule.errors import ProxyError, anthropic_error_body, openai_error_body
 from ferrule.keys.model import VirtualKey
 from ferrule.ledger.record import RequestRecord
 from ferrule.ledger.recorder import account
-from ferrule.quota import AdmitRequest, Bucket, Quota, Settlement, SQLiteQuotaStore, StoreError
+from ferrule.quota import Bucket, Quota, Settlement, SQLiteQuotaStore, StoreError
 from ferrule.quota.limiter import (
     NANO,
     cost_nano,
@@ -39,6 +39,7 @@ from ferrule.quota.limiter import (
 )
 from ferrule.quota.redis_store import RedisQuotaStore
 from ferrule.quota.store import QuotaStore
+from quota_helpers import admit_request
 from redis_server import RedisServer, needs_redis, redis_server_fixture  # noqa: F401
 
 MODEL = "claude-fable-5-2"  # priced in the packaged table: $8 in, $40 out per Mtok
@@ -166,22 +167,7 @@ def test_reserve_estimate_prices_prompt_and_max_output() -> None:
 # -- the stores -----------------------------------------------------------------------------
 
 
-def _req(key: str, **kw: Any) -> AdmitRequest:
-    base: dict[str, Any] = {
-        "key": key,
-        "rpm": None,
-        "tpm": None,
-        "tokens": 0,
-        "max_parallel": None,
-        "budget_nano": None,
-        "reserve_nano": 0,
-        "period": "",
-        "period_end": None,
-        "lease_id": None,
-        "lease_ttl_s": 600.0,
-    }
-    base.update(kw)
-    return AdmitRequest(**base)
+_req = admit_request
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=needs_redis)])

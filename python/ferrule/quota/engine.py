@@ -22,12 +22,12 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import pricing
 from ..errors import ProxyError
+from .allowance import Allowance
 from .limiter import (
     NANO,
     Bucket,
@@ -75,6 +75,7 @@ class Ticket:
     period: str  # "" without a budget
     reserve_nano: int  # reserved from the budget
     headers: list[tuple[bytes, bytes]]
+    allowance: Allowance | None = None  # admitted from this worker's allowance (SQLite)
     settled: bool = False
 
 
@@ -114,6 +115,8 @@ class Quota:
         self._lease_prefix = os.urandom(8).hex() + "-"
         self._lease_seq = itertools.count()
         self._periods: dict[str, tuple[str, float | None, float]] = {}
+        self._price_memo: tuple[int, str, pricing.Price | None] = (-1, "", None)
+        self._newest: dict[str, pricing.Price | None] = {}  # model: its newest price
 
     @property
     def store(self) -> QuotaStore:
@@ -173,7 +176,12 @@ class Quota:
         reserve = 0
         period, period_end = "", None
         if budgeted:
-            price = pricing.price_for(model)
+            price = self._newest.get(model)
+            if price is None:
+                price = pricing.price_for(model)  # the table is read once per process
+                if len(self._newest) >= 1024:
+                    self._newest.clear()
+                self._newest[model] = price
             if price is None:
                 raise ProxyError(
                     400,
@@ -183,6 +191,18 @@ class Quota:
                 )
             reserve = estimate_reserve_nano(price, prompt, max_out, self.cfg.prompt_cache_ttl)
             period, period_end = self._period(vkey.budget_period)
+        store = self._store
+        if type(store) is SQLiteQuotaStore:
+            a = store.allowance(vkey.name)
+            if a is not None and a.take(
+                rpm, tpm, parallel, budget_nano, period, tokens, reserve, time.monotonic()
+            ):
+                # from the worker's allowance: no transaction, no await (``quota.allowance``)
+                now_s = time.time()
+                rl, rr = a.rpm_view(now_s) if rpm is not None else (0, 0.0)
+                tl, tr = a.tpm_view(now_s) if tpm is not None else (0, 0.0)
+                headers = _rate_headers(ctx.route, rpm, tpm, now_s, rl, rr, tl, tr)
+                return Ticket(vkey.name, a.holder or None, tpm, tokens, period, reserve, headers, a)
         watched = parallel is not None or budgeted  # the request holds a lease until settled
         # positional: a keyword call of eleven fields costs twice as much (every request)
         req = AdmitRequest(
@@ -216,6 +236,17 @@ class Quota:
 
     def _lease_id(self) -> str:
         return self._lease_prefix + str(next(self._lease_seq))
+
+    def _price_on(self, model: str, ts: float) -> pricing.Price | None:
+        """``pricing.price_for(model, ts)``, remembered for the last model and UTC day (a
+        price applies from a date: the same all day)."""
+        day = int(ts // 86400)
+        memo = self._price_memo
+        if memo[0] == day and memo[1] == model:
+            return memo[2]
+        price = pricing.price_for(model, ts)
+        self._price_memo = (day, model, price)
+        return price
 
     def _period(self, budget_period: str) -> tuple[str, float | None]:
         """``period_bounds`` of now, worked out once a UTC day (a period starts at midnight)."""
@@ -325,22 +356,26 @@ class Quota:
         if ticket.settled:
             return
         ticket.settled = True
+        hit = record.cache_status == "hit"  # a hit is billed $0
         cost = 0
-        if ticket.period and not record.response_cache_hit:  # a hit is billed $0
+        if ticket.period and not hit:
             # what the ledger row will say: the same record, priced at its start
-            cost = usage_cost_nano(pricing.price_for(record.model, record.ts), record)
-        delta = 0
-        if ticket.tpm is not None:
-            used = 0
-            if not record.response_cache_hit:
-                used = (
-                    record.input_tokens
-                    + record.cache_write_5m_tokens
-                    + record.cache_write_1h_tokens
-                    + record.cache_read_tokens
-                    + record.output_tokens
-                )
-            delta = used - ticket.tokens
+            cost = usage_cost_nano(self._price_on(record.model, record.ts), record)
+        used = 0
+        if not hit:
+            used = (
+                record.input_tokens
+                + record.cache_write_5m_tokens
+                + record.cache_write_1h_tokens
+                + record.cache_read_tokens
+                + record.output_tokens
+            )
+        allowance = ticket.allowance
+        if allowance is not None and allowance.settle(
+            ticket.reserve_nano, ticket.tokens, used, ticket.period, cost
+        ):
+            return  # into the worker's allowance: written when it is given back
+        delta = used - ticket.tokens if ticket.tpm is not None else 0
         if ticket.lease_id is None and not delta and not cost:
             return
         s = Settlement(
@@ -403,23 +438,48 @@ def _headers(
     api.anthropic.com sends them, see a recorded response at
     https://rdrr.io/cran/tidyllm/src/tests/testthat/claude/api.anthropic.com/v1/messages-e050b5-POST.R
     "remaining" is what would pass right now (the burst), "reset" when the bucket is full."""
+    g, h = res.rpm, res.tpm
+    return _rate_headers(
+        route,
+        rpm if g is not None else None,
+        tpm if h is not None else None,
+        res.now,
+        g.remaining if g is not None else 0,
+        g.reset_us if g is not None else 0.0,
+        h.remaining if h is not None else 0,
+        h.reset_us if h is not None else 0.0,
+    )
+
+
+def _rate_headers(
+    route: str,
+    rpm: Bucket | None,
+    tpm: Bucket | None,
+    now_s: float,
+    rpm_left: int,
+    rpm_reset_us: float,
+    tpm_left: int,
+    tpm_reset_us: float,
+) -> list[tuple[bytes, bytes]]:
+    """``_headers`` from its numbers: what would pass now and microseconds until full, per
+    bucket (a bucket None: the key has no such limit)."""
     out: list[tuple[bytes, bytes]] = []
     if route == "anthropic":
-        if rpm is not None and (g := res.rpm) is not None:
-            reset = rfc3339(res.now + g.reset_us / 1_000_000).encode()
-            out += ((_A_REQ_LIMIT, _digits(rpm.limit)), (_A_REQ_LEFT, _digits(g.remaining)),
+        if rpm is not None:
+            reset = rfc3339(now_s + rpm_reset_us / 1_000_000).encode()
+            out += ((_A_REQ_LIMIT, rpm.limit_text), (_A_REQ_LEFT, b"%d" % rpm_left),
                     (_A_REQ_RESET, reset))  # fmt: skip
-        if tpm is not None and (g := res.tpm) is not None:
-            reset = rfc3339(res.now + g.reset_us / 1_000_000).encode()
-            out += ((_A_TOK_LIMIT, _digits(tpm.limit)), (_A_TOK_LEFT, _digits(g.remaining)),
+        if tpm is not None:
+            reset = rfc3339(now_s + tpm_reset_us / 1_000_000).encode()
+            out += ((_A_TOK_LIMIT, tpm.limit_text), (_A_TOK_LEFT, b"%d" % tpm_left),
                     (_A_TOK_RESET, reset))  # fmt: skip
         return out
-    if rpm is not None and (g := res.rpm) is not None:
-        out += ((_O_REQ_LIMIT, _digits(rpm.limit)), (_O_REQ_LEFT, _digits(g.remaining)),
-                (_O_REQ_RESET, _duration(g.reset_us)))  # fmt: skip
-    if tpm is not None and (g := res.tpm) is not None:
-        out += ((_O_TOK_LIMIT, _digits(tpm.limit)), (_O_TOK_LEFT, _digits(g.remaining)),
-                (_O_TOK_RESET, _duration(g.reset_us)))  # fmt: skip
+    if rpm is not None:
+        out += ((_O_REQ_LIMIT, rpm.limit_text), (_O_REQ_LEFT, b"%d" % rpm_left),
+                (_O_REQ_RESET, _duration(rpm_reset_us)))  # fmt: skip
+    if tpm is not None:
+        out += ((_O_TOK_LIMIT, tpm.limit_text), (_O_TOK_LEFT, b"%d" % tpm_left),
+                (_O_TOK_RESET, _duration(tpm_reset_us)))  # fmt: skip
     return out
 
 
@@ -427,11 +487,6 @@ def _duration(us: float) -> bytes:
     """``duration_text`` as header bytes; under a second (the usual reset) without the text."""
     ms = math.ceil(us / 1000)
     return b"%dms" % ms if 0 <= ms < 1000 else duration_text(us).encode()
-
-
-@lru_cache(maxsize=4096)
-def _digits(n: int) -> bytes:
-    return str(n).encode()
 
 
 _O_REQ_LIMIT, _O_REQ_LEFT, _O_REQ_RESET = (

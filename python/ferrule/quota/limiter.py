@@ -53,10 +53,12 @@ class Bucket:
     limit: int
     burst: int
     interval_us: float = field(init=False, repr=False, compare=False)  # microseconds per unit
+    limit_text: bytes = field(init=False, repr=False, compare=False)  # for the headers
 
     def __post_init__(self) -> None:
-        # a field, not a property: read twice per decision, on every request
+        # fields, not properties: read on every request
         object.__setattr__(self, "interval_us", 60 * _MICRO / self.limit)
+        object.__setattr__(self, "limit_text", b"%d" % self.limit)
 
     @classmethod
     def per_minute(cls, limit: int, burst_fraction: float) -> Bucket:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..ledger.writer import is_busy
+from .allowance import LIFE_S, Allowance, Grant, size_grant
 from .limiter import Bucket, Gcra, gcra, refund
 
 __all__ = [
@@ -79,6 +80,7 @@ class AdmitResult:
     spent_nano: int
     reserved_nano: int  # other requests' reservations in flight (this one's excluded)
     lease: str | None = None  # what a Settlement names to release it (set when admitted)
+    allowance: Allowance | None = None  # admitted from this worker's allowance (SQLite)
 
 
 @dataclass(slots=True)  # not frozen: made per request, and a frozen init is slow
@@ -211,8 +213,8 @@ class _Batch:
     become the worker's only when the transaction commits."""
 
     __slots__ = (
-        "conn", "fresh", "holds", "now_s", "now_us", "retired", "spend_add", "spent", "states",
-        "tokens",
+        "conn", "fresh", "grants", "holds", "no_grant", "now_s", "now_us", "retired", "spend_add",
+        "spent", "states", "tokens",
     )  # fmt: skip
 
     def __init__(self, conn: sqlite3.Connection, now_s: float, tokens: dict[str, _Token]) -> None:
@@ -227,6 +229,9 @@ class _Batch:
         # (key, holder): [admitted, reserved, expires], added to its row in one statement
         self.holds: dict[tuple[str, str], list[Any]] = {}
         self.retired: list[tuple[str, str]] = []  # holders replaced in this batch
+        # keys an allowance may be taken for in this batch (None: none may), and those taken
+        self.no_grant: set[str] | None = None
+        self.grants: list[tuple[AdmitRequest, Grant, str]] = []
 
     def _token(self, key: str) -> _Token | None:
         got = self.fresh.get(key)
@@ -289,15 +294,78 @@ class _Batch:
                 if k in self.spent:
                     self.spent[k] += s.cost_nano
         for (key, holder), group in others.items():
-            reserved = sum(s.reserved_nano for s in group)
-            # gone: swept after it expired, its leases already out of the key's aggregates
-            if self.conn.execute(_RELEASE, (len(group), reserved, key, holder)).rowcount:
-                st = self.states[key]
-                st[2] = max(st[2] - len(group), 0)
-                st[3] = max(st[3] - reserved, 0)
-                t = self._token(key)
-                if t is None or t[0] != holder:  # a retired holder: dropped once empty
-                    self.conn.execute(_DROP_IF_EMPTY, (key, holder))
+            self._release(key, holder, len(group), sum(s.reserved_nano for s in group))
+
+    def _release(self, key: str, holder: str, n: int, reserved: int) -> None:
+        """Take ``n`` leases and ``reserved`` from ``holder``'s row and the key's aggregates."""
+        if not n and not reserved:
+            return
+        st = self.state(key)
+        t = self.tokens.get(key)
+        if t is not None and t[0] == holder and self.now_s < t[2]:
+            hold = self.holds.get((key, holder))  # the live holder: in the batch's upsert
+            if hold is None:
+                self.holds[(key, holder)] = [-n, -reserved, t[2]]
+            else:
+                hold[0] -= n
+                hold[1] -= reserved
+        # gone: swept after it expired, its leases already out of the key's aggregates
+        elif not self.conn.execute(_RELEASE, (n, reserved, key, holder)).rowcount:
+            return
+        else:
+            t = self._token(key)
+            if t is None or t[0] != holder:  # a retired holder: dropped once empty
+                self.conn.execute(_DROP_IF_EMPTY, (key, holder))
+        st[2] = max(st[2] - n, 0)
+        st[3] = max(st[3] - reserved, 0)
+
+    def give_back(self, a: Allowance) -> None:
+        """Return what ``a`` did not use to the buckets and the holder row, and charge the
+        costs of its requests settled meanwhile (see ``allowance``)."""
+        requests, tokens, slots, reserved = a.unused()
+        st = self.state(a.key)
+        if a.rpm is not None and requests:
+            st[0] = refund(a.rpm, st[0], self.now_us, -requests)
+        if a.tpm is not None and tokens:
+            st[1] = refund(a.tpm, st[1], self.now_us, -tokens)
+        if a.holder:
+            self._release(a.key, a.holder, slots, reserved)
+        for period, cost in a.spent.items():
+            k = (a.key, period)
+            self.spend_add[k] = self.spend_add.get(k, 0) + cost
+            if k in self.spent:
+                self.spent[k] += cost
+
+    def grant(self, req: AdmitRequest, spent: int) -> None:
+        """After ``req`` was admitted: take an allowance for its key when its limits are large
+        enough and have room (``allowance.size_grant``), installed by the store after the
+        COMMIT."""
+        if self.no_grant is None or req.key in self.no_grant:
+            return
+        st = self.states[req.key]
+        g = size_grant(req, self.now_us, st[0], st[1], st[2], st[3], spent)
+        if g is None:
+            return
+        self.no_grant.add(req.key)
+        if g.rpm is not None:
+            st[0] = g.rpm.tat
+        if g.tpm is not None:
+            st[1] = g.tpm.tat
+        holder = ""
+        if g.slots or g.budget_nano:
+            st[2] += g.slots
+            st[3] += g.budget_nano
+            # the row outlives the allowance's last request: one lease TTL after it ends
+            ttl = req.lease_ttl_s + LIFE_S
+            holder = self.holder(req.key, ttl)
+            hold = self.holds.get((req.key, holder))
+            if hold is None:
+                self.holds[(req.key, holder)] = [g.slots, g.budget_nano, self.now_s + ttl]
+            else:
+                hold[0] += g.slots
+                hold[1] += g.budget_nano
+                hold[2] = max(hold[2], self.now_s + ttl)
+        self.grants.append((req, g, holder))
 
     def state(self, key: str) -> list[Any]:
         st = self.states.get(key)
@@ -357,6 +425,8 @@ class _Batch:
                     hold[1] += req.reserve_nano
                     hold[2] = max(hold[2], expires)
                 result.lease = holder
+            if self.no_grant is not None:
+                self.grant(req, spent)
         return result
 
     def _sweep(self, key: str) -> bool:
@@ -427,6 +497,7 @@ class SQLiteQuotaStore:
         busy_for: float = 10.0,
         settle_delay: float = 0.02,
         on_error: Callable[[Exception], None] | None = None,
+        allowances: bool = True,
     ) -> None:
         self.path = os.fspath(path)
         self._busy_for = busy_for
@@ -443,6 +514,12 @@ class SQLiteQuotaStore:
         self._busy_since: float | None = None
         self._pause = 0.0
         self._tokens: dict[str, _Token] = {}  # this worker's holder per key (see _Batch.holder)
+        # keys with large limits: a share of them taken at once, admitted from without a
+        # transaction (``allowance``); False: every request in a batch (tests)
+        self.allowances = allowances
+        self._allowances: dict[str, Allowance] = {}
+        self._give_back_all = False  # the next batch returns every allowance (flush, close)
+        self._allowance_timer: asyncio.TimerHandle | None = None
 
     def _open(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -482,14 +559,24 @@ class SQLiteQuotaStore:
         waiting = [w for w in self._waiting if not w[1].cancelled()]
         self._waiting.clear()
         n = len(self._settles)
-        if not waiting and not n:
+        due: list[Allowance] = []
+        every = self._give_back_all
+        if self._allowances:
+            mono = time.monotonic()
+            due = [a for a in self._allowances.values() if every or a.due(mono)]
+        if not waiting and not n and not due:
+            self._arm_allowance_timer()
             return
         try:
             conn = self._open()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 batch = _Batch(conn, time.time(), self._tokens)
+                for a in due:
+                    batch.give_back(a)
                 batch.settle_all(self._settles[:n])
+                if self.allowances and not every:
+                    batch.no_grant = {k for k, a in self._allowances.items() if a not in due}
                 results = [batch.admit(req) if req is not None else None for req, _ in waiting]
                 batch.write()
                 conn.execute("COMMIT")
@@ -510,6 +597,11 @@ class SQLiteQuotaStore:
             return
         del self._settles[:n]
         self._busy_since = None
+        if every:
+            self._give_back_all = False
+        if due or batch.grants:
+            self._allowances_changed(due, batch)
+        self._arm_allowance_timer()
         if self._settle_timer is not None and not self._settles:
             # the settlements it was set for went in this batch: a batch of its own later
             # would be one more transaction for nothing (under load, most of them)
@@ -518,6 +610,56 @@ class SQLiteQuotaStore:
         for (_, fut), result in zip(waiting, results, strict=True):
             if not fut.done():
                 fut.set_result(result)
+
+    def _allowances_changed(self, due: list[Allowance], batch: _Batch) -> None:
+        """After a COMMIT: the allowances given back are over, the ones taken are in use, and
+        a timer gives them back when they end."""
+        for a in due:
+            a.returned = True
+            if self._allowances.get(a.key) is a:
+                del self._allowances[a.key]
+        mono = time.monotonic()
+        for req, grant, holder in batch.grants:
+            self._allowances[req.key] = Allowance(
+                req.key, holder, req.period, req.rpm, req.tpm, req.max_parallel,
+                req.budget_nano, grant, batch.now_s, mono + LIFE_S,
+            )  # fmt: skip
+
+    def _arm_allowance_timer(self) -> None:
+        """A batch when the first allowance ends, even if no request comes."""
+        if self._allowances and self._allowance_timer is None:
+            end = min(a.until for a in self._allowances.values())
+            delay = max(end - time.monotonic(), 0.0) + 0.001
+            loop = asyncio.get_running_loop()
+            self._allowance_timer = loop.call_later(delay, self._allowance_due)
+
+    def _allowance_due(self) -> None:
+        self._allowance_timer = None
+        self._schedule()
+
+    def allowance(self, key: str) -> Allowance | None:
+        """This worker's allowance for ``key`` (the engine admits from it first)."""
+        return self._allowances.get(key)
+
+    def admit_local(self, req: AdmitRequest) -> AdmitResult | None:
+        """``admit`` from this worker's allowance for the key, without a transaction; None
+        when there is none or the request does not fit in it (then it goes in a batch, which
+        gives the allowance back first). The engine does the same with scalars."""
+        a = self._allowances.get(req.key)
+        if a is None or not a.take(
+            req.rpm, req.tpm, req.max_parallel, req.budget_nano, req.period, req.tokens,
+            req.reserve_nano, time.monotonic(),
+        ):  # fmt: skip
+            return None
+        now_s = time.time()
+        rpm = tpm = None
+        if req.rpm is not None:
+            left, reset = a.rpm_view(now_s)
+            rpm = Gcra(True, 0.0, 0.0, left, reset)
+        if req.tpm is not None:
+            left, reset = a.tpm_view(now_s)
+            tpm = Gcra(True, 0.0, 0.0, left, reset)
+        return AdmitResult(True, None, 0.0, now_s, rpm, tpm, 0, 0, a.holder or None, a)
 
     def _failed(self, exc: sqlite3.Error, waiting: list[_Waiter]) -> None:
         now = time.monotonic()
@@ -593,8 +735,11 @@ class SQLiteQuotaStore:
             self._schedule()
 
     async def flush(self) -> None:
-        """Write the waiting settlements now."""
-        if self._settles:
+        """Write the waiting settlements now, and give back every allowance (what they let
+        through is then in the tables: the budget's spend equals the ledger's)."""
+        if self._allowances:
+            self._give_back_all = True
+        if self._settles or self._allowances:
             await self._join(None)
 
     async def spent(self, key: str, period: str) -> int:
@@ -609,6 +754,9 @@ class SQLiteQuotaStore:
         if self._settle_timer is not None:
             self._settle_timer.cancel()
             self._settle_timer = None
+        if self._allowance_timer is not None:
+            self._allowance_timer.cancel()
+            self._allowance_timer = None
         with contextlib.suppress(StoreError):
             await self.flush()
         if self._run is not None:
