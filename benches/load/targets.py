@@ -293,14 +293,22 @@ def litellm_install(cache: Path, log: Path) -> tuple[Path | None, str]:
     return _venv_install(venv, "litellm[proxy]", venv / "bin" / "litellm", log, byte_compile=True)
 
 
+def _config_file(tmp: Path, target: str, name: str, text: str) -> Path:
+    """``text`` (dedented) as ``name`` in the target's own folder of the run's temp folder."""
+    root = tmp / target
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
 def litellm(tmp: Path, up_port: int, exe: Path) -> Target:
     port = free_port()
-    root = tmp / "litellm"
-    root.mkdir(parents=True, exist_ok=True)
-    cfg = root / "config.yaml"
-    cfg.write_text(
-        textwrap.dedent(
-            f"""\
+    cfg = _config_file(
+        tmp,
+        "litellm",
+        "config.yaml",
+        f"""\
             model_list:
               - model_name: claude-sonnet-4-6
                 litellm_params:
@@ -312,9 +320,9 @@ def litellm(tmp: Path, up_port: int, exe: Path) -> Target:
               drop_params: true
             general_settings:
               master_key: {API_KEY}
-            """
-        )
+            """,
     )
+    root = cfg.parent
     env = _base_env()
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env |= {
@@ -381,12 +389,11 @@ def tensorzero_install(cache: Path, log: Path) -> tuple[Path | None, str]:
 
 
 def tensorzero(tmp: Path, up_port: int, exe: Path) -> Target:
-    root = tmp / "tensorzero"
-    root.mkdir(parents=True, exist_ok=True)
-    cfg = root / "tensorzero.toml"
-    cfg.write_text(
-        textwrap.dedent(
-            f"""\
+    cfg = _config_file(
+        tmp,
+        "tensorzero",
+        "tensorzero.toml",
+        f"""\
             [gateway]
             observability.enabled = false
             disable_pseudonymous_usage_analytics = true
@@ -399,9 +406,9 @@ def tensorzero(tmp: Path, up_port: int, exe: Path) -> Target:
             model_name = "{bodies.MODEL}"
             api_base = "http://127.0.0.1:{up_port}/v1/"
             api_key_location = "env::FERRULE_BENCH_ANTHROPIC_KEY"
-            """
-        )
+            """,
     )
+    root = cfg.parent
     launcher = root / "gateway.py"
     launcher.write_text(TENSORZERO_LAUNCHER)
     port_file = root / "port"

@@ -22,8 +22,9 @@ then keeps its slot and reservation in the holder row and settles like any other
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .limiter import Bucket, Gcra, gcra
 
@@ -52,18 +53,12 @@ class Grant:
     tpm: Gcra | None
 
 
-def size_grant(
-    req: AdmitRequest,
-    now_us: float,
-    rpm_tat: float,
-    tpm_tat: float,
-    in_flight: int,
-    reserved: int,
-    spent: int,
-) -> Grant | None:
+def size_grant(req: AdmitRequest, now_us: float, state: Sequence[Any], spent: int) -> Grant | None:
     """The allowance a batch may take for ``req``'s key on top of the state it just updated
     (``req`` admitted), or None when any of the key's limits is too small for one or has no
-    room for it now."""
+    room for it now. ``state``: the key's row as the batch holds it (RPM and TPM theoretical
+    arrival times, requests in flight, nano-dollars reserved)."""
+    rpm_tat, tpm_tat, in_flight, reserved = state
     requests = tokens = slots = budget = 0
     rpm = tpm = None
     if req.rpm is not None:

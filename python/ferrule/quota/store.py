@@ -343,7 +343,7 @@ class _Batch:
         if self.no_grant is None or req.key in self.no_grant:
             return
         st = self.states[req.key]
-        g = size_grant(req, self.now_us, st[0], st[1], st[2], st[3], spent)
+        g = size_grant(req, self.now_us, st, spent)
         if g is None:
             return
         self.no_grant.add(req.key)
