@@ -559,9 +559,17 @@ def test_metrics_add_up_across_two_workers(mock: MockUpstream, tmp_path: Path) -
         with ThreadPoolExecutor(6) as pool:  # fresh connections, several at a time
             codes = list(pool.map(lambda _: post_chat(p, body).status_code, range(n)))
         assert codes == [200] * n
-        wait_for(
-            lambda: value(scrape(p.url), "ferrule_requests_total") == n, 5, "both workers' counts"
-        )
+
+        def counted() -> bool:
+            # a worker's snapshot is written family by family (counters, then histograms):
+            # wait until the other worker's histograms are in too
+            samples = scrape(p.url)
+            return (
+                value(samples, "ferrule_requests_total") == n
+                and value(samples, "ferrule_request_duration_seconds_count") == n
+            )
+
+        wait_for(counted, 5, "both workers' counts")
         for _ in range(6):  # whichever worker answers the scrape, the sums are the same
             samples = scrape(p.url)
             assert value(samples, "ferrule_requests_total") == n

@@ -240,9 +240,18 @@ def test_two_workers_add_up(tmp_path: Path) -> None:
             "status_class": "2xx",
         }
 
+        count = "ferrule_request_duration_seconds_count"
+
         def both() -> Samples | None:
             s = parse(metrics.render_dir(str(tmp_path)))
-            return s if value(s, "ferrule_requests_total", **labels) == 8 else None
+            # A snapshot is written family by family, so a read can fall between two of them:
+            # wait for the live worker's last family (the pool gauges) as well as its first.
+            done = (
+                value(s, "ferrule_requests_total", **labels) == 8
+                and value(s, count, route="/v1/chat/completions", stream="false") == 8
+                and value(s, "ferrule_upstream_pool_size") == 10
+            )
+            return s if done else None
 
         # The exited worker wrote its values at exit; the live one writes a snapshot about
         # once a second.
@@ -253,7 +262,6 @@ def test_two_workers_add_up(tmp_path: Path) -> None:
         assert value(s, "ferrule_cost_usd_total", model="claude-haiku-4-5") == pytest.approx(
             8 * (100 * 1 + 10 * 5) / 1e6
         )
-        count = "ferrule_request_duration_seconds_count"
         assert value(s, count, route="/v1/chat/completions", stream="false") == 8
         # live gauges: only the live worker (the dead one's file was pruned)
         assert value(s, "ferrule_open_streams") == 2
@@ -298,13 +306,18 @@ def test_a_killed_worker_keeps_its_last_snapshot(tmp_path: Path) -> None:
     def requests() -> float:
         return value(parse(metrics.render_dir(str(tmp_path))), "ferrule_requests_total", **labels)
 
+    def tokens() -> float:
+        s = parse(metrics.render_dir(str(tmp_path)))
+        return value(s, "ferrule_tokens_total", model="claude-haiku-4-5", kind="input")
+
     proc = subprocess.Popen(
         [sys.executable, "-c", _KILLED, "6"], env=env, stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        wait_for(lambda: requests() == 6 or None, "the snapshot of the worker")
+        # tokens are written after requests: wait for both before the kill
+        wait_for(lambda: (requests() == 6 and tokens() == 42) or None, "the worker's snapshot")
     finally:
         proc.kill()  # SIGKILL: no atexit, no lifespan shutdown
         proc.wait(timeout=30)
