@@ -58,7 +58,7 @@ def test_serve_banner_then_one_compact_line_per_request(mock: MockUpstream, tmp_
     banner = text.split("\n\n")[0] if "\n\n" in text else text
     for row in (
         f"listening  {p.url}  (OpenAI SDKs: {p.url}/v1)",
-        f"upstream   {mock.url}",
+        f"upstream   {mock.url}  (aiohttp engine)",
         "backend    python, 1 worker",
         f"data       {data}",
         "auth       no access key (loopback); callers send their own Anthropic key",

@@ -2,6 +2,8 @@
 ``ferrule._pure`` with the same signature and byte-identical output. Import via ``ferrule.backend``.
 """
 
+from typing import Any, final
+
 from typing_extensions import disjoint_base
 
 from ferrule.translate.responses_request import ResponsesTranslated
@@ -13,6 +15,7 @@ __all__ = [
     "SseDecoder",
     "SseError",
     "StreamTranslator",
+    "UpstreamEngine",
     "answer_to_openai",
     "answer_usage",
 ]
@@ -121,3 +124,35 @@ def answer_to_openai(
 def answer_usage(raw: bytes) -> tuple[int, int, int, int, int, int] | None:
     """The usage counts of an Anthropic answer relayed as it is; None when ``raw`` is not a JSON
     object. Runs without the GIL."""
+
+@final
+class UpstreamEngine:
+    """The native backend's upstream HTTP engine: hyper's pooled HTTP/1.1 client (TLS by rustls)
+    on a tokio thread of its own. Not a kernel: its twin is the aiohttp engine
+    (``ferrule.upstream.Upstream``), behind the same surface (``ferrule.upstream_native``, which
+    also documents the protocol). ``drain()`` returns ``(id, kind, status, a, b)``: kind 0, the
+    head (``a`` the headers, ``b`` the whole body or None); 1, a stream to ``take``; 2, failed
+    before the head (``a`` the cause, ``b`` the reason). ``take`` returns the bytes since the
+    last take, the state (0 open, 1 ended, 2 timed out, 3 broken) and why it broke."""
+
+    def __new__(
+        cls,
+        base_url: str,
+        *,
+        pool_size: int,
+        connect_timeout: float,
+        read_timeout: float,
+        pool_timeout: float,
+        whole_limit: int,
+        stream_buffer: int,
+    ) -> UpstreamEngine: ...
+    @property
+    def in_use(self) -> int: ...
+    def fileno(self) -> int: ...
+    def send(self, id: int, path: str, body: bytes, headers: list[tuple[str, str]]) -> None: ...
+    def cancel(self, id: int) -> None: ...
+    def take(self, id: int) -> tuple[bytes, int, str | None]: ...
+    def drain(
+        self,
+    ) -> list[tuple[int, int, int, Any, Any]]: ...
+    def close(self) -> None: ...

@@ -43,7 +43,8 @@ from .stored_responses import RESPONSES_SQLITE_NAME, ResponseState
 from .thinking import THINKING_MAX_BYTES, THINKING_SQLITE_NAME, ThinkingMemory
 from .ui import Live
 from .ui import handle as ui_handle
-from .upstream import Upstream
+from .upstream import UpstreamClient
+from .upstream_native import open_upstream
 
 __all__ = ["App", "create_app"]
 
@@ -152,7 +153,7 @@ class App:
     quota: _Forward[Quota] = _Forward()
     live: _Forward[Live] = _Forward()
     large_bodies: _Forward[LargeBodies] = _Forward()
-    upstream: _Forward[Upstream] = _Forward()  # made on first use without lifespan support
+    upstream: _Forward[UpstreamClient] = _Forward()  # made on first use without lifespan support
     recorder: _Forward[Recorder] = _Forward()
     store: _Forward[ResponseStore | None] = _Forward()
     thinking: _Forward[ThinkingMemory | None] = _Forward()
@@ -171,7 +172,7 @@ class App:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 _fewer_young_collections()
-                self.services.upstream = Upstream(self.cfg)
+                self.services.upstream = open_upstream(self.cfg)
                 await self._open_stores()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

@@ -11,9 +11,12 @@ import os
 import warnings
 from collections.abc import Callable
 from types import ModuleType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from . import _pure
+
+if TYPE_CHECKING:
+    from . import _native
 
 BackendName = Literal["rust", "python"]
 
@@ -24,6 +27,7 @@ __all__ = [
     "SseDecoder",
     "SseError",
     "StreamTranslator",
+    "UpstreamEngine",
     "answer_to_openai",
     "answer_usage",
     "load",
@@ -68,3 +72,6 @@ answer_to_openai: Callable[
     [bytes, str, int, str | None], tuple[bytes, tuple[int, int, int, int, int, int]] | None
 ] = _module.answer_to_openai
 answer_usage: Callable[[bytes], tuple[int, int, int, int, int, int] | None] = _module.answer_usage
+# Not a kernel: the native backend's upstream HTTP engine (ferrule.upstream_native). The pure
+# backend has none; its engine is aiohttp (ferrule.upstream), which is the native one's twin.
+UpstreamEngine: type[_native.UpstreamEngine] | None = getattr(_module, "UpstreamEngine", None)

@@ -57,6 +57,9 @@ class Config:
     # On SIGTERM: stop accepting, let in-flight requests finish for up to this long, then exit.
     shutdown_timeout: float = 30.0
     pool_size: int = 1024  # as large as max_concurrent: an accepted request never waits for one
+    # The HTTP client to Anthropic: native (hyper + rustls in the extension, ferrule.upstream_
+    # native), aiohttp, or auto (native with the native backend, else aiohttp).
+    upstream_engine: str = "auto"
     pool_timeout: float = 30.0
     max_body_bytes: int = 32 * 1024 * 1024
     # Bodies of at least large_body_bytes are parsed and prepared in a thread, in bounded steps;
@@ -191,6 +194,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "body_timeout": ("FERRULE_BODY_TIMEOUT", _FLOAT),
     "shutdown_timeout": ("FERRULE_SHUTDOWN_TIMEOUT", _FLOAT),
     "pool_size": ("FERRULE_POOL_SIZE", _INT),
+    "upstream_engine": ("FERRULE_UPSTREAM_ENGINE", _str),
     "pool_timeout": ("FERRULE_POOL_TIMEOUT", _FLOAT),
     "max_body_bytes": ("FERRULE_MAX_BODY_BYTES", _INT),
     "large_body_bytes": ("FERRULE_LARGE_BODY_BYTES", _INT),
@@ -400,6 +404,8 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("upstream_affinity must be prefix or conversation")
     if cfg.prompt_cache_ttl not in ("5m", "1h"):
         raise ConfigError("prompt_cache_ttl must be 5m or 1h")
+    if cfg.upstream_engine not in ("auto", "native", "aiohttp"):
+        raise ConfigError("upstream_engine must be auto, native or aiohttp")
     if cfg.compression not in ("off", "lossless", "aggressive"):
         raise ConfigError("compression must be off, lossless or aggressive")
     if cfg.host != "localhost" and not _is_ip(cfg.host):

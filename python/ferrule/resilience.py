@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .errors import ProxyError
 from .tenant import tenant_id
-from .upstream import Upstream, UpstreamResponse
+from .upstream import UpstreamClient, UpstreamResponse
 
 if TYPE_CHECKING:
     from .upstream_pool import UpstreamPool
@@ -290,7 +290,7 @@ class Resilience:
 
     async def send(
         self,
-        upstream: Upstream,
+        upstream: UpstreamClient,
         path: str,
         body: bytes,
         headers: list[tuple[str, str]],
@@ -301,7 +301,7 @@ class Resilience:
         return await self.send_to(upstream, path, body, OneKey(self, headers), tally)
 
     async def send_to(
-        self, upstream: Upstream, path: str, body: bytes, targets: Targets, tally: Tally
+        self, upstream: UpstreamClient, path: str, body: bytes, targets: Targets, tally: Tally
     ) -> UpstreamResponse:
         """The one send loop: each attempt goes to ``targets.next()`` (one key, or a member of
         the upstream key pool), under the retry policy, budget and that target's breaker.

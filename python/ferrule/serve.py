@@ -152,7 +152,7 @@ def banner(cfg: Config, host: str) -> str:
         access = f"JSON lines appended to {cfg.access_log}"
     rows = [
         ("listening", f"{base}  (OpenAI SDKs: {base}/v1)"),
-        ("upstream", cfg.upstream_url),
+        ("upstream", f"{cfg.upstream_url}  ({_engine(cfg, backend)} engine)"),
         ("backend", f"{backend}, {cfg.workers} worker{'s' if cfg.workers != 1 else ''}"),
         ("data", str(resolve_data_dir(cfg.data_dir or None))),
         ("auth", _auth_mode(cfg)),
@@ -161,6 +161,13 @@ def banner(cfg: Config, host: str) -> str:
     ]
     lines = [f"Ferrule {__version__}"] + [f"  {k:<11}{v}" for k, v in rows]
     return "\n".join(lines) + "\n"
+
+
+def _engine(cfg: Config, backend: str) -> str:
+    """The HTTP client ``upstream_native.open_upstream`` picks in the workers."""
+    if cfg.upstream_engine == "auto":
+        return "native" if backend == "rust" else "aiohttp"
+    return cfg.upstream_engine
 
 
 def _auth_mode(cfg: Config) -> str:

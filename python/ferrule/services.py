@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .upstream import Upstream
+from .upstream import UpstreamClient
+from .upstream_native import open_upstream
 
 if TYPE_CHECKING:
     from .cache import ResponseStore
@@ -47,21 +48,21 @@ class Services:
     thinking: ThinkingMemory | None = None  # tool turns' thinking blocks (ferrule.thinking)
     responses: ResponseState | None = None  # stored Responses (previous_response_id)
     sealer: Sealer | None = None  # seals what the stores keep at rest (ferrule.seal)
-    _upstream: Upstream | None = field(default=None, init=False, repr=False)
+    _upstream: UpstreamClient | None = field(default=None, init=False, repr=False)
 
     @property
-    def upstream(self) -> Upstream:
+    def upstream(self) -> UpstreamClient:
         """The upstream client: the lifespan's, or (servers without lifespan support) one made
         on first use."""
         up = self._upstream
         if up is None:
-            up = self._upstream = Upstream(self.cfg)
+            up = self._upstream = open_upstream(self.cfg)
         return up
 
     @upstream.setter
-    def upstream(self, value: Upstream) -> None:
+    def upstream(self, value: UpstreamClient) -> None:
         self._upstream = value
 
-    def opened_upstream(self) -> Upstream | None:
+    def opened_upstream(self) -> UpstreamClient | None:
         """The upstream client if one was made (to close it), without making one."""
         return self._upstream

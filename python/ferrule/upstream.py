@@ -21,7 +21,7 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -30,7 +30,15 @@ from multidict import CIMultiDictProxy
 from .config import Config
 from .errors import ProxyError
 
-__all__ = ["Upstream", "UpstreamError", "UpstreamResponse", "UpstreamTimeout", "describe_failure"]
+__all__ = [
+    "Upstream",
+    "UpstreamClient",
+    "UpstreamError",
+    "UpstreamResponse",
+    "UpstreamTimeout",
+    "describe_cause",
+    "describe_failure",
+]
 
 log = logging.getLogger("ferrule.upstream")
 
@@ -56,8 +64,42 @@ class UpstreamTimeout(UpstreamError):
     """The upstream went silent for longer than the idle (read) timeout."""
 
 
-class UpstreamResponse:
-    """A started upstream response: status and headers read, body not yet."""
+class UpstreamResponse(Protocol):
+    """A started upstream response: status and headers read, body not yet (both engines)."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+    @property
+    def raw_headers(self) -> tuple[tuple[bytes, bytes], ...]: ...
+    def aiter_raw(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive; ``UpstreamTimeout`` or ``UpstreamError`` if it breaks."""
+        ...
+
+    async def aread(self) -> bytes: ...
+    async def aclose(self) -> None:
+        """Release the connection; one whose body was not read to the end is closed (the
+        upstream sees the caller go)."""
+        ...
+
+
+class UpstreamClient(Protocol):
+    """The HTTP client to Anthropic: ``Upstream`` (aiohttp) or ``upstream_native.NativeUpstream``
+    (hyper in the extension); ``upstream_native.open_upstream`` chooses."""
+
+    host: str  # host[:port] of the upstream, for messages (never its credentials)
+
+    @property
+    def in_use(self) -> int: ...
+    async def send(
+        self, path: str, body: bytes, headers: list[tuple[str, str]]
+    ) -> UpstreamResponse: ...
+    async def aclose(self) -> None: ...
+
+
+class AiohttpResponse:
+    """``UpstreamResponse`` of the aiohttp engine."""
 
     __slots__ = ("_resp",)
 
@@ -100,43 +142,84 @@ class UpstreamResponse:
         self._resp.release()
 
 
-def describe_failure(exc: BaseException, host: str, connect_timeout: float) -> tuple[int, str, str]:
-    """(status, message, code) for an exception raised before the response headers arrived:
-    the cause in words a user can act on (DNS, refused, TLS, timeout) with the OS's own reason,
-    and the upstream host. Never a key: these come from the socket layer, which sees no header."""
+def describe_cause(
+    cause: str, reason: str, host: str, connect_timeout: float
+) -> tuple[int, str, str]:
+    """(status, message, code) for a failure before the response headers arrived, from its
+    cause (``dns``, ``refused``, ``connect_timeout``, ``timeout``, ``tls_cert``, ``tls``,
+    ``connect``, ``disconnected``, ``connection``) and the OS's or library's reason: words a user
+    can act on, and the upstream host. Both engines name their failures this way."""
     connect = f"cannot connect to the upstream {host}: "
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+    reason = reason.strip()[:200] or "unknown reason"
+    if cause == "connect_timeout":
         return 504, connect + f"timed out after {connect_timeout:g} s", "upstream_connect_timeout"
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+    if cause == "timeout":
         return 504, f"the upstream {host} did not answer in time", "upstream_timeout"
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        reason = _reason(exc.os_error)
+    if cause == "dns":
         return 502, connect + f"DNS resolution failed ({reason})", "upstream_dns_error"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        reason = _reason(exc.certificate_error)
+    if cause == "tls_cert":
         return 502, connect + f"TLS certificate not accepted ({reason})", "upstream_tls_error"
+    if cause == "tls":
+        return 502, connect + f"TLS handshake failed ({reason})", "upstream_tls_error"
+    if cause == "refused":
+        return 502, connect + "connection refused", "upstream_connection_refused"
+    if cause == "connect":
+        return 502, connect + reason, "upstream_connect_error"
+    if cause == "disconnected":
+        message = f"the upstream {host} closed the connection before answering"
+        return 502, message, "upstream_connection_error"
+    message = f"the connection to the upstream {host} failed ({reason})"
+    return 502, message, "upstream_connection_error"
+
+
+def describe_failure(exc: BaseException, host: str, connect_timeout: float) -> tuple[int, str, str]:
+    """(status, message, code) for an aiohttp exception raised before the response headers
+    arrived (see ``describe_cause``). Never a key: these come from the socket layer, which sees
+    no header."""
+    return describe_cause(*_cause(exc), host, connect_timeout)
+
+
+def _cause(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return "connect_timeout", ""
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return "timeout", ""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "dns", _reason(exc.os_error)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "tls_cert", _reason(exc.certificate_error)
     if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
-        return 502, connect + f"TLS handshake failed ({_reason(exc)})", "upstream_tls_error"
+        return "tls", _reason(exc)
     if isinstance(exc, aiohttp.ClientConnectorError):
         err = exc.os_error
         if isinstance(err, ssl.SSLError):
-            return 502, connect + f"TLS handshake failed ({_reason(err)})", "upstream_tls_error"
+            return "tls", _reason(err)
         if isinstance(err, ConnectionRefusedError):
-            return 502, connect + "connection refused", "upstream_connection_refused"
+            return "refused", ""
         if isinstance(err, socket.gaierror):
-            return 502, connect + f"DNS resolution failed ({_reason(err)})", "upstream_dns_error"
+            return "dns", _reason(err)
         if isinstance(err, TimeoutError):
-            return (
-                504,
-                connect + f"timed out after {connect_timeout:g} s",
-                ("upstream_connect_timeout"),
-            )
-        return 502, connect + _reason(err), "upstream_connect_error"
+            return "connect_timeout", ""
+        return "connect", _reason(err)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        message = f"the upstream {host} closed the connection before answering"
-        return 502, message, "upstream_connection_error"
-    message = f"the connection to the upstream {host} failed ({_reason(exc)})"
-    return 502, message, "upstream_connection_error"
+        return "disconnected", ""
+    return "connection", _reason(exc)
+
+
+def log_failure(logged: dict[str, float], code: str, message: str) -> None:
+    """A warning per cause, at most once per ``LOG_EVERY_S`` (the answer carries it too);
+    ``logged``: cause code -> when it was last logged, one per client."""
+    now = time.monotonic()
+    last = logged.get(code)
+    if last is None or now - last >= LOG_EVERY_S:
+        logged[code] = now  # a fixed set of codes: the dict stays small
+        log.warning("%s (logged at most every %g s)", message, LOG_EVERY_S)
+
+
+def upstream_host(base: str) -> str:
+    """host[:port] of an upstream URL, for messages: a URL's user:password part is never shown."""
+    url = urlsplit(base)
+    return (url.hostname or "?") + (f":{url.port}" if url.port else "")
 
 
 def _reason(err: BaseException | None) -> str:
@@ -152,11 +235,12 @@ def _reason(err: BaseException | None) -> str:
 
 
 class Upstream:
+    """The aiohttp engine (``UpstreamClient``); the pure-Python backend's, and the twin of the
+    native one."""
+
     def __init__(self, cfg: Config) -> None:
         self.base = cfg.upstream_url.rstrip("/")
-        # For messages: host and port only (a URL's user:password part is never shown).
-        url = urlsplit(self.base)
-        self.host = (url.hostname or "?") + (f":{url.port}" if url.port else "")
+        self.host = upstream_host(self.base)
         self._logged: dict[str, float] = {}  # cause code -> when it was last logged
         self._cfg = cfg
         self._session: aiohttp.ClientSession | None = None
@@ -192,9 +276,7 @@ class Upstream:
         acquired = getattr(connector, "_acquired", None)
         return len(acquired) if acquired is not None else 0
 
-    async def send(
-        self, path: str, body: bytes, headers: list[tuple[str, str]]
-    ) -> UpstreamResponse:
+    async def send(self, path: str, body: bytes, headers: list[tuple[str, str]]) -> AiohttpResponse:
         """Start a request and return once the status and headers arrived (body not read).
 
         Connection problems become ProxyError 502 (could not connect or the connection broke)
@@ -223,15 +305,10 @@ class Upstream:
                 type="timeout_error" if status == 504 else "api_error",
                 code=code,
             ) from None
-        return UpstreamResponse(resp)
+        return AiohttpResponse(resp)
 
     def _log_once(self, code: str, message: str) -> None:
-        """A warning per cause, at most once per ``LOG_EVERY_S`` (the answer carries it too)."""
-        now = time.monotonic()
-        last = self._logged.get(code)
-        if last is None or now - last >= LOG_EVERY_S:
-            self._logged[code] = now  # a fixed set of codes: the dict stays small
-            log.warning("%s (logged at most every %g s)", message, LOG_EVERY_S)
+        log_failure(self._logged, code, message)
 
     async def aclose(self) -> None:
         if self._session is not None:

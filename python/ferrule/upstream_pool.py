@@ -55,7 +55,7 @@ from .errors import ProxyError
 from .largebody import prepare
 from .resilience import Breaker, Resilience, Tally, Target
 from .routes.common import upstream_headers
-from .upstream import Upstream, UpstreamResponse
+from .upstream import UpstreamClient, UpstreamResponse
 
 if TYPE_CHECKING:
     from .ledger import RequestRecord
@@ -415,7 +415,7 @@ class UpstreamPool:
     async def send(
         self,
         res: Resilience,
-        upstream: Upstream,
+        upstream: UpstreamClient,
         path: str,
         body: bytes,
         order: Sequence[Member],

@@ -10,6 +10,8 @@ pub mod stream;
 
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+mod upstream_engine;
 
 #[cfg(feature = "python")]
 #[pyo3::pymodule]

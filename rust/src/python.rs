@@ -399,6 +399,7 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySseDecoder>()?;
     m.add_class::<PyStreamTranslator>()?;
     m.add_class::<PyResponsesStreamEncoder>()?;
+    m.add_class::<crate::upstream_engine::PyUpstreamEngine>()?;
     m.add_function(wrap_pyfunction!(answer_to_openai, m)?)?;
     m.add_function(wrap_pyfunction!(answer_usage, m)?)?;
     Ok(())
