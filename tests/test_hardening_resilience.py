@@ -193,7 +193,9 @@ class _FakeUpstream:
         self.script = list(script)
         self.calls = 0
 
-    async def send(self, path: str, body: bytes, headers: list[tuple[str, str]]) -> Any:
+    async def send(
+        self, path: str, body: bytes, headers: list[tuple[str, str]], timeout: float | None = None
+    ) -> Any:
         self.calls += 1
         step = self.script.pop(0)
         if step == "hang":

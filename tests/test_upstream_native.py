@@ -102,12 +102,16 @@ def test_a_json_answer_its_status_and_every_header(engine: str) -> None:
             body = await resp.aread()
             dups = [v for k, v in resp.raw_headers if k.lower() == b"x-dup"]
             await resp.aclose()
-            return resp.status_code, resp.headers.get("Retry-After"), dups, body
+            h = resp.headers
+            assert h["REQUEST-ID"] == "req_1" and "x-dup" in h and h.get("absent") is None
+            assert h["x-dup"] == "a"  # the first of repeated ones, as aiohttp's .get gives
+            return resp.status_code, h.get("Retry-After"), dups, body
         finally:
             await up.aclose()
 
     status, retry, dups, body = run(scenario, handler)
     assert (status, retry, dups, body) == (429, "3", [b"a", b"b"], b'{"type":"error"}')
+    assert seen, "the server saw no request"
     head, sent = seen[0]
     assert head.startswith(b"POST /base/v1/messages HTTP/1.1\r\n")
     assert b"x-api-key: sk-ant-test-key-0123456789\r\n" in head.lower()
@@ -320,6 +324,33 @@ def test_silence_before_the_head_is_a_timeout(engine: str) -> None:
 
     err = run(scenario, handler)
     assert err.status == 504 and err.code == "upstream_timeout", err.message
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_callers_first_byte_timeout(engine: str) -> None:
+    """``send(..., timeout)``: no head within it is ``asyncio.TimeoutError`` (the resilience
+    layer's 504), and the request is dropped: the upstream sees the connection close."""
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await reader.read()  # until the client drops the connection
+        closed.set()
+        writer.close()
+
+    async def scenario(url: str) -> float:
+        up = make(engine, url)
+        try:
+            t0 = asyncio.get_running_loop().time()
+            with pytest.raises(asyncio.TimeoutError):
+                await up.send("/v1/messages", b"{}", HEADERS, 0.3)
+            waited = asyncio.get_running_loop().time() - t0
+            await asyncio.wait_for(closed.wait(), 5)
+            return waited
+        finally:
+            await up.aclose()
+
+    assert 0.25 <= run(scenario, handler) < 5
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -213,7 +213,9 @@ class FakeUpstream:
         self.plan = plan
         self.seen: list[str] = []
 
-    async def send(self, path: str, body: bytes, headers: list[tuple[str, str]]) -> FakeResponse:
+    async def send(
+        self, path: str, body: bytes, headers: list[tuple[str, str]], timeout: float | None = None
+    ) -> FakeResponse:
         key = dict(headers)["x-api-key"]
         self.seen.append(key)
         statuses = self.plan.get(key) or [200]

@@ -327,9 +327,8 @@ class Resilience:
                 attempt += 1
                 tally.attempts = attempt
                 try:
-                    resp = await asyncio.wait_for(
-                        upstream.send(path, body, targets.headers(target)),
-                        policy.first_byte_timeout,
+                    resp = await upstream.send(
+                        path, body, targets.headers(target), policy.first_byte_timeout
                     )
                 except (ProxyError, asyncio.TimeoutError) as exc:
                     err = (

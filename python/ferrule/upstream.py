@@ -20,7 +20,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -70,7 +70,10 @@ class UpstreamResponse(Protocol):
     @property
     def status_code(self) -> int: ...
     @property
-    def headers(self) -> CIMultiDictProxy[str]: ...
+    def headers(self) -> Mapping[str, str]:
+        """Case-insensitive lookup of the response headers (the first of repeated ones)."""
+        ...
+
     @property
     def raw_headers(self) -> tuple[tuple[bytes, bytes], ...]: ...
     def aiter_raw(self) -> AsyncIterator[bytes]:
@@ -93,8 +96,16 @@ class UpstreamClient(Protocol):
     @property
     def in_use(self) -> int: ...
     async def send(
-        self, path: str, body: bytes, headers: list[tuple[str, str]]
-    ) -> UpstreamResponse: ...
+        self,
+        path: str,
+        body: bytes,
+        headers: list[tuple[str, str]],
+        timeout: float | None = None,
+    ) -> UpstreamResponse:
+        """Start a request; return once its status and headers arrived (body not read).
+        ``timeout``: seconds for those to arrive, else ``asyncio.TimeoutError``."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -276,11 +287,25 @@ class Upstream:
         acquired = getattr(connector, "_acquired", None)
         return len(acquired) if acquired is not None else 0
 
-    async def send(self, path: str, body: bytes, headers: list[tuple[str, str]]) -> AiohttpResponse:
-        """Start a request and return once the status and headers arrived (body not read).
+    async def send(
+        self,
+        path: str,
+        body: bytes,
+        headers: list[tuple[str, str]],
+        timeout: float | None = None,
+    ) -> AiohttpResponse:
+        """Start a request and return once the status and headers arrived (body not read);
+        ``asyncio.TimeoutError`` if they did not within ``timeout`` seconds.
 
         Connection problems become ProxyError 502 (could not connect or the connection broke)
         or 504 (timed out). The caller must ``aclose()`` the response."""
+        if timeout is not None:
+            return await asyncio.wait_for(self._send(path, body, headers), timeout)
+        return await self._send(path, body, headers)
+
+    async def _send(
+        self, path: str, body: bytes, headers: list[tuple[str, str]]
+    ) -> AiohttpResponse:
         data: Any = body
         if len(body) >= _PIECE_BYTES * 4:
             # A large body goes out in pieces: aiohttp would otherwise join it to the request

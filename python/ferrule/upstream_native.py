@@ -24,10 +24,8 @@ slot (``pool_timeout``), connect (``connect_timeout``), the head, every read (``
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
-
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from . import backend
 from .config import Config, ConfigError
@@ -65,10 +63,34 @@ def open_upstream(cfg: Config) -> UpstreamClient:
     return NativeUpstream(cfg)
 
 
+class _Headers(Mapping[str, str]):
+    """The head's (name, value) pairs looked up by name, case-insensitively: a scan of ~10
+    pairs is cheaper than building a dict for the two or three lookups a response gets."""
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, pairs: tuple[tuple[bytes, bytes], ...]) -> None:
+        self._pairs = pairs
+
+    def __getitem__(self, key: str) -> str:
+        want = key.lower().encode("latin-1", "replace")  # hyper's names are lowercase
+        for name, value in self._pairs:
+            if name == want:
+                # decoded as aiohttp decodes them (UTF-8, undecodable bytes kept as surrogates)
+                return value.decode("utf-8", "surrogateescape")
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (name.decode("latin-1") for name, _ in self._pairs)
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+
 class NativeResponse:
     """``UpstreamResponse`` of the native engine."""
 
-    __slots__ = ("_body", "_headers", "_id", "_open", "_pairs", "_up", "status_code")
+    __slots__ = ("_body", "_id", "_open", "_pairs", "_up", "status_code")
 
     def __init__(
         self,
@@ -82,7 +104,6 @@ class NativeResponse:
         self._id = rid
         self.status_code = status
         self._pairs = pairs
-        self._headers: CIMultiDictProxy[str] | None = None
         self._body = body  # the whole body, or None: to be taken from the engine
         self._open = body is None  # the engine still holds (part of) the body
 
@@ -91,17 +112,8 @@ class NativeResponse:
         return self._pairs
 
     @property
-    def headers(self) -> CIMultiDictProxy[str]:
-        h = self._headers
-        if h is None:
-            # decoded as aiohttp decodes them (UTF-8, undecodable bytes kept as surrogates)
-            h = self._headers = CIMultiDictProxy(
-                CIMultiDict(
-                    (k.decode("latin-1"), v.decode("utf-8", "surrogateescape"))
-                    for k, v in self._pairs
-                )
-            )
-        return h
+    def headers(self) -> Mapping[str, str]:
+        return _Headers(self._pairs)
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive: everything the engine read since the last piece."""
@@ -233,9 +245,16 @@ class NativeUpstream:
         if self._engine is not None:
             self._engine.cancel(rid)
 
-    async def send(self, path: str, body: bytes, headers: list[tuple[str, str]]) -> NativeResponse:
+    async def send(
+        self,
+        path: str,
+        body: bytes,
+        headers: list[tuple[str, str]],
+        timeout: float | None = None,
+    ) -> NativeResponse:
         """Start a request and return once the status and headers arrived (see ``Upstream``'s
-        ``send``: the same errors, the same duty to ``aclose`` the response)."""
+        ``send``: the same errors, the same duty to ``aclose`` the response). The engine keeps
+        ``timeout`` itself: no timer task on the event loop."""
         engine = self.engine
         loop = self._loop
         assert loop is not None
@@ -243,7 +262,7 @@ class NativeUpstream:
         rid = self._next
         fut: asyncio.Future[Any] = loop.create_future()
         try:
-            engine.send(rid, path, body, headers)
+            engine.send(rid, path, body, headers, timeout)
         except ValueError as exc:  # a header or path hyper refuses to send
             raise ProxyError(
                 400, f"the request cannot be sent upstream: {exc}", type="invalid_request_error"
@@ -260,6 +279,8 @@ class NativeUpstream:
         if isinstance(got, NativeResponse):
             return got
         cause, reason = got
+        if cause == "first_byte":
+            raise asyncio.TimeoutError
         status, message, code = describe_cause(cause, reason, self.host, self._cfg.connect_timeout)
         log_failure(self._logged, code, message)
         raise ProxyError(

@@ -49,7 +49,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::AbortHandle;
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at, Instant};
 
 const HEAD: u8 = 0;
 const READY: u8 = 1;
@@ -75,6 +75,7 @@ enum Cmd {
         uri: Uri,
         body: Bytes,
         headers: HeaderMap,
+        first_byte: Option<Duration>,
     },
     Cancel(u64),
 }
@@ -221,7 +222,8 @@ struct Ctx {
 }
 
 /// The words for a failure before the head: `(cause, reason)`. Causes: `dns`, `refused`,
-/// `connect_timeout`, `tls_cert`, `tls`, `connect`, `disconnected`, `connection`;
+/// `connect_timeout`, `tls_cert`, `tls`, `connect`, `disconnected`, `connection` (and, from
+/// `exchange`, `timeout` and `first_byte`: no head within the request's own timeout);
 /// `python/ferrule/upstream.py` (`describe_cause`) turns them into the caller's message.
 fn classify(err: &(dyn StdError + 'static), connect: bool) -> (&'static str, String) {
     let mut dns = false;
@@ -279,19 +281,34 @@ fn tls_cause(err: &rustls::Error) -> (&'static str, String) {
     (cause, err.to_string())
 }
 
-async fn exchange(ctx: Arc<Ctx>, id: u64, uri: Uri, body: Bytes, headers: HeaderMap) {
+async fn exchange(
+    ctx: Arc<Ctx>,
+    id: u64,
+    uri: Uri,
+    body: Bytes,
+    headers: HeaderMap,
+    first_byte: Option<Duration>,
+) {
     let shared = &ctx.shared;
+    // The caller's first-byte timeout runs from now (pool wait included, as the aiohttp engine's
+    // asyncio.wait_for does); the engine's own head timeout from the moment it has a slot.
+    let deadline = first_byte.map(|d| Instant::now() + d);
     let permit = match timeout(ctx.pool_timeout, ctx.permits.clone().acquire_owned()).await {
         Ok(Ok(p)) => p,
         Ok(Err(_)) => return shared.failed(id, "connection", "the engine is closed".into()),
         Err(_) => return shared.failed(id, "connect_timeout", "no free connection".into()),
     };
+    let own = Instant::now() + ctx.head_timeout;
+    let (until, cause) = match deadline {
+        Some(d) if d <= own => (d, "first_byte"),
+        _ => (own, "timeout"),
+    };
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = Method::POST;
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
-    let resp = match timeout(ctx.head_timeout, ctx.client.request(req)).await {
-        Err(_) => return shared.failed(id, "timeout", String::new()),
+    let resp = match timeout_at(until, ctx.client.request(req)).await {
+        Err(_) => return shared.failed(id, cause, String::new()),
         Ok(Err(e)) => {
             let (cause, reason) = classify(&e, e.is_connect());
             return shared.failed(id, cause, reason);
@@ -404,10 +421,11 @@ fn run(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
                     uri,
                     body,
                     headers,
+                    first_byte,
                 } => {
                     let (c, t) = (ctx.clone(), tasks.clone());
                     let handle = tokio::spawn(async move {
-                        exchange(c, id, uri, body, headers).await;
+                        exchange(c, id, uri, body, headers, first_byte).await;
                         lock(&t).remove(&id);
                     });
                     // The task has not run yet (one thread: it runs when this loop awaits), so
@@ -460,7 +478,11 @@ impl PyUpstreamEngine {
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
-            _ => return Err(PyValueError::new_err("the upstream URL must be http or https")),
+            _ => {
+                return Err(PyValueError::new_err(
+                    "the upstream URL must be http or https",
+                ))
+            }
         };
         let connect_timeout = seconds(connect_timeout)?;
         let mut http = HttpConnector::new();
@@ -536,14 +558,19 @@ impl PyUpstreamEngine {
         self.pool_size - self.permits.available_permits().min(self.pool_size)
     }
 
-    /// Queue a POST of `body` to the base URL + `path`; its completions carry `id`.
+    /// Queue a POST of `body` to the base URL + `path`; its completions carry `id`. No head
+    /// within `first_byte` seconds (None: the engine's own head timeout only) fails it with
+    /// the cause `first_byte`.
+    #[pyo3(signature = (id, path, body, headers, first_byte=None))]
     fn send(
         &self,
         id: u64,
         path: &str,
         body: PyBackedBytes,
         headers: Vec<(String, String)>,
+        first_byte: Option<f64>,
     ) -> PyResult<()> {
+        let first_byte = first_byte.map(seconds).transpose()?;
         let mut url = String::with_capacity(self.base.len() + path.len());
         url.push_str(&self.base);
         url.push_str(path);
@@ -563,6 +590,7 @@ impl PyUpstreamEngine {
             uri,
             body: Bytes::from_owner(body),
             headers: map,
+            first_byte,
         };
         match &*lock(&self.tx) {
             Some(tx) if tx.send(cmd).is_ok() => Ok(()),
