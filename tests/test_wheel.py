@@ -5,8 +5,8 @@ the aarch64 one, which this machine cannot run without an arm64 Python, is inspe
 machine code, contents).
 
 The wheels come from ``dist/`` when a ``make wheels`` step left them there after the last change
-to the sources; otherwise this module runs ``make wheels`` into a temporary folder (about a
-minute per target on two cores, in ``$CARGO_TARGET_DIR`` or a cache folder under /tmp, never the
+to the sources; otherwise this module runs ``make wheels`` into a temporary folder (two to
+three minutes per target on two cores, in ``$CARGO_TARGET_DIR`` or a cache folder under /tmp, never the
 shared ``target/``)."""
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ SOURCES = ("Cargo.toml", "Cargo.lock", "pyproject.toml", "README.md", "rust", "p
 EM_X86_64, EM_AARCH64 = 62, 183  # ELF e_machine
 
 pytestmark = [
+    # a cold build of both targets (tokio, hyper and rustls included) takes minutes on 2 cores
+    pytest.mark.timeout(1300),
     pytest.mark.skipif(shutil.which("cargo") is None, reason="no Rust toolchain to build wheels"),
     pytest.mark.skipif(
         sys.platform != "linux" or platform.machine() != "x86_64",
