@@ -367,7 +367,7 @@ def test_silence_and_a_cut_within_the_body(engine: str) -> None:
 
     async def scenario(url: str) -> list[tuple[bytes, type[BaseException]]]:
         up = make(engine, url, read_timeout=0.3)
-        out = []
+        out: list[tuple[bytes, type[BaseException]]] = []
         try:
             for path in ("/silent", "/cut"):
                 resp = await up.send(path, b"{}", HEADERS)
@@ -511,3 +511,65 @@ def test_engine_choice() -> None:
     assert isinstance(open_upstream(Config()), NativeUpstream)  # auto, with the extension
     with pytest.raises(ConfigError, match="upstream_engine must be auto, native or aiohttp"):
         load_config(env={"FERRULE_UPSTREAM_ENGINE": "curl"})
+
+
+# -- a client that left while its request waited -----------------------------------------------
+
+
+def test_client_gone_reads_the_servers_pending_receive() -> None:
+    """The pipeline asks ``ctx.client_gone()`` just before the upstream call: the server's
+    pending receive() future, done as soon as the server saw the close (Granian's is), says so
+    without waiting for the watcher coroutine's turn."""
+    from ferrule.app import _wait_disconnect
+    from ferrule.routes.common import RequestContext
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+
+    async def scenario() -> list[bool]:
+        loop = asyncio.get_running_loop()
+        ctx = RequestContext(scope, "openai", 1 << 20, 5.0)
+        pending: list[asyncio.Future[dict[str, Any]]] = []
+
+        def receive() -> asyncio.Future[dict[str, Any]]:
+            pending.append(loop.create_future())
+            return pending[-1]
+
+        seen = [ctx.client_gone()]  # no watcher yet
+        watcher = asyncio.ensure_future(_wait_disconnect(receive, ctx))
+        await asyncio.sleep(0)
+        seen.append(ctx.client_gone())  # waiting, nothing seen
+        pending[-1].set_result({"type": "http.request", "body": b"", "more_body": False})
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        seen.append(ctx.client_gone())  # another message is not a disconnect
+        pending[-1].set_result({"type": "http.disconnect"})
+        seen.append(ctx.client_gone())  # at once: the watcher has not run yet
+        seen.append(watcher.done())
+        await watcher
+        return seen
+
+    assert asyncio.run(scenario()) == [False, False, False, True, False]
+
+
+def test_a_request_whose_client_left_is_accounted_as_cancelled() -> None:
+    """``ClientGone`` raised in the pipeline (the check before the upstream call) ends the
+    request like a cancellation: 499, ``client_cancelled``, never a 500."""
+    from ferrule.asgi import ClientGone
+    from ferrule.exchange import Exchange
+
+    class Probe(Exchange):
+        calls: list[str]
+
+        def cancelled(self) -> None:
+            self.calls.append("cancelled")
+
+        def crashed(self) -> None:
+            self.calls.append("crashed")
+
+        def close(self) -> None:
+            self.calls.append("closed")
+
+    ex = Probe.__new__(Probe)
+    ex.calls = []
+    ex.__exit__(ClientGone, ClientGone(), None)
+    assert ex.calls == ["cancelled", "closed"]

@@ -395,7 +395,7 @@ class App:
         accounting) is finished, not cancelled."""
         # The watcher runs first: a client that is already gone (Granian still hands over its
         # body) must not cause an upstream request at all.
-        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        watcher = asyncio.ensure_future(_wait_disconnect(receive, ctx))
         await asyncio.sleep(0)
         if watcher.done():
             if asyncio.iscoroutine(work):
@@ -518,9 +518,11 @@ def _unexpected(ctx: RequestContext, exc: Exception) -> ProxyError:
     )
 
 
-async def _wait_disconnect(receive: Receive) -> None:
+async def _wait_disconnect(receive: Receive, ctx: RequestContext) -> None:
     while True:
-        message = await receive()
+        pending = receive()
+        ctx.disconnect = pending if hasattr(pending, "done") else None  # see client_gone
+        message = await pending
         if message["type"] == "http.disconnect":
             return
 

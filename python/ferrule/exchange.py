@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from . import backend, jsonbody
-from .asgi import header
+from .asgi import ClientGone, header
 from .breakpoints import place_breakpoints, place_breakpoints_json
 from .cache import (
     Decision,
@@ -330,7 +330,7 @@ class Exchange:
         """However the request ended, its ledger row is written, with how it ended."""
         if isinstance(exc, ProxyError):
             self.failed(exc)
-        elif isinstance(exc, asyncio.CancelledError):
+        elif isinstance(exc, asyncio.CancelledError | ClientGone):
             self.cancelled()
         elif exc is not None:
             self.crashed()

@@ -11,7 +11,9 @@ Read top to bottom; each stage and where it lives:
  7. compress      ``Exchange.compress`` (ferrule.compression)
  8. cache lookup  ``Exchange.lookup`` (ferrule.cache); a hit is answered by ``Dialect.hit``
  9. breakpoints   ``Exchange.payload`` (ferrule.breakpoints): the bytes that go upstream
-10. upstream      ``upstream_pool.send`` or ``Services.resilience.send`` (ferrule.resilience)
+10. upstream      ``upstream_pool.send`` or ``Services.resilience.send`` (ferrule.resilience),
+                  through the worker's engine: native (``upstream_native``, hyper in the
+                  extension) or aiohttp (``upstream``); ``upstream_native.open_upstream`` picks
 11. relay         :func:`_json` (``Dialect.translate_answer``: one native call; else
                   ``Dialect.answer``) or :func:`_stream` (``Dialect.relay``)
 12. store         ``Exchange.store`` (response cache), ``Dialect.finished`` (thinking, Responses)
@@ -38,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import orjson
 
 from . import upstream_pool
-from .asgi import Send, header, send_bytes
+from .asgi import ClientGone, Send, header, send_bytes
 from .cache import MessageAccumulator, hit_usage, storable_json
 from .errors import ProxyError
 from .exchange import Exchange, usage_from_counts
@@ -187,6 +189,10 @@ async def run(svc: Services, ctx: RequestContext, dialect: Dialect, body: Any, s
         # the operator's key goes upstream (operator mode, or keys mode: a virtual key)
         operator = ctx.operator or ctx.vkey is not None
         pool = upstream_pool.of(svc) if operator else None
+        if ctx.client_gone():
+            # The client closed while the request waited its turn: the upstream never gets it
+            # (the native engine sends at once, before the watcher's cancellation could land).
+            raise ClientGone
         # ctx.attempts is kept by send (right even when every attempt failed)
         if pool is not None:  # [[upstream_keys]]: a member chosen by prompt-prefix affinity
             resp = await upstream_pool.send(

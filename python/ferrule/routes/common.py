@@ -89,6 +89,7 @@ class RequestContext:
         "api_key",
         "attempts",
         "body_timeout",
+        "disconnect",
         "extra_headers",
         "large",
         "max_body",
@@ -126,6 +127,22 @@ class RequestContext:
         self.ticket: Ticket | None = None
         # the caller's virtual key (keys mode), set by admission
         self.vkey: VirtualKey | None = None
+        # The server's pending receive() while the request runs, when it is a future (Granian's
+        # is): see client_gone.
+        self.disconnect: Any = None
+
+    def client_gone(self) -> bool:
+        """Whether the server has seen the client close, asked without an event-loop turn.
+        Granian's receive() future is done as soon as its I/O thread sees the close; the
+        watcher coroutine (``App._until_disconnect``) learns it only a turn or two later, which
+        on a busy worker is long enough for a request to reach the upstream first."""
+        pending = self.disconnect
+        if pending is None or not pending.done() or pending.cancelled():
+            return False
+        if pending.exception() is not None:
+            return False
+        message = pending.result()
+        return isinstance(message, dict) and message.get("type") == "http.disconnect"
 
     def authorize(
         self, access_key_sha256: str, upstream_api_key: str, *, bearer_ok: bool = False
