@@ -2,7 +2,10 @@
 at most +10%), measured so that a shared machine's drift cannot decide the answer.
 
     .venv/bin/python -m benches.quota_cpu [--rounds 8] [--seconds 3] [--warmup 15]
-                                          [--points ns-2k-c32,st-2k-c32]
+                                          [--points ns-2k-c32,st-2k-c32] [--engines]
+
+``--engines`` runs the same harness on another pair: passthrough with the aiohttp upstream
+engine against the native one (issue 12).
 
 Two ``ferrule serve`` processes run side by side, both pinned to core 0 (the idle one costs
 nothing): ``ferrule-native`` (passthrough) and ``ferrule-keys`` (``FERRULE_AUTH=keys``, a
@@ -79,6 +82,12 @@ def main() -> None:
     ap.add_argument(
         "--no-limits", action="store_true", help="a key without limits: the keys' own cost"
     )
+    ap.add_argument(
+        "--engines",
+        action="store_true",
+        help="instead: passthrough with the aiohttp upstream engine against the native one "
+        "(FERRULE_UPSTREAM_ENGINE; issue 12)",
+    )
     args = ap.parse_args()
     build_loadgen()
     tmp = Path(tempfile.mkdtemp(prefix="ferrule-quota-cpu-"))
@@ -99,10 +108,20 @@ def main() -> None:
             if time.monotonic() > end:
                 raise SystemExit("the fake upstream did not start") from None
             time.sleep(0.05)
-    pair = [
-        targets.ferrule(tmp, up_port, "rust"),
-        targets.ferrule(tmp, up_port, "rust", keys=True, limits=not args.no_limits),
-    ]
+    if args.engines:
+        pair = [
+            targets.ferrule(tmp, up_port, "rust", name="ferrule-aiohttp-engine"),
+            targets.ferrule(tmp, up_port, "rust", name="ferrule-native-engine"),
+        ]
+        pair[0].env["FERRULE_UPSTREAM_ENGINE"] = "aiohttp"
+        pair[1].env["FERRULE_UPSTREAM_ENGINE"] = "native"
+        labels = ("aiohttp engine", "native engine")
+    else:
+        pair = [
+            targets.ferrule(tmp, up_port, "rust"),
+            targets.ferrule(tmp, up_port, "rust", keys=True, limits=not args.no_limits),
+        ]
+        labels = ("passthrough", "keys")
     procs: list[Proc] = []
     try:
         for t in pair:
@@ -125,12 +144,12 @@ def main() -> None:
                 for t, ms in zip(pair, got, strict=True):
                     cpu[t.name].append(ms * 1000)
                 ratios.append(got[1] / got[0])
-                print(f"{point} round {i + 1}: passthrough {got[0] * 1000:.0f} us, keys "
+                print(f"{point} round {i + 1}: {labels[0]} {got[0] * 1000:.0f} us, {labels[1]} "
                       f"{got[1] * 1000:.0f} us ({got[1] / got[0] - 1:+.1%})", flush=True)  # fmt: skip
             med = statistics.median(ratios)
             print(
-                f"{point}: median passthrough {statistics.median(cpu[pair[0].name]):.0f} us, "
-                f"keys {statistics.median(cpu[pair[1].name]):.0f} us CPU per request; median "
+                f"{point}: median {labels[0]} {statistics.median(cpu[pair[0].name]):.0f} us, "
+                f"{labels[1]} {statistics.median(cpu[pair[1].name]):.0f} us CPU per request; median "
                 f"ratio {med - 1:+.1%} (rounds: {', '.join(f'{r - 1:+.0%}' for r in ratios)})"
             )
     finally:

@@ -516,39 +516,33 @@ def test_engine_choice() -> None:
 # -- a client that left while its request waited -----------------------------------------------
 
 
-def test_client_gone_reads_the_servers_pending_receive() -> None:
-    """The pipeline asks ``ctx.client_gone()`` just before the upstream call: the server's
-    pending receive() future, done as soon as the server saw the close (Granian's is), says so
-    without waiting for the watcher coroutine's turn."""
+def test_client_gone_gives_a_busy_worker_the_turns_to_see_it() -> None:
+    """The pipeline asks ``await ctx.client_gone()`` just before the upstream call. A request
+    that waited over BUSY_S yields the two loop turns a disconnect the server has already
+    reported needs to reach the watcher; a fresh one costs nothing (no turn)."""
     from ferrule.app import _wait_disconnect
-    from ferrule.routes.common import RequestContext
+    from ferrule.routes.common import BUSY_S, RequestContext
 
     scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
 
     async def scenario() -> list[bool]:
         loop = asyncio.get_running_loop()
-        ctx = RequestContext(scope, "openai", 1 << 20, 5.0)
-        pending: list[asyncio.Future[dict[str, Any]]] = []
-
-        def receive() -> asyncio.Future[dict[str, Any]]:
-            pending.append(loop.create_future())
-            return pending[-1]
-
-        seen = [ctx.client_gone()]  # no watcher yet
-        watcher = asyncio.ensure_future(_wait_disconnect(receive, ctx))
-        await asyncio.sleep(0)
-        seen.append(ctx.client_gone())  # waiting, nothing seen
-        pending[-1].set_result({"type": "http.request", "body": b"", "more_body": False})
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        seen.append(ctx.client_gone())  # another message is not a disconnect
-        pending[-1].set_result({"type": "http.disconnect"})
-        seen.append(ctx.client_gone())  # at once: the watcher has not run yet
-        seen.append(watcher.done())
-        await watcher
+        seen = []
+        for waited in (0.0, BUSY_S * 2):
+            ctx = RequestContext(scope, "openai", 1 << 20, 5.0)
+            ctx.arrived -= waited
+            pending: asyncio.Future[dict[str, Any]] = loop.create_future()
+            watcher = asyncio.ensure_future(_wait_disconnect(lambda p=pending: p, ctx.gone))  # type: ignore[misc]
+            await asyncio.sleep(0)  # the watcher waits on the server
+            seen.append(await ctx.client_gone())  # nothing reported
+            # the server reports the close (its callback is queued, the watcher not yet run)
+            loop.call_soon(pending.set_result, {"type": "http.disconnect"})
+            seen.append(await ctx.client_gone())
+            await watcher
         return seen
 
-    assert asyncio.run(scenario()) == [False, False, False, True, False]
+    # fresh: not seen yet (no turn taken); after BUSY_S: seen before the upstream call
+    assert asyncio.run(scenario()) == [False, False, False, True]
 
 
 def test_a_request_whose_client_left_is_accounted_as_cancelled() -> None:

@@ -395,7 +395,7 @@ class App:
         accounting) is finished, not cancelled."""
         # The watcher runs first: a client that is already gone (Granian still hands over its
         # body) must not cause an upstream request at all.
-        watcher = asyncio.ensure_future(_wait_disconnect(receive, ctx))
+        watcher = asyncio.ensure_future(_wait_disconnect(receive, ctx.gone))
         await asyncio.sleep(0)
         if watcher.done():
             if asyncio.iscoroutine(work):
@@ -518,12 +518,14 @@ def _unexpected(ctx: RequestContext, exc: Exception) -> ProxyError:
     )
 
 
-async def _wait_disconnect(receive: Receive, ctx: RequestContext) -> None:
+async def _wait_disconnect(receive: Receive, gone: list[bool]) -> None:
+    """Until the server reports the client gone; then ``gone[0]`` is set (``ctx.gone``: the
+    pipeline reads it before the upstream call). Only that list is shared: the request's
+    context never sits in this coroutine's frame."""
     while True:
-        pending = receive()
-        ctx.disconnect = pending if hasattr(pending, "done") else None  # see client_gone
-        message = await pending
+        message = await receive()
         if message["type"] == "http.disconnect":
+            gone[0] = True
             return
 
 

@@ -189,7 +189,7 @@ async def run(svc: Services, ctx: RequestContext, dialect: Dialect, body: Any, s
         # the operator's key goes upstream (operator mode, or keys mode: a virtual key)
         operator = ctx.operator or ctx.vkey is not None
         pool = upstream_pool.of(svc) if operator else None
-        if ctx.client_gone():
+        if await ctx.client_gone():
             # The client closed while the request waited its turn: the upstream never gets it
             # (the native engine sends at once, before the watcher's cancellation could land).
             raise ClientGone

@@ -10,6 +10,7 @@ import ipaddress
 import itertools
 import os
 import re
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -82,15 +83,22 @@ def parse_json(raw: bytes, what: str, *, status: int = 400) -> Any:
         ) from None
 
 
+# Seconds a request may have waited in the worker before the check for a client that left
+# yields loop turns (ctx.client_gone): beyond it the worker is busy, and under it the check costs
+# nothing.
+BUSY_S = 0.05
+
+
 class RequestContext:
     """Per-request facts. The API key is held only here and in the upstream header list."""
 
     __slots__ = (
         "api_key",
+        "arrived",
         "attempts",
         "body_timeout",
-        "disconnect",
         "extra_headers",
+        "gone",
         "large",
         "max_body",
         "operator",
@@ -127,22 +135,20 @@ class RequestContext:
         self.ticket: Ticket | None = None
         # the caller's virtual key (keys mode), set by admission
         self.vkey: VirtualKey | None = None
-        # The server's pending receive() while the request runs, when it is a future (Granian's
-        # is): see client_gone.
-        self.disconnect: Any = None
+        # [True] once the server reported the client gone (App._until_disconnect's watcher)
+        self.gone = [False]
+        self.arrived = time.monotonic()
 
-    def client_gone(self) -> bool:
-        """Whether the server has seen the client close, asked without an event-loop turn.
-        Granian's receive() future is done as soon as its I/O thread sees the close; the
-        watcher coroutine (``App._until_disconnect``) learns it only a turn or two later, which
-        on a busy worker is long enough for a request to reach the upstream first."""
-        pending = self.disconnect
-        if pending is None or not pending.done() or pending.cancelled():
-            return False
-        if pending.exception() is not None:
-            return False
-        message = pending.result()
-        return isinstance(message, dict) and message.get("type") == "http.disconnect"
+    async def client_gone(self) -> bool:
+        """Whether the client has left, asked just before the upstream call. A request that
+        waited over ``BUSY_S`` sits in a busy worker, where a disconnect the server has seen
+        takes a loop turn or two to reach the watcher: it yields those turns first (the native
+        engine sends at once, so the watcher's cancellation would come after the upstream
+        already has the request)."""
+        if not self.gone[0] and time.monotonic() - self.arrived > BUSY_S:
+            await asyncio.sleep(0)  # the server's callback: the watcher is woken
+            await asyncio.sleep(0)  # the watcher runs
+        return self.gone[0]
 
     def authorize(
         self, access_key_sha256: str, upstream_api_key: str, *, bearer_ok: bool = False
