@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import aiohttp
+import httpx
 import orjson
 import psutil
 import pytest
@@ -316,6 +317,11 @@ def test_c7_soak_mixed_traffic_holds_memory_and_fds(
 ) -> None:
     proxy, fu = soak_rig
     proc = _worker(proxy)
+    # One request first: the baseline then includes what a worker opens once, on first use (the
+    # native upstream engine's thread, its eventfd and its runtime's epoll), not only at start.
+    first = {"model": MODEL, "messages": [{"role": "user", "content": "soak:json:999999999 first"}]}
+    resp = httpx.post(proxy.v1 + "/chat/completions", json=first, headers=AUTH, timeout=30)
+    assert resp.status_code == 200, resp.text
     t0 = time.monotonic()
     baseline = _sample(proc, t0, fu.port)
     sampler = Sampler(proc, fu.port, t0)
