@@ -601,12 +601,36 @@ def test_protocol_errors(kernels: ModuleType, data: bytes, message: str) -> None
     assert (t.done, t.outcome, t.error) == (True, "protocol_error", ("api_error", message))
 
 
-def test_event_size_limit(kernels: ModuleType) -> None:
-    big = delta(0, {"type": "text_delta", "text": "x" * 500})
+@pytest.mark.parametrize("together", [False, True], ids=["two chunks", "one chunk"])
+@pytest.mark.parametrize(
+    ("big", "message"),
+    [
+        (delta(0, {"type": "text_delta", "text": "x" * 500}), "SSE event larger than 256 bytes"),
+        (b"data: " + b"x" * 500, "SSE line longer than 256 bytes"),
+    ],
+    ids=["event", "line"],
+)
+def test_event_size_limit(kernels: ModuleType, big: bytes, message: str, together: bool) -> None:
+    """The events before the breach are translated first, whichever chunk brought them: one
+    chunk or two is the network's choice, and must not turn a started stream into no stream."""
     t = kernels.StreamTranslator(MODEL, CREATED, max_event_bytes=256)
-    out = t.feed(message_start()) + t.feed(big)
-    assert events(out)[-1]["error"]["message"] == "SSE event larger than 256 bytes"
+    chunks = [message_start() + big] if together else [message_start(), big]
+    out = b"".join(t.feed(chunk) for chunk in chunks)
+    assert t.started
+    assert events(out)[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert events(out)[-1]["error"]["message"] == message
     assert (t.done, t.outcome) == (True, "protocol_error")
+
+
+def test_sse_error_carries_the_events_before_it(kernels: ModuleType) -> None:
+    decoder = kernels.SseDecoder(max_line_bytes=8)
+    with pytest.raises(kernels.SseError) as caught:
+        decoder.feed(b"event: a\ndata: 1\n\ndata: 123456789")
+    assert caught.value.events == [("a", "1", "")]
+    decoder = kernels.SseDecoder(max_event_bytes=8)
+    with pytest.raises(kernels.SseError) as caught:
+        decoder.feed(b"data: 1\n\ndata: 123456789\n\n")
+    assert caught.value.events == [("message", "1", "")]
 
 
 def test_message_start_fields(kernels: ModuleType) -> None:

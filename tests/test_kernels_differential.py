@@ -392,7 +392,9 @@ def test_malformed_streams(
 ) -> None:
     chunks = draw_splits(data.draw, stream)
     out = assert_same_translation(native, chunks, max_event_bytes=limit)
-    if limit == 0:  # a limit error drops the events of its chunk, so only then is the split moot
+    # The line limit bounds what is held of an unfinished line, so a long line that ends in the
+    # same chunk passes where a split one breaks it: only without limits is the split moot.
+    if limit == 0:
         assert_split_independent(native, stream, out, max_event_bytes=limit)
 
 
@@ -613,7 +615,7 @@ def run_decoder(mod: ModuleType, chunks: list[bytes], **options: int) -> list[An
         try:
             seen.append(decoder.feed(chunk))
         except mod.SseError as exc:
-            seen.append(("SseError", str(exc)))
+            seen.append(("SseError", str(exc), exc.events))
         seen.append(decoder.retry)
     return seen
 

@@ -454,6 +454,31 @@ def test_fail_is_final_on_both_backends(kernels: ModuleType) -> None:
     assert enc.fail("again") == b"" and enc.finish() == b""
 
 
+@pytest.mark.parametrize("together", [False, True], ids=["two chunks", "one chunk"])
+def test_a_line_over_the_limit_after_the_start_fails_the_started_response(
+    kernels: ModuleType, together: bool
+) -> None:
+    tr = translated(summary=False, compact=False, json_tool=False, echo=False)
+    start = frame("message_start", {"message": {"id": "m"}}).encode()
+    big = b"data: " + b"x" * 500
+    enc = kernels.ResponsesStreamEncoder(
+        tr,
+        response_id="resp_1",
+        created_at=1,
+        sealer=RecordingSealer(),
+        tenant="t",
+        max_event_bytes=256,
+    )
+    chunks = [start + big] if together else [start, big]
+    out = b"".join(enc.feed(chunk) for chunk in chunks)
+    assert enc.started and out.startswith(b"event: response.created\n")
+    assert (enc.outcome, enc.error) == (
+        "protocol_error",
+        ("api_error", "SSE line longer than 256 bytes"),
+    )
+    assert b"event: response.failed\n" in out
+
+
 def test_a_sealer_error_comes_out_of_feed(kernels: ModuleType) -> None:
     class Broken:
         def seal(self, plaintext: bytes, context: bytes) -> str:

@@ -37,7 +37,12 @@ class Compressor:
     def compress(self, text: str, kind: str, ref: str) -> str: ...
 
 class SseError(ValueError):
-    """An SSE stream broke a configured size limit."""
+    """An SSE stream broke a configured size limit.
+
+    ``events`` holds the ``(event, data, id)`` events the chunk completed before the breach.
+    """
+
+    events: list[tuple[str, str, str]]
 
 @disjoint_base
 class SseDecoder:

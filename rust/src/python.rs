@@ -16,9 +16,14 @@ create_exception!(
     "An SSE stream broke a configured size limit."
 );
 
-/// The one place core errors become Python exceptions.
-fn to_py_err(err: sse::SseError) -> PyErr {
-    SseError::new_err(err.to_string())
+/// The one place core errors become Python exceptions. `events` are the ones the chunk completed
+/// before the limit broke: the error carries them, as the twin's does.
+fn to_py_err(py: Python<'_>, err: sse::SseError, events: &Bound<'_, PyList>) -> PyErr {
+    let err = SseError::new_err(err.to_string());
+    if let Err(failed) = err.value(py).setattr("events", events) {
+        return failed;
+    }
+    err
 }
 
 /// Compression errors are bad arguments: `ValueError`, as the twin raises.
@@ -61,18 +66,19 @@ impl PySseDecoder {
         // Python objects are built straight from the borrowed event, with no Rust copy between.
         let events = PyList::empty(py);
         let mut failed = None;
-        self.inner
-            .feed(chunk, |e| {
-                let event = (
-                    PyString::new(py, e.event),
-                    PyString::new(py, e.data),
-                    PyString::new(py, e.id),
-                );
-                if let Err(err) = events.append(event) {
-                    failed.get_or_insert(err);
-                }
-            })
-            .map_err(to_py_err)?;
+        let decoded = self.inner.feed(chunk, |e| {
+            let event = (
+                PyString::new(py, e.event),
+                PyString::new(py, e.data),
+                PyString::new(py, e.id),
+            );
+            if let Err(err) = events.append(event) {
+                failed.get_or_insert(err);
+            }
+        });
+        if let Err(err) = decoded {
+            return Err(to_py_err(py, err, &events));
+        }
         match failed {
             Some(err) => Err(err),
             None => Ok(events),

@@ -235,15 +235,16 @@ impl ResponsesStreamEncoder {
             return;
         }
         let mut pending = std::mem::take(&mut self.pending);
-        match pending.decode(&mut self.decoder, chunk) {
-            Err(err) => self.fail_with(out, Outcome::ProtocolError, "api_error", &err.to_string()),
-            Ok(()) => {
-                for (kind, data) in pending.events() {
-                    self.event(kind, data, out, sealer);
-                    if self.done {
-                        break;
-                    }
-                }
+        let decoded = pending.decode(&mut self.decoder, chunk);
+        for (kind, data) in pending.events() {
+            self.event(kind, data, out, sealer);
+            if self.done {
+                break;
+            }
+        }
+        if let Err(err) = decoded {
+            if !self.done {
+                self.fail_with(out, Outcome::ProtocolError, "api_error", &err.to_string());
             }
         }
         self.pending = pending;

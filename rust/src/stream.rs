@@ -80,8 +80,10 @@ impl Kind {
     }
 }
 
-/// The events one chunk completed, kept until the chunk has decoded without error (a limit error
-/// drops the whole chunk's events, as in the twin). Reused from chunk to chunk.
+/// The events one chunk completed. When a limit breaks, the events before the breach are kept and
+/// handled before the error (as in the twin): whether they share a chunk with it is the network's
+/// choice, so dropping them would make the answer depend on how the bytes were split. Reused from
+/// chunk to chunk.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     data: String,
@@ -226,15 +228,16 @@ impl StreamTranslator {
             return;
         }
         let mut pending = std::mem::take(&mut self.pending);
-        match pending.decode(&mut self.decoder, chunk) {
-            Err(err) => self.fail(out, Outcome::ProtocolError, "api_error", &err.to_string()),
-            Ok(()) => {
-                for (kind, data) in pending.events() {
-                    self.event(kind, data, out);
-                    if self.done {
-                        break;
-                    }
-                }
+        let decoded = pending.decode(&mut self.decoder, chunk);
+        for (kind, data) in pending.events() {
+            self.event(kind, data, out);
+            if self.done {
+                break;
+            }
+        }
+        if let Err(err) = decoded {
+            if !self.done {
+                self.fail(out, Outcome::ProtocolError, "api_error", &err.to_string());
             }
         }
         self.pending = pending;
@@ -702,20 +705,36 @@ mod tests {
     }
 
     #[test]
-    fn limit_drops_the_chunk() {
-        // A complete message_start, then a line over the limit in the same chunk: as in the
-        // twin, the limit error drops the events the chunk completed.
-        let mut t = StreamTranslator::new("m", 0, false, 40, None);
-        let mut out = Vec::new();
-        let input = event("message_start", r#"{"message":{"id":"a"}}"#) + &"x".repeat(41);
-        t.feed(input.as_bytes(), &mut out);
-        assert!(!t.started());
-        let expected = Some(("api_error", "SSE line longer than 40 bytes"));
-        assert_eq!(t.error(), expected);
-        let before = out.len();
-        t.feed(b"data: x\n\n", &mut out);
-        t.finish(&mut out);
-        assert_eq!(out.len(), before);
+    fn limit_keeps_the_events_before_it() {
+        // A complete message_start, then a line over the limit: the same answer whether the
+        // network put them in one chunk or two (the role chunk, then the error).
+        let start = event("message_start", r#"{"message":{"id":"a"}}"#);
+        let long = "x".repeat(41);
+        let mut outs = Vec::new();
+        for chunks in [
+            vec![start.clone() + &long],
+            vec![start.clone(), long.clone()],
+        ] {
+            let mut t = StreamTranslator::new("m", 0, false, 40, None);
+            let mut out = Vec::new();
+            for chunk in &chunks {
+                t.feed(chunk.as_bytes(), &mut out);
+            }
+            assert!(t.started());
+            let expected = Some(("api_error", "SSE line longer than 40 bytes"));
+            assert_eq!(t.error(), expected);
+            let before = out.len();
+            t.feed(b"data: x\n\n", &mut out);
+            t.finish(&mut out);
+            assert_eq!(out.len(), before);
+            outs.push(out);
+        }
+        assert_eq!(outs[0], outs[1]);
+        assert!(
+            outs[0].starts_with(b"data: {\"id\":\"chatcmpl-a\""),
+            "{:?}",
+            outs[0]
+        );
     }
 
     #[test]

@@ -24,7 +24,15 @@ _BOM = b"\xef\xbb\xbf"
 
 
 class SseError(ValueError):
-    """The stream broke a limit the decoder was asked to enforce (never raised for bad syntax)."""
+    """The stream broke a limit the decoder was asked to enforce (never raised for bad syntax).
+
+    ``events`` holds the events the chunk completed before the limit broke, so a reader can still
+    act on them: whether they arrive in the same chunk as the breach is the network's choice.
+    """
+
+    def __init__(self, message: str, events: list[tuple[str, str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.events: list[tuple[str, str, str]] = events if events is not None else []
 
 
 class SseDecoder:
@@ -92,7 +100,11 @@ class SseDecoder:
                         next_pos += 1
                 else:
                     self._skip_lf = True
-            self._line(bytes(buf[pos:line_end]), events)
+            try:
+                self._line(bytes(buf[pos:line_end]), events)
+            except SseError as exc:
+                exc.events = events
+                raise
             pos = next_pos
             # NOTE: search again only past a line end already used, so that a chunk with no "\r"
             # is not rescanned to its end for every line (quadratic in the chunk size).
@@ -102,7 +114,7 @@ class SseDecoder:
                 lf = buf.find(b"\n", pos)
         del buf[:pos]
         if self._max_line and len(buf) > self._max_line:
-            raise SseError(f"SSE line longer than {self._max_line} bytes")
+            raise SseError(f"SSE line longer than {self._max_line} bytes", events)
         return events
 
     def _line(self, raw: bytes, events: list[tuple[str, str, str]]) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from .sse import SseDecoder
+from .sse import SseDecoder, SseError
 
 __all__ = ["ANTHROPIC_EVENTS", "StreamKernel", "StreamTranslator", "finish_reason_for"]
 
@@ -116,15 +116,17 @@ class StreamKernel(ABC):
         if self.done:
             return b""
         out = bytearray()
+        broken: SseError | None = None
         try:
             events = self._decoder.feed(chunk)
-        except ValueError as exc:  # SseError: an event over the size limit
-            self._end(out, "protocol_error", "api_error", str(exc))
-            return bytes(out)
+        except SseError as exc:  # an event over the size limit: the ones before it still count
+            events, broken = exc.events, exc
         for event, data, _id in events:
             self._event(event, data, out)
             if self.done:
                 break
+        if broken is not None and not self.done:
+            self._end(out, "protocol_error", "api_error", str(broken))
         return bytes(out)
 
     def finish(self) -> bytes:
