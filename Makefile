@@ -47,8 +47,8 @@ lint: $(VENV)/.deps ## rustfmt, clippy, ruff, mypy
 test-rust: ## cargo test on the pure-Rust core
 	cargo test -q
 
-test-py: setup ## pytest, every test on both backends (a line per file, then the 10 slowest)
-	$(PY) -m pytest --durations=10
+test-py: setup ## pytest, every test on both backends (a line per file, then the 30 slowest)
+	$(PY) -m pytest --durations=30
 
 test: setup lint test-rust test-py ## everything CI checks (the README's test command)
 
