@@ -216,6 +216,64 @@ def test_an_unused_allowance_goes_back_by_itself(tmp_path: Path) -> None:
     assert later == (1, 0)  # only the request
 
 
+def test_a_busy_key_keeps_its_allowance_across_renewals(tmp_path: Path) -> None:
+    """Requests for ~4 allowance lifetimes, settled as they go: after the first, none waits for
+    a batch (each allowance is renewed before it ends, in the batch that gives it back), and
+    at the end only what is really in flight is held."""
+    path = tmp_path / "ledger.sqlite3"
+    store = SQLiteQuotaStore(path)
+    reserve = 1_000
+    req = _req(
+        rpm=Bucket.per_minute(10_000_000, 0.01), max_parallel=100_000, budget_nano=10**15,
+        reserve_nano=reserve, period="total", lease_id="watched",
+    )  # fmt: skip
+
+    async def main() -> tuple[list[Any], int, tuple[int, int]]:
+        try:
+            got: list[Any] = []
+            end = time.monotonic() + 4 * LIFE_S
+            while time.monotonic() < end:
+                r = await _admit(store, req)
+                got.append(r)
+                s = Settlement("k", r.lease, None, 0, "total", 7, reserve)
+                if r.allowance is None or not r.allowance.settle(reserve, 0, 0, "total", 7):
+                    store.queue(s)
+                await asyncio.sleep(0.002)
+            await store.flush()
+            return got, await store.spent("k", "total"), _state(path)
+        finally:
+            await store.close()
+
+    got, spent, end = asyncio.run(main())
+    assert [i for i, r in enumerate(got) if r.allowance is None] == [0]
+    assert len({id(r.allowance) for r in got[1:]}) >= 3  # renewed, not one long allowance
+    assert spent == 7 * len(got)
+    assert end == (0, 0)
+
+
+def test_an_allowance_taken_under_other_limits_is_not_renewed(tmp_path: Path) -> None:
+    """The key's limits changed (a request asks with other ones): its allowance is given back
+    at the next batch and not renewed with the old limits; the request that noticed is admitted
+    under the new ones and takes the next allowance."""
+    store = SQLiteQuotaStore(tmp_path / "ledger.sqlite3")
+    old = _req(rpm=Bucket.per_minute(10_000_000, 0.01))
+    new = _req(rpm=Bucket.per_minute(20_000_000, 0.01))
+
+    async def main() -> list[Any]:
+        try:
+            got = [await _admit(store, old) for _ in range(3)]
+            got += [await _admit(store, new) for _ in range(3)]
+            return got
+        finally:
+            await store.close()
+
+    got = asyncio.run(main())
+    assert [r.allowance is None for r in got] == [True, False, False, True, False, False]
+    first, second = got[1].allowance, got[4].allowance
+    assert first.returned and first is not second
+    assert second.rpm == Bucket.per_minute(20_000_000, 0.01)
+
+
 def test_the_engine_settles_through_the_allowance(tmp_path: Path) -> None:
     """End to end in the engine: a key with every limit large; after the first request the
     rest are admitted from the allowance, carry the rate-limit headers, and their exact costs

@@ -37,6 +37,7 @@ from ferrule.quota.limiter import (
     rfc3339,
     usage_cost_nano,
 )
+from ferrule.quota.engine import _Plan
 from ferrule.quota.redis_store import RedisQuotaStore
 from ferrule.quota.store import QuotaStore
 from quota_helpers import admit_request
@@ -150,6 +151,9 @@ def test_reserve_estimate_is_the_decimal_sum_for_every_model_and_tier(model: str
             usd = (prompt * rate + max_out * r_out) / Decimal(1_000_000)
             want = int((usd * NANO).to_integral_value(rounding=ROUND_CEILING))
             assert estimate_reserve_nano(price, prompt, max_out, ttl) == want
+            # the engine's per-key plan: the same figure from its two cached integer rates
+            plan = _Plan(_key(), None, None, None, 1, price, ttl)
+            assert plan.reserve(prompt, max_out, ttl) == want
 
 
 def test_reserve_estimate_prices_prompt_and_max_output() -> None:

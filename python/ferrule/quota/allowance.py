@@ -12,11 +12,15 @@ share of a limit waits in one worker while another may be refused for it. That s
 small limits (the ones where a request more or less matters) never gets one and is admitted
 request by request, exactly as before.
 
-An allowance lives ``LIFE_S``. Then (or once a request does not fit in it) the worker's next
-batch gives back what was not used: the buckets' unused units (``limiter.refund``), the unused
-slots and reservation from the holder row, and it charges the exact costs of the requests that
-settled meanwhile to the budget. A request admitted from the allowance that is still in flight
-then keeps its slot and reservation in the holder row and settles like any other.
+An allowance lives ``LIFE_S``. ``RENEW_AHEAD`` before that (or once a request does not fit in
+it) the worker's next batch gives back what was not used: the buckets' unused units
+(``limiter.refund``), the unused slots and reservation from the holder row, and it charges the
+exact costs of the requests that settled meanwhile to the budget. A request admitted from the
+allowance that is still in flight then keeps its slot and reservation in the holder row and
+settles like any other. If requests used the allowance and the key's limits did not change
+under it, the same transaction takes the next one (``Allowance.renewable``): a busy key's
+requests never find their worker without one and wait for a batch. An allowance nobody used is
+given back and not renewed, so an idle key holds nothing for long.
 """
 
 from __future__ import annotations
@@ -31,13 +35,16 @@ from .limiter import Bucket, Gcra, gcra
 if TYPE_CHECKING:
     from .store import AdmitRequest
 
-__all__ = ["LIFE_S", "MIN_REQUESTS", "SHARE", "Allowance", "Grant", "size_grant"]
+__all__ = ["LIFE_S", "MIN_REQUESTS", "RENEW_AHEAD", "SHARE", "Allowance", "Grant", "size_grant"]
 
 SHARE = 0.001  # of each of the key's limits, per worker
 MIN_REQUESTS = 32  # requests like the one that asked an allowance must hold, on every limit
 # then the unused part goes back and the costs settled in it are written: a worker that dies
 # loses at most this much of its settled spend from the budget's counter (the ledger has it)
 LIFE_S = 0.25
+# renewed this long before it ends: the batch that renews it runs well before its requests
+# would find it over (a loaded loop turn is a few milliseconds)
+RENEW_AHEAD = 0.05
 _MICRO = 1_000_000
 
 
@@ -102,7 +109,8 @@ class Allowance:
     budget_nano: int | None
     grant: Grant
     now_s: float  # when it was taken (the store's clock)
-    until: float  # monotonic: given back after this
+    until: float  # monotonic: no request is admitted from it after this
+    asked: AdmitRequest  # the request it was taken for: its renewal is sized the same way
     requests: int = 0  # admitted from it
     tokens_in_flight: int = 0  # TPM estimates of its requests in flight
     tokens_used: int = 0  # usage of its requests settled
@@ -111,6 +119,7 @@ class Allowance:
     spent: dict[str, int] = field(default_factory=dict)  # exact costs settled, by period
     spent_total: int = 0
     exhausted: bool = False  # a request did not fit: give it back at the next batch
+    stale: bool = False  # the key's limits or budget period changed: not renewed
     returned: bool = False
 
     def take(
@@ -137,6 +146,7 @@ class Allowance:
             or budget_nano != self.budget_nano
             or period != self.period
         ):
+            self.exhausted = self.stale = True
             return False
         g = self.grant
         if (
@@ -155,6 +165,14 @@ class Allowance:
         self.in_flight += 1
         self.reserved_in_flight += reserve_nano
         return True
+
+    def view(self, now_s: float) -> tuple[int, float, int, float]:
+        """``rpm_view`` and ``tpm_view`` at once (zeros for a limit the key does not have)."""
+        g = self.grant
+        rl, rr = _view(g.rpm, g.requests - self.requests, self.now_s, now_s)
+        left = g.tokens - self.tokens_in_flight - self.tokens_used
+        tl, tr = _view(g.tpm, left, self.now_s, now_s)
+        return rl, rr, tl, tr
 
     def rpm_view(self, now_s: float) -> tuple[int, float]:
         """The RPM bucket for the rate-limit headers: what would pass now (the shared bucket's
@@ -182,7 +200,13 @@ class Allowance:
         return True
 
     def due(self, now_mono: float) -> bool:
-        return not self.returned and (self.exhausted or now_mono >= self.until)
+        return not self.returned and (self.exhausted or now_mono >= self.until - RENEW_AHEAD)
+
+    @property
+    def renewable(self) -> bool:
+        """Whether the batch that gives it back takes the next one: requests used it and the
+        key's limits are still the ones it was taken under."""
+        return self.requests > 0 and not self.stale
 
     def unused(self) -> tuple[int, int, int, int]:
         """What giving it back returns: requests, tokens (negative: more were used than taken,

@@ -34,6 +34,7 @@ from .limiter import (
     duration_text,
     estimate_reserve_nano,
     period_bounds,
+    reserve_rates,
     usage_cost_nano,
 )
 from .limiter import rfc3339 as _rfc3339
@@ -59,9 +60,46 @@ __all__ = ["Quota", "Ticket", "open_store"]
 log = logging.getLogger("ferrule.quota")
 
 _BYTES_PER_TOKEN = 4
-# a key's RPM and TPM buckets, parallel limit and budget in nano-dollars (None: not limited)
-_Plan = tuple["Bucket | None", "Bucket | None", "int | None", "int | None"]
 _WARN_EVERY_S = 10.0
+
+
+class _Plan:
+    """What a key's record asks of every request for one model, worked out once per record
+    (the gate hands out the same record until the key changes): its RPM and TPM buckets,
+    parallel limit and budget in nano-dollars (None: not limited), and the model's price as
+    the reservation's two integer rates (nano-dollars per prompt and per output token)."""
+
+    __slots__ = ("above", "budget_nano", "limited", "parallel", "price", "rates", "rpm", "tpm",
+                 "vkey")  # fmt: skip
+
+    def __init__(
+        self,
+        vkey: VirtualKey,
+        rpm: Bucket | None,
+        tpm: Bucket | None,
+        parallel: int | None,
+        budget_nano: int | None,
+        price: pricing.Price | None,
+        cache_ttl: str,
+    ) -> None:
+        self.vkey = vkey  # held, so its id (the plan's key) is not reused while the plan lives
+        self.rpm, self.tpm, self.parallel, self.budget_nano = rpm, tpm, parallel, budget_nano
+        self.limited = not (
+            rpm is None and tpm is None and parallel is None and budget_nano is None
+        )
+        self.price = price
+        # the base tier's rates when they are whole nano-dollars; a prompt above the long
+        # context threshold (or rates with more decimals) takes estimate_reserve_nano
+        self.rates = reserve_rates(price, cache_ttl) if price is not None else None
+        tier = price.long_context if price is not None else None
+        self.above = tier.above_input_tokens if tier is not None else 1 << 62
+
+    def reserve(self, prompt: int, max_out: int, cache_ttl: str) -> int:
+        r = self.rates
+        if r is not None and prompt <= self.above:
+            return prompt * r[0] + max_out * r[1]
+        assert self.price is not None
+        return estimate_reserve_nano(self.price, prompt, max_out, cache_ttl)
 
 
 @dataclass(slots=True)
@@ -109,14 +147,13 @@ class Quota:
         self._store = store
         self._pending: set[asyncio.Task[None]] = set()
         self._warned_at = -math.inf
-        self._plans: dict[tuple[int, bool], tuple[VirtualKey, _Plan]] = {}
+        self._plans: dict[tuple[int, bool, str], _Plan] = {}
         self.lease_ttl_s = cfg.stream_deadline + cfg.first_byte_timeout * cfg.max_attempts + 60
         # lease ids: unique across workers and restarts without a syscall per request
         self._lease_prefix = os.urandom(8).hex() + "-"
         self._lease_seq = itertools.count()
         self._periods: dict[str, tuple[str, float | None, float]] = {}
         self._price_memo: tuple[int, str, pricing.Price | None] = (-1, "", None)
-        self._newest: dict[str, pricing.Price | None] = {}  # model: its newest price
 
     @property
     def store(self) -> QuotaStore:
@@ -134,19 +171,31 @@ class Quota:
 
     # -- admission ------------------------------------------------------------------------------
 
-    def _plan(self, vkey: VirtualKey, rpm_only: bool) -> _Plan:
-        """What a key's record asks of every request: worked out once per record (the gate
-        hands out the same record until the key changes)."""
+    def _plan(self, vkey: VirtualKey, rpm_only: bool, model: str) -> _Plan:
         burst = self.cfg.limits_burst
-        plan = (
+        budgeted = vkey.budget_usd is not None and not rpm_only
+        price = None
+        if budgeted:
+            price = pricing.price_for(model)  # the table is read once per process
+            if price is None:
+                raise ProxyError(
+                    400,
+                    f"model {model!r} has no price in Ferrule's table, so the budget of key "
+                    f"{vkey.name!r} cannot be enforced for it",
+                    code="model_unpriced",
+                )
+        plan = _Plan(
+            vkey,
             Bucket.per_minute(vkey.rpm, burst) if vkey.rpm else None,
             Bucket.per_minute(vkey.tpm, burst) if vkey.tpm and not rpm_only else None,
             vkey.max_parallel if vkey.max_parallel and not rpm_only else None,
-            round(vkey.budget_usd * NANO) if vkey.budget_usd is not None and not rpm_only else None,
+            round(vkey.budget_usd * NANO) if vkey.budget_usd is not None and budgeted else None,
+            price,
+            self.cfg.prompt_cache_ttl,
         )
         if len(self._plans) >= 4096:  # records are replaced when keys change: bounded
             self._plans.clear()
-        self._plans[(id(vkey), rpm_only)] = (vkey, plan)
+        self._plans[(id(vkey), rpm_only, model)] = plan
         return plan
 
     async def admit(
@@ -162,34 +211,20 @@ class Quota:
         vkey: VirtualKey | None = getattr(ctx, "vkey", None)
         if vkey is None:
             return None
-        held = self._plans.get((id(vkey), rpm_only))
-        # the record is held by the entry, so its id cannot be reused while the entry lives
-        plan = held[1] if held is not None and held[0] is vkey else self._plan(vkey, rpm_only)
-        rpm, tpm, parallel, budget_nano = plan
-        budgeted = budget_nano is not None
-        if rpm is None and tpm is None and parallel is None and not budgeted:
+        plan = self._plans.get((id(vkey), rpm_only, model))
+        if plan is None or plan.vkey is not vkey:
+            plan = self._plan(vkey, rpm_only, model)
+        if not plan.limited:
             return None
+        rpm, tpm, parallel, budget_nano = plan.rpm, plan.tpm, plan.parallel, plan.budget_nano
         prompt = len(ctx.raw_body) // _BYTES_PER_TOKEN
         max_out = body.get("max_tokens")
         max_out = max_out if isinstance(max_out, int) and max_out > 0 else 0
         tokens = prompt + max_out
         reserve = 0
         period, period_end = "", None
-        if budgeted:
-            price = self._newest.get(model)
-            if price is None:
-                price = pricing.price_for(model)  # the table is read once per process
-                if len(self._newest) >= 1024:
-                    self._newest.clear()
-                self._newest[model] = price
-            if price is None:
-                raise ProxyError(
-                    400,
-                    f"model {model!r} has no price in Ferrule's table, so the budget of key "
-                    f"{vkey.name!r} cannot be enforced for it",
-                    code="model_unpriced",
-                )
-            reserve = estimate_reserve_nano(price, prompt, max_out, self.cfg.prompt_cache_ttl)
+        if budget_nano is not None:
+            reserve = plan.reserve(prompt, max_out, self.cfg.prompt_cache_ttl)
             period, period_end = self._period(vkey.budget_period)
         store = self._store
         if type(store) is SQLiteQuotaStore:
@@ -199,11 +234,9 @@ class Quota:
             ):
                 # from the worker's allowance: no transaction, no await (``quota.allowance``)
                 now_s = time.time()
-                rl, rr = a.rpm_view(now_s) if rpm is not None else (0, 0.0)
-                tl, tr = a.tpm_view(now_s) if tpm is not None else (0, 0.0)
-                headers = _rate_headers(ctx.route, rpm, tpm, now_s, rl, rr, tl, tr)
+                headers = _rate_headers(ctx.route, rpm, tpm, now_s, *a.view(now_s))
                 return Ticket(vkey.name, a.holder or None, tpm, tokens, period, reserve, headers, a)
-        watched = parallel is not None or budgeted  # the request holds a lease until settled
+        watched = parallel is not None or budget_nano is not None  # a lease until settled
         # positional: a keyword call of eleven fields costs twice as much (every request)
         req = AdmitRequest(
             vkey.name, rpm, tpm, tokens, parallel, budget_nano, reserve, period, period_end,

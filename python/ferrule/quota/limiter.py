@@ -38,6 +38,7 @@ __all__ = [
     "estimate_reserve_nano",
     "period_bounds",
     "refund",
+    "reserve_rates",
     "rfc3339",
     "usage_cost_nano",
 ]
@@ -202,6 +203,16 @@ def usage_cost_nano(price: pricing.Price | None, usage: pricing.UsageLike) -> in
         usd = sum((t * x for t, x in zip(tokens, rates, strict=True)), Decimal(0)) / 1_000_000
         return int((usd * NANO).to_integral_value())
     return i * n[0] + w5 * n[1] + w1 * n[2] + r * n[3] + o * n[4]
+
+
+def reserve_rates(price: pricing.Price, cache_ttl: str = "5m") -> tuple[int, int] | None:
+    """``estimate_reserve_nano``'s two rates for a prompt within the base tier (nano-dollars
+    per prompt token, per output token), or None when they are not whole nano-dollars: then
+    ``estimate_reserve_nano(price, p, o) == p * rates[0] + o * rates[1]``."""
+    n = _nano_rates(price)[0]
+    if n is None:
+        return None
+    return max(n[0], n[2] if cache_ttl == "1h" else n[1]), n[4]
 
 
 def estimate_reserve_nano(

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..ledger.writer import is_busy
-from .allowance import LIFE_S, Allowance, Grant, size_grant
+from .allowance import LIFE_S, RENEW_AHEAD, Allowance, Grant, size_grant
 from .limiter import Bucket, Gcra, gcra, refund
 
 __all__ = [
@@ -367,6 +367,11 @@ class _Batch:
                 hold[2] = max(hold[2], self.now_s + ttl)
         self.grants.append((req, g, holder))
 
+    def renew(self, req: AdmitRequest) -> None:
+        """The next allowance for ``req``'s key, whose last one this batch gave back."""
+        self.state(req.key)
+        self.grant(req, self.spent_of(req.key, req.period) if req.budget_nano is not None else 0)
+
     def state(self, key: str) -> list[Any]:
         st = self.states.get(key)
         if st is None:
@@ -578,6 +583,9 @@ class SQLiteQuotaStore:
                 if self.allowances and not every:
                     batch.no_grant = {k for k, a in self._allowances.items() if a not in due}
                 results = [batch.admit(req) if req is not None else None for req, _ in waiting]
+                for a in due:  # after the admissions: one of them may have taken it already
+                    if a.renewable:
+                        batch.renew(a.asked)
                 batch.write()
                 conn.execute("COMMIT")
                 self._tokens.update(batch.fresh)
@@ -622,13 +630,13 @@ class SQLiteQuotaStore:
         for req, grant, holder in batch.grants:
             self._allowances[req.key] = Allowance(
                 req.key, holder, req.period, req.rpm, req.tpm, req.max_parallel,
-                req.budget_nano, grant, batch.now_s, mono + LIFE_S,
+                req.budget_nano, grant, batch.now_s, mono + LIFE_S, req,
             )  # fmt: skip
 
     def _arm_allowance_timer(self) -> None:
-        """A batch when the first allowance ends, even if no request comes."""
+        """A batch when the first allowance is due for renewal, even if no request comes."""
         if self._allowances and self._allowance_timer is None:
-            end = min(a.until for a in self._allowances.values())
+            end = min(a.until for a in self._allowances.values()) - RENEW_AHEAD
             delay = max(end - time.monotonic(), 0.0) + 0.001
             loop = asyncio.get_running_loop()
             self._allowance_timer = loop.call_later(delay, self._allowance_due)
