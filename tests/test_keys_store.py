@@ -220,6 +220,39 @@ def test_gate_cache_spares_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert calls == {"lookup": 1, "changes": 1}
 
 
+def test_gate_checks_ahead_in_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past REFRESH_AHEAD of REFRESH a request is answered from the cache at once (no await)
+    and starts the change check, so a revocation is seen before REFRESH is over; past REFRESH
+    a request waits for the check."""
+    cfg = load(env={"FERRULE_AUTH": "keys", "FERRULE_UPSTREAM_API_KEY": OPERATOR})
+    admin = _store(tmp_path)
+    _, key = create_key(admin, "busy")
+    monkeypatch.setattr(gate_mod, "REFRESH", 1.0)
+
+    async def run() -> None:
+        gate = KeyGate(cfg, tmp_path)
+        assert not gate.admit_now(_ctx(key))  # nothing checked yet: the store is asked
+        await gate.admit(_ctx(key))
+        ctx = _ctx(key)
+        assert gate.admit_now(ctx) and ctx.vkey is not None and ctx.api_key == OPERATOR
+        assert gate._check is None  # fresh: no check started
+        admin.revoke("busy")
+        await asyncio.sleep(gate_mod.REFRESH * gate_mod.REFRESH_AHEAD + 0.05)
+        assert gate.admit_now(_ctx(key))  # answered from the cache...
+        assert gate._check is not None  # ... and the check runs meanwhile
+        await asyncio.shield(gate._check)
+        assert not gate.admit_now(_ctx(key))  # the revocation dropped the cache
+        with pytest.raises(ProxyError) as exc:
+            await gate.admit(_ctx(key))
+        assert exc.value.status == 401
+        await gate.close()
+
+    asyncio.run(run())
+    admin.close()
+
+
 def test_keys_mode_needs_the_operator_key() -> None:
     from ferrule.config import ConfigError
 

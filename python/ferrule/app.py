@@ -360,7 +360,9 @@ class App:
                     "request %s failed after the response started: %s", ctx.request_id, err.message
                 )
                 return
-            headers = [*err.headers, *ctx.response_headers()]
+            own = ctx.response_headers()
+            mine = {k for k, _ in own}  # e.g. a virtual key's rate limits: not the upstream's
+            headers = [*(h for h in err.headers if h[0] not in mine), *own]
             if ctx.route == "anthropic":
                 body_bytes = anthropic_error_body(err, ctx.request_id)
                 # Anthropic SDKs read the request id from this header
@@ -374,7 +376,8 @@ class App:
         access key (when set) and the caller's or the operator's Anthropic key."""
         cfg = self.services.cfg
         if cfg.auth == "keys":
-            await self.vkeys.admit(ctx)
+            if not self.vkeys.admit_now(ctx):  # the worker's cache answers nearly every request
+                await self.vkeys.admit(ctx)
         else:
             ctx.authorize(cfg.access_key_sha256, cfg.upstream_api_key)
             refuse_ferrule_keys(ctx, cfg.admin_key_sha256)  # never sent upstream

@@ -112,15 +112,6 @@ class Exchange:
     def quota_headers(self) -> list[tuple[bytes, bytes]]:
         return self.quota.headers if self.quota is not None else []
 
-    def own_limits(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        """An answer's headers with the upstream's rate-limit headers of the names the key's
-        own limits set dropped: the caller sees its key's limits, not the operator account's."""
-        mine = self.quota_headers
-        if not mine:
-            return headers
-        names = {k for k, _ in mine}
-        return [h for h in headers if h[0] not in names] + mine
-
     # -- response cache -----------------------------------------------------------------------
 
     async def lookup(self, body: dict[str, Any]) -> dict[str, Any] | None:

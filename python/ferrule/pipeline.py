@@ -257,7 +257,7 @@ async def _json(
             if ex.storing:
                 await ex.store(storable_json(raw))
             await dialect.finished(svc, ex, p, message)
-    headers = ex.own_limits(dialect.answer_headers(p, resp, ctx))
+    headers = dialect.answer_headers(p, resp, ctx)
     if not any(k == b"content-type" for k, _ in headers):
         headers.insert(0, (b"content-type", b"application/json"))
     headers.append((b"content-length", str(len(out)).encode()))
@@ -287,7 +287,7 @@ async def _stream(
         prompt = uncached + created + read or None
         ctx.extra_headers = [*ex.quota_headers, *await ex.compression_headers(prompt)]
         ex.first_byte()
-        headers = ex.own_limits([*relay.headers(), *dialect.answer_headers(p, resp, ctx)])
+        headers = [*relay.headers(), *dialect.answer_headers(p, resp, ctx)]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         started = True
 

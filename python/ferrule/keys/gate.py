@@ -4,20 +4,23 @@ A caller presents a virtual key (``Authorization: Bearer`` or ``x-api-key``); it
 looked up by digest; the operator's key goes upstream. Lookups are cached per worker, and the
 cache is checked against the store's change counter at most every ``REFRESH`` seconds (the
 request that finds it stale waits for the check, so a revocation is never honoured later than
-``REFRESH`` plus one query after it is committed). With ``FERRULE_REDIS_URL`` set, a worker also
-listens for change announcements and drops its cache at once."""
+``REFRESH`` plus one query after it is committed). A request that finds the cache older than
+half that (``REFRESH_AHEAD``) starts the check in the background and is answered from the
+cache, so on a busy worker no request waits for one. With ``FERRULE_REDIS_URL`` set, a worker
+also listens for change announcements and drops its cache at once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import datetime
+import enum
 import fnmatch
 import hmac
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, Literal
 
 from ..errors import ProxyError
 from .model import VirtualKey
@@ -28,11 +31,19 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..routes.common import RequestContext
 
-__all__ = ["REFRESH", "KeyGate", "model_allowed", "model_refused", "refuse_ferrule_keys"]
+__all__ = [
+    "REFRESH",
+    "REFRESH_AHEAD",
+    "KeyGate",
+    "model_allowed",
+    "model_refused",
+    "refuse_ferrule_keys",
+]
 
 log = logging.getLogger("ferrule.keys")
 
 REFRESH = 0.5  # seconds a worker trusts its cache without asking the store what changed
+REFRESH_AHEAD = 0.5  # of REFRESH: after it, a request starts the check in the background
 # While the store cannot be read (PostgreSQL restarting, a failover), keys this worker already
 # checked keep working for this long after the last successful check, so an outage does not
 # turn every agent away; a key not seen before is refused (503), never let in unchecked. Nothing
@@ -41,6 +52,13 @@ REFRESH = 0.5  # seconds a worker trusts its cache without asking the store what
 STALE_FOR = 300.0
 _CACHE_MAX = 10_000  # digests remembered (unknown ones too); past it the cache starts over
 _Entry = tuple[VirtualKey, float | None] | None
+
+
+class _Ask(enum.Enum):
+    ASK = "the cache cannot answer now: the store must be asked"
+
+
+_ASK: Final = _Ask.ASK
 
 
 def model_allowed(key: VirtualKey, model: str) -> bool:
@@ -98,7 +116,21 @@ class KeyGate:
             raise _unauthorized(
                 "no virtual key: send it as 'Authorization: Bearer <key>' or 'x-api-key'"
             )
-        key = await self.find(presented)
+        self._let_in(ctx, await self.find(presented))
+
+    def admit_now(self, ctx: RequestContext) -> bool:
+        """``admit`` without an await, when this worker's cache can answer now (nearly every
+        request); False when the store must be asked first (then ``admit``)."""
+        presented = ctx.api_key
+        if not presented:
+            return False
+        got = self._find_now(digest_of(presented))
+        if got is _ASK:
+            return False
+        self._let_in(ctx, got)
+        return True
+
+    def _let_in(self, ctx: RequestContext, key: VirtualKey | None) -> None:
         if key is None:
             raise _unauthorized("the virtual key is not valid (unknown, revoked or rotated out)")
         if key.expires_at is not None and time.time() >= key.expires_at:
@@ -106,9 +138,24 @@ class KeyGate:
         ctx.vkey = key
         ctx.api_key = self._cfg.upstream_api_key
 
+    def _find_now(self, digest: str) -> VirtualKey | Literal[_Ask.ASK] | None:
+        """``find`` from the cache alone, or ``_ASK``."""
+        age = time.monotonic() - self._checked
+        if age >= REFRESH:
+            return _ASK
+        if digest not in self._cache:
+            return _ASK
+        entry = self._cache[digest]
+        if age >= REFRESH * REFRESH_AHEAD:
+            self._refresh_in_background()
+        return _active(entry)
+
     async def find(self, presented: str) -> VirtualKey | None:
         """The active key ``presented`` opens (expiry not checked), or None."""
         digest = digest_of(presented)
+        got = self._find_now(digest)
+        if got is not _ASK:
+            return got
         if time.monotonic() - self._checked >= REFRESH:
             if self._stale and digest in self._cache:
                 # The store is unreachable: a known key does not wait for yet another check
@@ -127,12 +174,7 @@ class KeyGate:
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
             self._cache[digest] = entry
-        if entry is None:
-            return None
-        key, not_after = entry
-        if not_after is not None and time.time() >= not_after:
-            return None  # a rotated key whose grace period is over
-        return key
+        return _active(entry)
 
     async def _refresh(self) -> None:
         """Every request waits for one shared check of the change counter."""
@@ -225,6 +267,15 @@ class KeyGate:
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
             self._store = None
+
+
+def _active(entry: _Entry) -> VirtualKey | None:
+    if entry is None:
+        return None
+    key, not_after = entry
+    if not_after is not None and time.time() >= not_after:
+        return None  # a rotated key whose grace period is over
+    return key
 
 
 def refuse_ferrule_keys(ctx: RequestContext, admin_sha256: str) -> None:

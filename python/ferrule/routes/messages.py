@@ -9,6 +9,7 @@ with an Anthropic ``event: error``, the way the API itself reports one."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -31,6 +32,20 @@ __all__ = ["COUNT_TOKENS", "MESSAGES", "count_tokens", "messages"]
 
 # Response headers from Anthropic that an Anthropic client reads.
 _KEEP = (b"content-type", b"request-id")
+
+
+def _upstream_headers(
+    raw: Sequence[tuple[bytes, bytes]], own: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """The upstream's headers an Anthropic client reads, but none Ferrule sets itself: a
+    virtual key's own ``anthropic-ratelimit-*`` replace the operator account's."""
+    mine = {k for k, _ in own}
+    out = []
+    for k, v in raw:
+        name = k.lower()
+        if (name in _KEEP or PASSED_BACK.match(name)) and name not in mine:
+            out.append((name, v))
+    return out
 
 
 def _error_event(message: str, etype: str = "api_error") -> bytes:
@@ -183,12 +198,9 @@ class MessagesDialect:
     def answer_headers(
         self, p: Prepared, resp: UpstreamResponse, ctx: RequestContext
     ) -> list[tuple[bytes, bytes]]:
-        out = [
-            (k.lower(), v)
-            for k, v in resp.raw_headers
-            if k.lower() in _KEEP or PASSED_BACK.match(k.lower())
-        ]
-        out.extend(ctx.response_headers())
+        own = ctx.response_headers()
+        out = _upstream_headers(resp.raw_headers, own)
+        out.extend(own)
         return out
 
     async def finished(self, svc: Services, ex: Exchange, p: Prepared, message: Any) -> None:
