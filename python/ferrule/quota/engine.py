@@ -69,8 +69,8 @@ class _Plan:
     parallel limit and budget in nano-dollars (None: not limited), and the model's price as
     the reservation's two integer rates (nano-dollars per prompt and per output token)."""
 
-    __slots__ = ("above", "budget_nano", "limited", "parallel", "price", "rates", "rpm", "tpm",
-                 "vkey")  # fmt: skip
+    __slots__ = ("above", "budget_nano", "limited", "parallel", "period", "price", "rates", "rpm",
+                 "tpm", "vkey")  # fmt: skip
 
     def __init__(
         self,
@@ -93,6 +93,17 @@ class _Plan:
         self.rates = reserve_rates(price, cache_ttl) if price is not None else None
         tier = price.long_context if price is not None else None
         self.above = tier.above_input_tokens if tier is not None else 1 << 62
+        # the budget period: its id, its end, and the next UTC midnight (worked out again then)
+        self.period: tuple[str, float | None, float] = ("", None, -math.inf)
+
+    def period_at(self, now: float) -> tuple[str, float | None]:
+        """``period_bounds`` of ``now``, worked out once a UTC day (a period starts at
+        midnight)."""
+        got = self.period
+        if now >= got[2]:
+            period, end = period_bounds(self.vkey.budget_period, now)
+            got = self.period = (period, end, (math.floor(now / 86400) + 1) * 86400)
+        return got[0], got[1]
 
     def reserve(self, prompt: int, max_out: int, cache_ttl: str) -> int:
         r = self.rates
@@ -152,7 +163,6 @@ class Quota:
         # lease ids: unique across workers and restarts without a syscall per request
         self._lease_prefix = os.urandom(8).hex() + "-"
         self._lease_seq = itertools.count()
-        self._periods: dict[str, tuple[str, float | None, float]] = {}
         self._price_memo: tuple[int, str, pricing.Price | None] = (-1, "", None)
 
     @property
@@ -223,9 +233,10 @@ class Quota:
         tokens = prompt + max_out
         reserve = 0
         period, period_end = "", None
+        now_s = time.time()
         if budget_nano is not None:
             reserve = plan.reserve(prompt, max_out, self.cfg.prompt_cache_ttl)
-            period, period_end = self._period(vkey.budget_period)
+            period, period_end = plan.period_at(now_s)
         store = self._store
         if type(store) is SQLiteQuotaStore:
             a = store.allowance(vkey.name)
@@ -233,7 +244,6 @@ class Quota:
                 rpm, tpm, parallel, budget_nano, period, tokens, reserve, time.monotonic()
             ):
                 # from the worker's allowance: no transaction, no await (``quota.allowance``)
-                now_s = time.time()
                 headers = _rate_headers(ctx.route, rpm, tpm, now_s, *a.view(now_s))
                 return Ticket(vkey.name, a.holder or None, tpm, tokens, period, reserve, headers, a)
         watched = parallel is not None or budget_nano is not None  # a lease until settled
@@ -280,16 +290,6 @@ class Quota:
         price = pricing.price_for(model, ts)
         self._price_memo = (day, model, price)
         return price
-
-    def _period(self, budget_period: str) -> tuple[str, float | None]:
-        """``period_bounds`` of now, worked out once a UTC day (a period starts at midnight)."""
-        now = time.time()
-        got = self._periods.get(budget_period)
-        if got is None or now >= got[2]:
-            period, end = period_bounds(budget_period, now)
-            midnight = (math.floor(now / 86400) + 1) * 86400  # UTC
-            got = self._periods[budget_period] = (period, end, midnight)
-        return got[0], got[1]
 
     def _store_failed(self, exc: BaseException, req: AdmitRequest) -> None:
         """The store did not answer: refuse (closed) or let the request through (open), as
