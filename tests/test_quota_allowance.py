@@ -185,7 +185,7 @@ def test_budget_settles_exactly_before_and_after_the_allowance_is_given_back(
 
     def settle(r: Any) -> None:
         s = Settlement("k", r.lease, None, 0, "total", cost, reserve)
-        if r.allowance is None or not r.allowance.settle(reserve, 0, 0, "total", cost):
+        if r.allowance is None or not r.allowance.settle(reserve, 0, 0, cost):
             store.queue(s)
 
     n, spent, midway, end = asyncio.run(main())
@@ -236,7 +236,7 @@ def test_a_busy_key_keeps_its_allowance_across_renewals(tmp_path: Path) -> None:
                 r = await _admit(store, req)
                 got.append(r)
                 s = Settlement("k", r.lease, None, 0, "total", 7, reserve)
-                if r.allowance is None or not r.allowance.settle(reserve, 0, 0, "total", 7):
+                if r.allowance is None or not r.allowance.settle(reserve, 0, 0, 7):
                     store.queue(s)
                 await asyncio.sleep(0.002)
             await store.flush()

@@ -26,6 +26,7 @@ from ferrule.keys.model import VirtualKey
 from ferrule.ledger.record import RequestRecord
 from ferrule.ledger.recorder import account
 from ferrule.quota import Bucket, Quota, Settlement, SQLiteQuotaStore, StoreError
+from ferrule.quota.engine import _Plan
 from ferrule.quota.limiter import (
     NANO,
     cost_nano,
@@ -37,7 +38,6 @@ from ferrule.quota.limiter import (
     rfc3339,
     usage_cost_nano,
 )
-from ferrule.quota.engine import _Plan
 from ferrule.quota.redis_store import RedisQuotaStore
 from ferrule.quota.store import QuotaStore
 from quota_helpers import admit_request

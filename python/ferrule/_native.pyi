@@ -10,6 +10,7 @@ from ferrule.translate.responses_request import ResponsesTranslated
 from ferrule.translate.responses_response import Seals
 
 __all__ = [
+    "AllowanceMeter",
     "Compressor",
     "ResponsesStreamEncoder",
     "SseDecoder",
@@ -18,6 +19,7 @@ __all__ = [
     "UpstreamEngine",
     "answer_to_openai",
     "answer_usage",
+    "rate_headers",
 ]
 
 @disjoint_base
@@ -118,6 +120,56 @@ class ResponsesStreamEncoder:
     def feed(self, chunk: bytes) -> bytes: ...
     def finish(self) -> bytes: ...
     def fail(self, message: str, etype: str = "api_error") -> bytes: ...
+
+@final
+class AllowanceMeter:
+    """A worker's allowance, per request: admit from the grant (with the answer's rate-limit
+    headers), settle into it. The rules are ``ferrule._pure.meter``'s."""
+
+    def __new__(
+        cls,
+        requests: int | None,
+        tokens: int | None,
+        slots: int | None,
+        budget_nano: int | None,
+        rpm: tuple[int, int, float] | None,
+        tpm: tuple[int, int, float] | None,
+        taken_s: float,
+        until: float,
+    ) -> AllowanceMeter: ...
+    @property
+    def requests(self) -> int: ...
+    @property
+    def tokens_in_flight(self) -> int: ...
+    @property
+    def tokens_used(self) -> int: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def reserved_in_flight(self) -> int: ...
+    @property
+    def spent(self) -> int: ...
+    exhausted: bool
+    returned: bool
+    def take(self, tokens: int, reserve_nano: int, now_mono: float) -> bool: ...
+    def view(self, now_s: float) -> tuple[int, float, int, float]: ...
+    def admit(
+        self, tokens: int, reserve_nano: int, now_mono: float, now_s: float, anthropic: bool
+    ) -> list[tuple[bytes, bytes]] | None: ...
+    def settle(self, reserved_nano: int, tokens: int, used: int, cost_nano: int) -> bool: ...
+    def unused(self) -> tuple[int, int, int, int]: ...
+
+def rate_headers(
+    anthropic: bool,
+    rpm_limit: int | None,
+    tpm_limit: int | None,
+    now_s: float,
+    rpm_left: int,
+    rpm_reset_us: float,
+    tpm_left: int,
+    tpm_reset_us: float,
+) -> list[tuple[bytes, bytes]]:
+    """A key's rate-limit headers from their numbers (``ferrule._pure.meter.rate_headers``)."""
 
 def answer_to_openai(
     raw: bytes, model: str, created: int, json_tool: str | None = None

@@ -22,6 +22,7 @@ BackendName = Literal["rust", "python"]
 
 __all__ = [
     "NAME",
+    "AllowanceMeter",
     "Compressor",
     "ResponsesStreamEncoder",
     "SseDecoder",
@@ -31,6 +32,7 @@ __all__ = [
     "answer_to_openai",
     "answer_usage",
     "load",
+    "rate_headers",
 ]
 
 
@@ -72,6 +74,10 @@ answer_to_openai: Callable[
     [bytes, str, int, str | None], tuple[bytes, tuple[int, int, int, int, int, int]] | None
 ] = _module.answer_to_openai
 answer_usage: Callable[[bytes], tuple[int, int, int, int, int, int] | None] = _module.answer_usage
+AllowanceMeter: type[_pure.AllowanceMeter] = _module.AllowanceMeter
+rate_headers: Callable[
+    [bool, int | None, int | None, float, int, float, int, float], list[tuple[bytes, bytes]]
+] = _module.rate_headers
 # Not a kernel: the native backend's upstream HTTP engine (ferrule.upstream_native). The pure
 # backend has none; its engine is aiohttp (ferrule.upstream), which is the native one's twin.
 UpstreamEngine: type[_native.UpstreamEngine] | None = getattr(_module, "UpstreamEngine", None)

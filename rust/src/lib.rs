@@ -3,6 +3,7 @@
 
 pub mod answer;
 pub mod compress;
+pub mod meter;
 mod payload;
 pub mod responses_stream;
 pub mod sse;

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::responses_stream::{self, Sealer};
-use crate::{answer, compress, sse, stream};
+use crate::{answer, compress, meter, sse, stream};
 
 create_exception!(
     ferrule._native,
@@ -398,6 +398,155 @@ fn answer_usage(py: Python<'_>, raw: &[u8]) -> Option<Counts> {
     Some((a, b, c, d, e, f))
 }
 
+type BucketArg = Option<(i64, i64, f64)>;
+
+fn bucket(b: BucketArg) -> Option<meter::Bucket> {
+    b.map(|(limit, remaining, reset_us)| meter::Bucket {
+        limit,
+        remaining,
+        reset_us,
+    })
+}
+
+fn header_list<'py>(
+    py: Python<'py>,
+    headers: Vec<(&'static [u8], Vec<u8>)>,
+) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    for (name, value) in headers {
+        out.append((PyBytes::new(py, name), PyBytes::new(py, &value)))?;
+    }
+    Ok(out)
+}
+
+#[pyclass(name = "AllowanceMeter", module = "ferrule._native")]
+struct PyAllowanceMeter {
+    inner: meter::Meter,
+}
+
+#[pymethods]
+impl PyAllowanceMeter {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        requests: Option<i64>,
+        tokens: Option<i64>,
+        slots: Option<i64>,
+        budget_nano: Option<i64>,
+        rpm: BucketArg,
+        tpm: BucketArg,
+        taken_s: f64,
+        until: f64,
+    ) -> Self {
+        Self {
+            inner: meter::Meter::new(
+                requests,
+                tokens,
+                slots,
+                budget_nano,
+                bucket(rpm),
+                bucket(tpm),
+                taken_s,
+                until,
+            ),
+        }
+    }
+
+    #[getter]
+    fn requests(&self) -> i64 {
+        self.inner.requests
+    }
+    #[getter]
+    fn tokens_in_flight(&self) -> i64 {
+        self.inner.tokens_in_flight
+    }
+    #[getter]
+    fn tokens_used(&self) -> i64 {
+        self.inner.tokens_used
+    }
+    #[getter]
+    fn in_flight(&self) -> i64 {
+        self.inner.in_flight
+    }
+    #[getter]
+    fn reserved_in_flight(&self) -> i64 {
+        self.inner.reserved_in_flight
+    }
+    #[getter]
+    fn spent(&self) -> i64 {
+        self.inner.spent
+    }
+    #[getter]
+    fn exhausted(&self) -> bool {
+        self.inner.exhausted
+    }
+    #[setter]
+    fn set_exhausted(&mut self, value: bool) {
+        self.inner.exhausted = value;
+    }
+    #[getter]
+    fn returned(&self) -> bool {
+        self.inner.returned
+    }
+    #[setter]
+    fn set_returned(&mut self, value: bool) {
+        self.inner.returned = value;
+    }
+
+    fn take(&mut self, tokens: i64, reserve_nano: i64, now_mono: f64) -> bool {
+        self.inner.take(tokens, reserve_nano, now_mono)
+    }
+
+    fn view(&self, now_s: f64) -> meter::View {
+        self.inner.view(now_s)
+    }
+
+    fn admit<'py>(
+        &mut self,
+        py: Python<'py>,
+        tokens: i64,
+        reserve_nano: i64,
+        now_mono: f64,
+        now_s: f64,
+        anthropic: Truthy,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        if !self.inner.take(tokens, reserve_nano, now_mono) {
+            return Ok(None);
+        }
+        let (rpm, tpm) = self.inner.limits();
+        let headers = meter::rate_headers(anthropic.0, rpm, tpm, now_s, self.inner.view(now_s));
+        header_list(py, headers).map(Some)
+    }
+
+    fn settle(&mut self, reserved_nano: i64, tokens: i64, used: i64, cost_nano: i64) -> bool {
+        self.inner.settle(reserved_nano, tokens, used, cost_nano)
+    }
+
+    fn unused(&self) -> (i64, i64, i64, i64) {
+        self.inner.unused()
+    }
+}
+
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn rate_headers<'py>(
+    py: Python<'py>,
+    anthropic: Truthy,
+    rpm_limit: Option<i64>,
+    tpm_limit: Option<i64>,
+    now_s: f64,
+    rpm_left: i64,
+    rpm_reset_us: f64,
+    tpm_left: i64,
+    tpm_reset_us: f64,
+) -> PyResult<Bound<'py, PyList>> {
+    let view = (rpm_left, rpm_reset_us, tpm_left, tpm_reset_us);
+    header_list(
+        py,
+        meter::rate_headers(anthropic.0, rpm_limit, tpm_limit, now_s, view),
+    )
+}
+
 /// Register the kernels on the `ferrule._native` module.
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SseError", m.py().get_type::<SseError>())?;
@@ -405,8 +554,10 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySseDecoder>()?;
     m.add_class::<PyStreamTranslator>()?;
     m.add_class::<PyResponsesStreamEncoder>()?;
+    m.add_class::<PyAllowanceMeter>()?;
     m.add_class::<crate::upstream_engine::PyUpstreamEngine>()?;
     m.add_function(wrap_pyfunction!(answer_to_openai, m)?)?;
     m.add_function(wrap_pyfunction!(answer_usage, m)?)?;
+    m.add_function(wrap_pyfunction!(rate_headers, m)?)?;
     Ok(())
 }

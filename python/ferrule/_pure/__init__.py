@@ -7,11 +7,13 @@ native module is an accelerated copy. Only ``ferrule.backend`` chooses between t
 
 from .answer import answer_to_openai, answer_usage
 from .compress import Compressor
+from .meter import AllowanceMeter, rate_headers
 from .responses_stream import ResponsesStreamEncoder
 from .sse import SseDecoder, SseError
 from .stream import StreamTranslator
 
 __all__ = [
+    "AllowanceMeter",
     "Compressor",
     "ResponsesStreamEncoder",
     "SseDecoder",
@@ -19,4 +21,5 @@ __all__ = [
     "StreamTranslator",
     "answer_to_openai",
     "answer_usage",
+    "rate_headers",
 ]

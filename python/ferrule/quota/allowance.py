@@ -30,9 +30,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import backend
 from .limiter import Bucket, Gcra, gcra
 
 if TYPE_CHECKING:
+    from .._pure import AllowanceMeter
     from .store import AdmitRequest
 
 __all__ = ["LIFE_S", "MIN_REQUESTS", "RENEW_AHEAD", "SHARE", "Allowance", "Grant", "size_grant"]
@@ -97,8 +99,9 @@ def size_grant(req: AdmitRequest, now_us: float, state: Sequence[Any], spent: in
 
 @dataclass(slots=True, eq=False)
 class Allowance:
-    """One key's allowance in one worker (see the module). Counters are what its requests
-    took; what is left is the grant minus them."""
+    """One key's allowance in one worker (see the module). What its requests took is counted
+    by its ``meter`` (``backend.AllowanceMeter``: one native call per request admitted or
+    settled); what is left is the grant minus that."""
 
     key: str
     holder: str  # the holder row its slots and reservation are in
@@ -111,16 +114,51 @@ class Allowance:
     now_s: float  # when it was taken (the store's clock)
     until: float  # monotonic: no request is admitted from it after this
     asked: AdmitRequest  # the request it was taken for: its renewal is sized the same way
-    requests: int = 0  # admitted from it
-    tokens_in_flight: int = 0  # TPM estimates of its requests in flight
-    tokens_used: int = 0  # usage of its requests settled
-    in_flight: int = 0
-    reserved_in_flight: int = 0  # budget reservations of its requests in flight
-    spent: dict[str, int] = field(default_factory=dict)  # exact costs settled, by period
-    spent_total: int = 0
-    exhausted: bool = False  # a request did not fit: give it back at the next batch
+    meter: AllowanceMeter = field(init=False)
     stale: bool = False  # the key's limits or budget period changed: not renewed
-    returned: bool = False
+
+    def __post_init__(self) -> None:
+        g = self.grant
+        self.meter = backend.AllowanceMeter(
+            g.requests if self.rpm is not None else None,
+            g.tokens if self.tpm is not None else None,
+            g.slots if self.max_parallel is not None else None,
+            g.budget_nano if self.budget_nano is not None else None,
+            _bucket(self.rpm, g.rpm),
+            _bucket(self.tpm, g.tpm),
+            self.now_s,
+            self.until,
+        )
+
+    @property
+    def returned(self) -> bool:
+        return self.meter.returned
+
+    @returned.setter
+    def returned(self, value: bool) -> None:
+        self.meter.returned = value
+
+    def matches(
+        self,
+        rpm: Bucket | None,
+        tpm: Bucket | None,
+        max_parallel: int | None,
+        budget_nano: int | None,
+        period: str,
+    ) -> bool:
+        """Whether a request asks under the limits it was taken under; when not (the key
+        changed, or the budget period), it is given back at the next batch, not renewed."""
+        # the plan's buckets are shared objects (``Bucket.per_minute``): identity first
+        if (
+            (rpm is not self.rpm and rpm != self.rpm)
+            or (tpm is not self.tpm and tpm != self.tpm)
+            or max_parallel != self.max_parallel
+            or budget_nano != self.budget_nano
+            or period != self.period
+        ):
+            self.stale = self.meter.exhausted = True
+            return False
+        return True
 
     def take(
         self,
@@ -135,93 +173,41 @@ class Allowance:
     ) -> bool:
         """Admit a request (its key's limits, TPM estimate and budget reservation) from the
         allowance; False when it does not fit, the allowance is over or the key's limits
-        changed since it was taken. Scalars, not an ``AdmitRequest``: this is every request."""
-        if self.returned or now_mono >= self.until:
-            return False
-        # the plan's buckets are shared objects (``Bucket.per_minute``): identity first
-        if (
-            (rpm is not self.rpm and rpm != self.rpm)
-            or (tpm is not self.tpm and tpm != self.tpm)
-            or max_parallel != self.max_parallel
-            or budget_nano != self.budget_nano
-            or period != self.period
-        ):
-            self.exhausted = self.stale = True
-            return False
-        g = self.grant
-        if (
-            (rpm is not None and self.requests >= g.requests)
-            or (tpm is not None and self.tokens_in_flight + self.tokens_used + tokens > g.tokens)
-            or (max_parallel is not None and self.in_flight >= g.slots)
-            or (
-                budget_nano is not None
-                and self.reserved_in_flight + self.spent_total + reserve_nano > g.budget_nano
-            )
-        ):
-            self.exhausted = True
-            return False
-        self.requests += 1
-        self.tokens_in_flight += tokens
-        self.in_flight += 1
-        self.reserved_in_flight += reserve_nano
-        return True
+        changed since it was taken."""
+        return self.matches(rpm, tpm, max_parallel, budget_nano, period) and self.meter.take(
+            tokens, reserve_nano, now_mono
+        )
 
     def view(self, now_s: float) -> tuple[int, float, int, float]:
-        """``rpm_view`` and ``tpm_view`` at once (zeros for a limit the key does not have)."""
-        g = self.grant
-        rl, rr = _view(g.rpm, g.requests - self.requests, self.now_s, now_s)
-        left = g.tokens - self.tokens_in_flight - self.tokens_used
-        tl, tr = _view(g.tpm, left, self.now_s, now_s)
-        return rl, rr, tl, tr
+        """The RPM and TPM buckets for the rate-limit headers: what would pass now (the shared
+        bucket's remaining at the grant plus what is left here) and microseconds until it is
+        full (zeros for a limit the key does not have)."""
+        return self.meter.view(now_s)
 
-    def rpm_view(self, now_s: float) -> tuple[int, float]:
-        """The RPM bucket for the rate-limit headers: what would pass now (the shared bucket's
-        remaining at the grant plus what is left here) and microseconds until it is full."""
-        g = self.grant
-        return _view(g.rpm, g.requests - self.requests, self.now_s, now_s)
-
-    def tpm_view(self, now_s: float) -> tuple[int, float]:
-        g = self.grant
-        return _view(g.tpm, g.tokens - self.tokens_in_flight - self.tokens_used, self.now_s, now_s)
-
-    def settle(self, reserved_nano: int, tokens: int, used: int, period: str, cost: int) -> bool:
+    def settle(self, reserved_nano: int, tokens: int, used: int, cost: int) -> bool:
         """Settle a request admitted from this allowance (its reservation, TPM estimate,
-        tokens used and exact cost); False when the allowance was given back already (the
-        request then settles against the holder row like any other)."""
-        if self.returned:
-            return False
-        self.in_flight -= 1
-        self.reserved_in_flight -= reserved_nano
-        self.tokens_in_flight -= tokens
-        self.tokens_used += used
-        if cost:
-            self.spent[period] = self.spent.get(period, 0) + cost
-            self.spent_total += cost
-        return True
+        tokens used and exact cost, charged to the allowance's period); False when the
+        allowance was given back already (the request then settles against the holder row
+        like any other)."""
+        return self.meter.settle(reserved_nano, tokens, used, cost)
 
     def due(self, now_mono: float) -> bool:
-        return not self.returned and (self.exhausted or now_mono >= self.until - RENEW_AHEAD)
+        return not self.returned and (self.meter.exhausted or now_mono >= self.until - RENEW_AHEAD)
 
     @property
     def renewable(self) -> bool:
         """Whether the batch that gives it back takes the next one: requests used it and the
         key's limits are still the ones it was taken under."""
-        return self.requests > 0 and not self.stale
+        return self.meter.requests > 0 and not self.stale
 
     def unused(self) -> tuple[int, int, int, int]:
         """What giving it back returns: requests, tokens (negative: more were used than taken,
         charged), slots, budget reservation (what its requests in flight keep stays held)."""
-        g = self.grant
-        return (
-            g.requests - self.requests if self.rpm is not None else 0,
-            g.tokens - self.tokens_in_flight - self.tokens_used if self.tpm is not None else 0,
-            g.slots - self.in_flight if self.max_parallel is not None else 0,
-            g.budget_nano - self.reserved_in_flight if self.budget_nano is not None else 0,
-        )
+        return self.meter.unused()
 
 
-def _view(after: Gcra | None, left_here: int, taken_s: float, now_s: float) -> tuple[int, float]:
-    if after is None:
-        return 0, 0.0
-    reset = (taken_s - now_s) * _MICRO + after.reset_us
-    return after.remaining + (left_here if left_here > 0 else 0), reset if reset > 0 else 0.0
+def _bucket(limit: Bucket | None, after: Gcra | None) -> tuple[int, int, float] | None:
+    """A bucket as the meter takes it: the limit, and what the grant left of it."""
+    if limit is None or after is None:
+        return None
+    return limit.limit, after.remaining, after.reset_us

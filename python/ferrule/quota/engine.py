@@ -25,13 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import pricing
+from .. import backend, pricing
 from ..errors import ProxyError
 from .allowance import Allowance
 from .limiter import (
     NANO,
     Bucket,
-    duration_text,
     estimate_reserve_nano,
     period_bounds,
     reserve_rates,
@@ -240,12 +239,15 @@ class Quota:
         store = self._store
         if type(store) is SQLiteQuotaStore:
             a = store.allowance(vkey.name)
-            if a is not None and a.take(
-                rpm, tpm, parallel, budget_nano, period, tokens, reserve, time.monotonic()
-            ):
-                # from the worker's allowance: no transaction, no await (``quota.allowance``)
-                headers = _rate_headers(ctx.route, rpm, tpm, now_s, *a.view(now_s))
-                return Ticket(vkey.name, a.holder or None, tpm, tokens, period, reserve, headers, a)
+            if a is not None and a.matches(rpm, tpm, parallel, budget_nano, period):
+                # from the worker's allowance: no transaction, no await (``quota.allowance``),
+                # one native call that takes the request and makes its headers
+                anthropic = ctx.route == "anthropic"
+                headers = a.meter.admit(tokens, reserve, time.monotonic(), now_s, anthropic)
+                if headers is not None:
+                    return Ticket(
+                        vkey.name, a.holder or None, tpm, tokens, period, reserve, headers, a
+                    )
         watched = parallel is not None or budget_nano is not None  # a lease until settled
         # positional: a keyword call of eleven fields costs twice as much (every request)
         req = AdmitRequest(
@@ -404,8 +406,8 @@ class Quota:
                 + record.output_tokens
             )
         allowance = ticket.allowance
-        if allowance is not None and allowance.settle(
-            ticket.reserve_nano, ticket.tokens, used, ticket.period, cost
+        if allowance is not None and allowance.meter.settle(
+            ticket.reserve_nano, ticket.tokens, used, cost
         ):
             return  # into the worker's allowance: written when it is given back
         delta = used - ticket.tokens if ticket.tpm is not None else 0
@@ -472,73 +474,13 @@ def _headers(
     https://rdrr.io/cran/tidyllm/src/tests/testthat/claude/api.anthropic.com/v1/messages-e050b5-POST.R
     "remaining" is what would pass right now (the burst), "reset" when the bucket is full."""
     g, h = res.rpm, res.tpm
-    return _rate_headers(
-        route,
-        rpm if g is not None else None,
-        tpm if h is not None else None,
+    return backend.rate_headers(
+        route == "anthropic",
+        rpm.limit if rpm is not None and g is not None else None,
+        tpm.limit if tpm is not None and h is not None else None,
         res.now,
         g.remaining if g is not None else 0,
         g.reset_us if g is not None else 0.0,
         h.remaining if h is not None else 0,
         h.reset_us if h is not None else 0.0,
     )
-
-
-def _rate_headers(
-    route: str,
-    rpm: Bucket | None,
-    tpm: Bucket | None,
-    now_s: float,
-    rpm_left: int,
-    rpm_reset_us: float,
-    tpm_left: int,
-    tpm_reset_us: float,
-) -> list[tuple[bytes, bytes]]:
-    """``_headers`` from its numbers: what would pass now and microseconds until full, per
-    bucket (a bucket None: the key has no such limit)."""
-    out: list[tuple[bytes, bytes]] = []
-    if route == "anthropic":
-        if rpm is not None:
-            reset = rfc3339(now_s + rpm_reset_us / 1_000_000).encode()
-            out += ((_A_REQ_LIMIT, rpm.limit_text), (_A_REQ_LEFT, b"%d" % rpm_left),
-                    (_A_REQ_RESET, reset))  # fmt: skip
-        if tpm is not None:
-            reset = rfc3339(now_s + tpm_reset_us / 1_000_000).encode()
-            out += ((_A_TOK_LIMIT, tpm.limit_text), (_A_TOK_LEFT, b"%d" % tpm_left),
-                    (_A_TOK_RESET, reset))  # fmt: skip
-        return out
-    if rpm is not None:
-        out += ((_O_REQ_LIMIT, rpm.limit_text), (_O_REQ_LEFT, b"%d" % rpm_left),
-                (_O_REQ_RESET, _duration(rpm_reset_us)))  # fmt: skip
-    if tpm is not None:
-        out += ((_O_TOK_LIMIT, tpm.limit_text), (_O_TOK_LEFT, b"%d" % tpm_left),
-                (_O_TOK_RESET, _duration(tpm_reset_us)))  # fmt: skip
-    return out
-
-
-def _duration(us: float) -> bytes:
-    """``duration_text`` as header bytes; under a second (the usual reset) without the text."""
-    ms = math.ceil(us / 1000)
-    return b"%dms" % ms if 0 <= ms < 1000 else duration_text(us).encode()
-
-
-_O_REQ_LIMIT, _O_REQ_LEFT, _O_REQ_RESET = (
-    b"x-ratelimit-limit-requests",
-    b"x-ratelimit-remaining-requests",
-    b"x-ratelimit-reset-requests",
-)
-_O_TOK_LIMIT, _O_TOK_LEFT, _O_TOK_RESET = (
-    b"x-ratelimit-limit-tokens",
-    b"x-ratelimit-remaining-tokens",
-    b"x-ratelimit-reset-tokens",
-)
-_A_REQ_LIMIT, _A_REQ_LEFT, _A_REQ_RESET = (
-    b"anthropic-ratelimit-requests-limit",
-    b"anthropic-ratelimit-requests-remaining",
-    b"anthropic-ratelimit-requests-reset",
-)
-_A_TOK_LIMIT, _A_TOK_LEFT, _A_TOK_RESET = (
-    b"anthropic-ratelimit-tokens-limit",
-    b"anthropic-ratelimit-tokens-remaining",
-    b"anthropic-ratelimit-tokens-reset",
-)

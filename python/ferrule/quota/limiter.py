@@ -28,6 +28,7 @@ from decimal import ROUND_CEILING, Decimal
 from functools import lru_cache
 
 from .. import pricing
+from .._pure.meter import duration_text, rfc3339  # the header formats' one home (a kernel's)
 
 __all__ = [
     "NANO",
@@ -246,26 +247,3 @@ def _usage_of(prompt_tokens: int, max_output: int) -> pricing.Usage:
 
 
 # -- header values -------------------------------------------------------------------------
-
-
-def duration_text(us: float) -> str:
-    """OpenAI's reset format (a Go duration: ``12ms``, ``6.5s``, ``1m0s``)."""
-    ms = max(0, math.ceil(us / 1000))
-    if ms < 1000:
-        return f"{ms}ms"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:g}s"
-    minutes, rest = divmod(seconds, 60)
-    return f"{int(minutes)}m{rest:g}s"
-
-
-def rfc3339(unix_s: float) -> str:
-    """Anthropic's reset format (RFC 3339, UTC, whole seconds rounded up)."""
-    return _rfc3339_second(math.ceil(unix_s))
-
-
-@lru_cache(maxsize=256)  # a header on every answer: most fall in the same few seconds
-def _rfc3339_second(second: int) -> str:
-    t = dt.datetime.fromtimestamp(second, dt.timezone.utc)
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -330,8 +330,9 @@ class _Batch:
             st[1] = refund(a.tpm, st[1], self.now_us, -tokens)
         if a.holder:
             self._release(a.key, a.holder, slots, reserved)
-        for period, cost in a.spent.items():
-            k = (a.key, period)
+        cost = a.meter.spent  # its requests' costs, all in its period
+        if cost:
+            k = (a.key, a.period)
             self.spend_add[k] = self.spend_add.get(k, 0) + cost
             if k in self.spent:
                 self.spent[k] += cost
@@ -660,13 +661,9 @@ class SQLiteQuotaStore:
         ):  # fmt: skip
             return None
         now_s = time.time()
-        rpm = tpm = None
-        if req.rpm is not None:
-            left, reset = a.rpm_view(now_s)
-            rpm = Gcra(True, 0.0, 0.0, left, reset)
-        if req.tpm is not None:
-            left, reset = a.tpm_view(now_s)
-            tpm = Gcra(True, 0.0, 0.0, left, reset)
+        rl, rr, tl, tr = a.view(now_s)
+        rpm = Gcra(True, 0.0, 0.0, rl, rr) if req.rpm is not None else None
+        tpm = Gcra(True, 0.0, 0.0, tl, tr) if req.tpm is not None else None
         return AdmitResult(True, None, 0.0, now_s, rpm, tpm, 0, 0, a.holder or None, a)
 
     def _failed(self, exc: sqlite3.Error, waiting: list[_Waiter]) -> None:
