@@ -545,62 +545,6 @@ def test_client_gone_gives_a_busy_worker_the_turns_to_see_it() -> None:
     assert asyncio.run(scenario()) == [False, False, False, True]
 
 
-def test_the_disconnect_watcher_is_the_servers_own_future() -> None:
-    """Granian's ``receive()`` hands out a future: it is the watcher itself (no task a request).
-    A disconnect cancels the work; a message that is not one (a server breaking the ASGI order)
-    does not, and the watching goes on in a task until the real disconnect; a work that ends
-    first leaves nothing waiting. A coroutine ``receive()`` (any other server) gets a task."""
-    from ferrule.app import App, _disconnect_watcher
-    from ferrule.routes.common import RequestContext
-
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
-
-    async def scenario() -> list[Any]:
-        loop = asyncio.get_running_loop()
-        out: list[Any] = []
-        for messages in (["http.disconnect"], ["http.request", "http.disconnect"], []):
-            ctx = RequestContext(scope, "openai", 1 << 20, 5.0)
-            futures: list[asyncio.Future[dict[str, Any]]] = []
-
-            def receive(
-                futures: list[asyncio.Future[dict[str, Any]]] = futures,
-            ) -> asyncio.Future[dict[str, Any]]:
-                futures.append(loop.create_future())
-                return futures[-1]
-
-            async def work() -> None:
-                await asyncio.sleep(0.2)
-                out.append("work done")
-
-            run = asyncio.ensure_future(
-                App._until_disconnect(None, work(), receive, ctx, [False])  # type: ignore[arg-type]
-            )
-            for kind in messages:
-                await asyncio.sleep(0.01)
-                futures[-1].set_result({"type": kind})
-            await run
-            out.append((len(futures), ctx.gone[0], all(f.done() for f in futures)))
-        return out
-
-    async def coroutine_receive() -> Any:
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.disconnect"}
-
-        gone = [False]
-        watcher = _disconnect_watcher(receive, gone)  # type: ignore[arg-type]
-        assert isinstance(watcher, asyncio.Task)
-        await watcher
-        return gone[0]
-
-    assert asyncio.run(scenario()) == [
-        (1, True, True),  # cancelled on the disconnect: the work never finished
-        (2, True, True),  # a stray message first: watched on in a task, then cancelled
-        "work done",
-        (1, False, True),  # finished first: the watcher cancelled, nothing left waiting
-    ]
-    assert asyncio.run(coroutine_receive()) is True
-
-
 def test_a_request_whose_client_left_is_accounted_as_cancelled() -> None:
     """``ClientGone`` raised in the pipeline (the check before the upstream call) ends the
     request like a cancellation: 499, ``client_cancelled``, never a 500."""

@@ -9,7 +9,7 @@ import gc
 import logging
 import secrets
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar, overload
 from urllib.parse import parse_qs
 
@@ -400,9 +400,9 @@ class App:
         accounting) is finished, not cancelled."""
         # The watcher runs first: a client that is already gone (Granian still hands over its
         # body) must not cause an upstream request at all.
-        watcher = _disconnect_watcher(receive, ctx.gone)
+        watcher = asyncio.ensure_future(_wait_disconnect(receive, ctx.gone))
         await asyncio.sleep(0)
-        if watcher.done() and (ctx.gone[0] or _says_gone(watcher, ctx.gone)):
+        if watcher.done():
             work.close()
             log.info("request %s: client gone before the upstream call", ctx.request_id)
             return
@@ -410,20 +410,13 @@ class App:
         # [the work is over, this task was cancelled because the client went]
         state = [False, False]
 
-        def on_gone(w: Any) -> None:
+        def on_gone(w: asyncio.Future[None]) -> None:
             # runs on the loop, so only while this task waits inside the work
             if state[0] or w.cancelled() or answered[0] or me is None:
-                return
-            if not ctx.gone[0] and not _says_gone(w, ctx.gone):
-                # not a disconnect (the server broke the ASGI order): keep watching in a task
-                again = asyncio.ensure_future(_wait_disconnect(receive, ctx.gone))
-                again.add_done_callback(on_gone)
-                cleanup.append(again)
                 return
             state[1] = True
             me.cancel()
 
-        cleanup: list[Any] = [watcher]
         watcher.add_done_callback(on_gone)
         try:
             await work
@@ -436,8 +429,7 @@ class App:
             log.info("request %s: client went away, upstream call cancelled", ctx.request_id)
         finally:
             state[0] = True
-            for w in cleanup:
-                w.cancel()
+            watcher.cancel()
 
     def _render_metrics(self) -> tuple[bytes, str]:
         self.recorder.sync()  # this worker's records still queued for the writer count first
@@ -536,44 +528,12 @@ def _unexpected(ctx: RequestContext, exc: Exception) -> ProxyError:
     )
 
 
-def _disconnect_watcher(receive: Receive, gone: list[bool]) -> Any:
-    """Something that completes when the client goes (``done``, ``cancel``, one done callback).
-
-    Granian's ``receive()`` hands out a future of its own (``add_done_callback``, completed by
-    the server; after the body the next message is ``http.disconnect``): it is the watcher
-    itself, and its done callback reads the message (``_says_gone``). Any other server's
-    ``receive()`` is a coroutine, run in a task (``_wait_disconnect``). A task a request costs
-    ~10 us of the loop (created, started, cancelled at the end; py-spy of ns-2k-c32)."""
-    first = receive()
-    if hasattr(first, "add_done_callback"):
-        return first
-    return asyncio.ensure_future(_wait_disconnect(receive, gone, first))
-
-
-def _says_gone(fut: Any, gone: list[bool]) -> bool:
-    """Whether a completed ``receive()`` future said the client left (and ``gone[0]`` is set):
-    ``http.disconnect``, or the server failed it (its connection is over either way)."""
-    if fut.cancelled():
-        return False
-    try:
-        message = fut.result()
-    except Exception:
-        message = {"type": "http.disconnect"}
-    if message.get("type") == "http.disconnect":
-        gone[0] = True
-        return True
-    return False
-
-
-async def _wait_disconnect(
-    receive: Receive, gone: list[bool], first: Awaitable[Message] | None = None
-) -> None:
+async def _wait_disconnect(receive: Receive, gone: list[bool]) -> None:
     """Until the server reports the client gone; then ``gone[0]`` is set (``ctx.gone``: the
     pipeline reads it before the upstream call). Only that list is shared: the request's
     context never sits in this coroutine's frame."""
     while True:
-        message = await (first if first is not None else receive())
-        first = None
+        message = await receive()
         if message["type"] == "http.disconnect":
             gone[0] = True
             return
