@@ -160,6 +160,14 @@ def _ctx(key: str | None) -> RequestContext:
     return RequestContext(scope, "openai", 1 << 20, 5.0)
 
 
+async def _refused(gate: KeyGate, key: str) -> None:
+    """``key`` (revoked) gets a 401 from ``gate``, which is then closed."""
+    with pytest.raises(ProxyError) as exc:
+        await gate.admit(_ctx(key))
+    assert exc.value.status == 401
+    await gate.close()
+
+
 def test_gate_admits_and_sees_a_revocation_within_its_refresh(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -185,10 +193,7 @@ def test_gate_admits_and_sees_a_revocation_within_its_refresh(
         # another process revokes; this worker's cache holds at most REFRESH seconds
         admin.revoke("gated")
         await asyncio.sleep(gate_mod.REFRESH + 0.05)
-        with pytest.raises(ProxyError) as exc:
-            await gate.admit(_ctx(key))
-        assert exc.value.status == 401
-        await gate.close()
+        await _refused(gate, key)
 
     asyncio.run(run())
     admin.close()
@@ -244,10 +249,7 @@ def test_gate_checks_ahead_in_the_background(
         assert gate._check is not None  # ... and the check runs meanwhile
         await asyncio.shield(gate._check)
         assert not gate.admit_now(_ctx(key))  # the revocation dropped the cache
-        with pytest.raises(ProxyError) as exc:
-            await gate.admit(_ctx(key))
-        assert exc.value.status == 401
-        await gate.close()
+        await _refused(gate, key)
 
     asyncio.run(run())
     admin.close()

@@ -160,24 +160,6 @@ class Allowance:
             return False
         return True
 
-    def take(
-        self,
-        rpm: Bucket | None,
-        tpm: Bucket | None,
-        max_parallel: int | None,
-        budget_nano: int | None,
-        period: str,
-        tokens: int,
-        reserve_nano: int,
-        now_mono: float,
-    ) -> bool:
-        """Admit a request (its key's limits, TPM estimate and budget reservation) from the
-        allowance; False when it does not fit, the allowance is over or the key's limits
-        changed since it was taken."""
-        return self.matches(rpm, tpm, max_parallel, budget_nano, period) and self.meter.take(
-            tokens, reserve_nano, now_mono
-        )
-
     def view(self, now_s: float) -> tuple[int, float, int, float]:
         """The RPM and TPM buckets for the rate-limit headers: what would pass now (the shared
         bucket's remaining at the grant plus what is left here) and microseconds until it is

@@ -655,10 +655,11 @@ class SQLiteQuotaStore:
         when there is none or the request does not fit in it (then it goes in a batch, which
         gives the allowance back first). The engine does the same with scalars."""
         a = self._allowances.get(req.key)
-        if a is None or not a.take(
-            req.rpm, req.tpm, req.max_parallel, req.budget_nano, req.period, req.tokens,
-            req.reserve_nano, time.monotonic(),
-        ):  # fmt: skip
+        if (
+            a is None
+            or not a.matches(req.rpm, req.tpm, req.max_parallel, req.budget_nano, req.period)
+            or not a.meter.take(req.tokens, req.reserve_nano, time.monotonic())
+        ):
             return None
         now_s = time.time()
         rl, rr, tl, tr = a.view(now_s)
