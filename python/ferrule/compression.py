@@ -36,14 +36,12 @@ k+1 whenever the client's request k was. Pointers name the earlier block by its 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from . import backend, tokens
-from ._pure.compress import DEDUP_MIN_CHARS
+from .compress_walk import FILE_COMMANDS, FILE_TOOL_WORDS, MODES, tool_kind, walk
 
 __all__ = [
     "FILE_COMMANDS",
@@ -54,50 +52,6 @@ __all__ = [
     "prompt_units",
     "tool_kind",
 ]
-
-MODES = ("off", "lossless", "aggressive")
-
-# A tool whose name has one of these words returns file contents (or edits them and shows them).
-FILE_TOOL_WORDS = frozenset(
-    {
-        "cat",
-        "create",
-        "diff",
-        "edit",
-        "editor",
-        "file",
-        "files",
-        "goto",
-        "grep",
-        "multiedit",
-        "notebook",
-        "open",
-        "patch",
-        "read",
-        "scroll",
-        "view",
-        "write",
-    }
-)
-# Programs whose output in a shell tool is file contents.
-FILE_COMMANDS = re.compile(
-    r"(?:^|[\s;&|(`])(?:cat|head|tail|nl|bat|less|more|sed|awk|grep|egrep|rg|ag|diff"
-    r"|git\s+(?:diff|show|blame))(?=\s|$)"
-)
-_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
-
-
-def tool_kind(name: Any, tool_input: Any) -> str:
-    """``"file"`` when a tool's results are file contents, else ``"tool_result"``."""
-    if isinstance(name, str) and _file_tool_name(name):
-        return "file"
-    if isinstance(tool_input, dict):
-        command = tool_input.get("command", tool_input.get("cmd"))
-        if isinstance(command, list):
-            command = " ".join(c for c in command if isinstance(c, str))
-        if isinstance(command, str) and FILE_COMMANDS.search(command):
-            return "file"
-    return "tool_result"
 
 
 @dataclass(slots=True)
@@ -113,7 +67,7 @@ class CompressionResult:
     texts before reading them is not. ``bytes_saved`` counts UTF-8 bytes of block text.
     """
 
-    body: dict[str, Any]
+    body: dict[str, Any] | None  # None: made by the native request path, which keeps none
     mode: str
     blocks: int = 0  # blocks the kernel looked at
     changed: int = 0  # blocks it rewrote
@@ -122,6 +76,8 @@ class CompressionResult:
 
     def _count(self) -> tuple[int, int]:
         if self._counts is None:
+            if self.body is None:
+                raise ValueError("the prompt's counts need the request body")
             after = tokens.count_texts(prompt_units(self.body))
             saved = sum(tokens.count(a) - tokens.count(b) for a, b in self._rewrites)
             self._counts = (after + saved, after)
@@ -212,11 +168,6 @@ def _block_units(blocks: list[Any]) -> Iterator[Any]:
             yield block.get("content") or block.get("input") or ""
 
 
-@lru_cache(maxsize=4096)
-def _file_tool_name(name: str) -> bool:
-    return any(w.lower() in FILE_TOOL_WORDS for w in _WORDS.findall(name))
-
-
 def compress_request(body: dict[str, Any], mode: str) -> CompressionResult:
     """Compress an Anthropic Messages request body in place (``mode``: off, lossless, aggressive).
 
@@ -227,68 +178,7 @@ def compress_request(body: dict[str, Any], mode: str) -> CompressionResult:
     if mode not in MODES:
         raise ValueError(f"compression mode must be off, lossless or aggressive, not {mode!r}")
     result = CompressionResult(body=body, mode=mode)
-    messages = body.get("messages")
-    if mode == "off" or not isinstance(messages, list):
-        return result
-    compress = backend.Compressor(mode).compress
-    rewrites = result._rewrites
-    kinds: dict[Any, str] = {}  # tool_use id -> kind of its results
-    blocks = 0
-
-    def text(text: str, kind: str, i: int, j: int = 0, k: int = 0) -> str:
-        nonlocal blocks
-        blocks += 1
-        # The kernel reads ref only to remember a block for deduplication, which needs at least
-        # DEDUP_MIN_CHARS characters: shorter blocks skip building it.
-        ref = ""
-        if len(text) >= DEDUP_MIN_CHARS:
-            ref = f"message {i + 1}"
-            if j:
-                ref += f" block {j}" + (f" part {k}" if k else "")
-        out = compress(text, kind, ref)
-        if out is not text and out != text:
-            rewrites.append((text, out))
-        return out
-
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            continue
-        content = message.get("content")
-        if message.get("role") != "user":
-            if isinstance(content, list):
-                for block in content:
-                    if isinstance(block, dict) and block.get("type") == "tool_use":
-                        kinds[block.get("id")] = tool_kind(block.get("name"), block.get("input"))
-            continue
-        if isinstance(content, str):
-            message["content"] = text(content, "text", i)
-            continue
-        if not isinstance(content, list):
-            continue
-        for j, block in enumerate(content, 1):
-            if not isinstance(block, dict):
-                continue
-            kind = block.get("type")
-            if kind == "text":
-                value = block.get("text")
-                if isinstance(value, str):
-                    block["text"] = text(value, "text", i, j)
-            elif kind == "tool_result":
-                tool_use_id = block.get("tool_use_id")
-                kind = (
-                    kinds.get(tool_use_id, "tool_result")
-                    if isinstance(tool_use_id, str)
-                    else "tool_result"
-                )
-                value = block.get("content")
-                if isinstance(value, str):
-                    block["content"] = text(value, kind, i, j)
-                elif isinstance(value, list):
-                    for k, part in enumerate(value, 1):
-                        if isinstance(part, dict) and part.get("type") == "text":
-                            part_text = part.get("text")
-                            if isinstance(part_text, str):
-                                part["text"] = text(part_text, kind, i, j, k)
-    result.blocks = blocks
-    result.changed = len(rewrites)
+    if mode != "off":
+        result.blocks, result._rewrites = walk(body, backend.Compressor(mode).compress)
+        result.changed = len(result._rewrites)
     return result
