@@ -2,6 +2,7 @@
 ``ferrule._pure`` with the same signature and byte-identical output. Import via ``ferrule.backend``.
 """
 
+from collections.abc import Callable, Mapping
 from typing import Any, final
 
 from typing_extensions import disjoint_base
@@ -11,6 +12,7 @@ from ferrule.translate.responses_response import Seals
 
 __all__ = [
     "AllowanceMeter",
+    "ChatRequests",
     "Compressor",
     "ResponsesStreamEncoder",
     "SseDecoder",
@@ -158,6 +160,40 @@ class AllowanceMeter:
     ) -> list[tuple[bytes, bytes]] | None: ...
     def settle(self, reserved_nano: int, tokens: int, used: int, cost_nano: int) -> bool: ...
     def unused(self) -> tuple[int, int, int, int]: ...
+
+@final
+class ChatRequests:
+    """The request path of ``/v1/chat/completions`` in one call: the client's body to the bytes
+    that go upstream (translated, compressed, with breakpoints) and the pipeline's facts, or
+    None when the stages must do it; see ``ferrule._pure.chat_request``."""
+
+    def __new__(
+        cls,
+        facts: Callable[[str], tuple[str, int, bool, bool, bool, bool, bool, bool, int]],
+        *,
+        aliases: Mapping[str, str],
+        version: str,
+        strict: bool,
+        ttl: str | None,
+    ) -> ChatRequests: ...
+    def prepare(
+        self, raw: bytes, mode: str
+    ) -> (
+        tuple[
+            bytes,
+            str,
+            str,
+            bool,
+            bool,
+            bool,
+            int,
+            bool,
+            int | float | None,
+            list[tuple[str, str]],
+            int,
+        ]
+        | None
+    ): ...
 
 def rate_headers(
     anthropic: bool,

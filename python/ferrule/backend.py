@@ -23,6 +23,7 @@ BackendName = Literal["rust", "python"]
 __all__ = [
     "NAME",
     "AllowanceMeter",
+    "ChatRequests",
     "Compressor",
     "ResponsesStreamEncoder",
     "SseDecoder",
@@ -75,6 +76,7 @@ answer_to_openai: Callable[
 ] = _module.answer_to_openai
 answer_usage: Callable[[bytes], tuple[int, int, int, int, int, int] | None] = _module.answer_usage
 AllowanceMeter: type[_pure.AllowanceMeter] = _module.AllowanceMeter
+ChatRequests: type[_pure.ChatRequests] = _module.ChatRequests
 rate_headers: Callable[
     [bool, int | None, int | None, float, int, float, int, float], list[tuple[bytes, bytes]]
 ] = _module.rate_headers

@@ -2,9 +2,10 @@
 //! feature) is the thin PyO3 layer that exposes them as `ferrule._native`.
 
 pub mod answer;
+pub mod chat_request;
 pub mod compress;
 pub mod meter;
-mod payload;
+pub(crate) mod payload;
 pub mod responses_stream;
 pub mod sse;
 pub mod stream;

@@ -4,10 +4,10 @@
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::responses_stream::{self, Sealer};
-use crate::{answer, compress, meter, sse, stream};
+use crate::{answer, chat_request, compress, meter, sse, stream};
 
 create_exception!(
     ferrule._native,
@@ -547,6 +547,124 @@ fn rate_headers<'py>(
     )
 }
 
+/// The facts tuple of `ChatRequests(facts)`: (model, default_max_tokens, thinks, strict_tools,
+/// temperature_ok, top_p_ok, exclusive, forced_tool_choice, min_cache_tokens).
+type FactsTuple = (String, u64, bool, bool, bool, bool, bool, bool, u64);
+
+/// Models remembered per worker (the facts of a model never change while it runs); past this
+/// many distinct names the memo starts again, so a client cannot grow it without bound.
+const FACTS_MEMO: usize = 256;
+
+#[pyclass(name = "ChatRequests", module = "ferrule._native")]
+struct PyChatRequests {
+    facts: Py<PyAny>,
+    ttl: Option<String>,
+    sampling: bool,
+    memo: std::collections::HashMap<String, chat_request::ModelFacts>,
+}
+
+#[pymethods]
+impl PyChatRequests {
+    #[new]
+    #[pyo3(signature = (facts, *, aliases, version, strict, ttl))]
+    fn new(
+        facts: Py<PyAny>,
+        aliases: Bound<'_, PyAny>,
+        version: &str,
+        strict: bool,
+        ttl: Option<String>,
+    ) -> Self {
+        // `facts` resolves aliases itself, and a request with a warning (what `strict` turns
+        // into an error) is never prepared here: both are the twin's.
+        let _ = (aliases, strict);
+        Self {
+            facts,
+            ttl,
+            sampling: version == "2023-06-01",
+            memo: std::collections::HashMap::new(),
+        }
+    }
+
+    fn prepare<'py>(
+        &mut self,
+        py: Python<'py>,
+        raw: &[u8],
+        mode: &str,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let Ok(text) = std::str::from_utf8(raw) else {
+            return Ok(None);
+        };
+        let mut failed: Option<PyErr> = None;
+        let facts_fn = &self.facts;
+        let memo = &mut self.memo;
+        let lookup = |asked: &str| -> Option<chat_request::ModelFacts> {
+            if let Some(found) = memo.get(asked) {
+                return Some(found.clone());
+            }
+            let got: FactsTuple = match facts_fn.bind(py).call1((asked,)).and_then(|t| t.extract())
+            {
+                Ok(t) => t,
+                Err(err) => {
+                    failed = Some(err);
+                    return None;
+                }
+            };
+            let facts = chat_request::ModelFacts {
+                model: got.0,
+                default_max_tokens: got.1,
+                thinks: got.2,
+                strict_tools: got.3,
+                temperature_ok: got.4,
+                top_p_ok: got.5,
+                exclusive: got.6,
+                forced_tool_choice: got.7,
+                min_cache_tokens: got.8,
+            };
+            if memo.len() >= FACTS_MEMO {
+                memo.clear();
+            }
+            memo.insert(asked.to_owned(), facts.clone());
+            Some(facts)
+        };
+        let opts = chat_request::Options {
+            mode,
+            ttl: self.ttl.as_deref(),
+            sampling: self.sampling,
+        };
+        let prepared = chat_request::prepare(text, lookup, opts);
+        if let Some(err) = failed {
+            return Err(err);
+        }
+        let Some(p) = prepared else {
+            return Ok(None);
+        };
+        let temperature: Option<Py<PyAny>> = match p.temperature {
+            Some(crate::payload::Json::Int(i)) => Some(i.into_pyobject(py)?.into_any().unbind()),
+            Some(crate::payload::Json::UInt(u)) => Some(u.into_pyobject(py)?.into_any().unbind()),
+            Some(crate::payload::Json::Float(f)) => Some(f.into_pyobject(py)?.into_any().unbind()),
+            _ => None,
+        };
+        let rewrites = PyList::empty(py);
+        for (before, after) in &p.rewrites {
+            rewrites.append((before, after))?;
+        }
+        let out = (
+            PyBytes::new(py, &p.payload),
+            p.asked,
+            p.model,
+            p.stream,
+            p.include_usage,
+            p.thinking,
+            p.max_tokens,
+            p.tools,
+            temperature,
+            rewrites,
+            p.blocks,
+        );
+        Ok(Some(out.into_pyobject(py)?))
+    }
+}
+
 /// Register the kernels on the `ferrule._native` module.
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SseError", m.py().get_type::<SseError>())?;
@@ -555,6 +673,7 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStreamTranslator>()?;
     m.add_class::<PyResponsesStreamEncoder>()?;
     m.add_class::<PyAllowanceMeter>()?;
+    m.add_class::<PyChatRequests>()?;
     m.add_class::<crate::upstream_engine::PyUpstreamEngine>()?;
     m.add_function(wrap_pyfunction!(answer_to_openai, m)?)?;
     m.add_function(wrap_pyfunction!(answer_usage, m)?)?;

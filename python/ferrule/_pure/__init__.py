@@ -6,6 +6,7 @@ native module is an accelerated copy. Only ``ferrule.backend`` chooses between t
 """
 
 from .answer import answer_to_openai, answer_usage
+from .chat_request import ChatRequests
 from .compress import Compressor
 from .meter import AllowanceMeter, rate_headers
 from .responses_stream import ResponsesStreamEncoder
@@ -14,6 +15,7 @@ from .stream import StreamTranslator
 
 __all__ = [
     "AllowanceMeter",
+    "ChatRequests",
     "Compressor",
     "ResponsesStreamEncoder",
     "SseDecoder",

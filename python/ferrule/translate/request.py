@@ -10,12 +10,14 @@ field, so nothing is sent upstream that Anthropic would reject.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import orjson
 
+from ..breakpoints import min_cacheable_tokens
 from ..errors import ProxyError
 from ..limits import (
     MAX_MESSAGES,
@@ -24,10 +26,16 @@ from ..limits import (
     check_identifier,
     required_identifier,
 )
-from ..models import ModelCaps, capabilities, default_max_tokens, resolve_model
+from ..models import (
+    FALLBACK_MAX_TOKENS,
+    ModelCaps,
+    capabilities,
+    default_max_tokens,
+    resolve_model,
+)
 from .model_rules import OPENAI_EFFORTS, Notes, apply_reasoning, apply_sampling
 
-__all__ = ["JSON_TOOL_NAME", "Translated", "to_anthropic"]
+__all__ = ["JSON_TOOL_NAME", "Translated", "model_facts", "to_anthropic"]
 
 # The forced tool that carries response_format JSON when it is emulated with tool use.
 JSON_TOOL_NAME = "json_response"
@@ -585,3 +593,36 @@ def to_anthropic(
         thinking=thinking,
         warnings=tuple(notes.warnings),
     )
+
+
+def model_facts(
+    aliases: Mapping[str, str],
+) -> Callable[[str], tuple[str, int, bool, bool, bool, bool, bool, bool, int]]:
+    """What :func:`to_anthropic` and breakpoint placement read of the model table, for the
+    native request path (``ChatRequests`` in ``ferrule.backend``): for a model name as the
+    client asks for it, (model sent, default ``max_tokens``, thinks by default, ``strict`` tools,
+    ``temperature`` taken at any value, ``top_p`` too, the two not together, forced
+    ``tool_choice``, minimum cacheable tokens). An unknown model is passed through as it is, as
+    here."""
+
+    @lru_cache(maxsize=256)
+    def facts(asked: str) -> tuple[str, int, bool, bool, bool, bool, bool, bool, int]:
+        model = resolve_model(asked, aliases)
+        caps = capabilities(model)
+        cache_min = min_cacheable_tokens(model)
+        if caps is None:
+            return (model, FALLBACK_MAX_TOKENS, False, True, True, True, False, True, cache_min)
+        sampling = caps.sampling
+        return (
+            model,
+            caps.default_max_tokens,
+            caps.thinking.on(None),
+            caps.strict_tools,
+            "temperature" in sampling.accepted,
+            "top_p" in sampling.accepted,
+            sampling.exclusive,
+            caps.forced_tool_choice,
+            cache_min,
+        )
+
+    return facts
