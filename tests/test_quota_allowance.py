@@ -288,7 +288,7 @@ def test_the_engine_settles_through_the_allowance(tmp_path: Path) -> None:
 
     async def main() -> tuple[list[Any], int]:
         try:
-            tickets = [await q.admit(ctx, model=MODEL, body={"max_tokens": 100}) for _ in range(50)]
+            tickets = [await q.admit(ctx, model=MODEL, max_tokens=100) for _ in range(50)]
             for i, t in enumerate(tickets):
                 rec = RequestRecord(request_id=str(i), route="/v1/chat/completions", model=MODEL)
                 rec.input_tokens, rec.output_tokens = 500, 40

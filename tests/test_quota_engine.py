@@ -618,7 +618,7 @@ def test_no_virtual_key_costs_nothing(tmp_path: Path) -> None:
     q = _quota(tmp_path)
 
     async def main() -> Any:
-        return await q.admit(_ctx(None), model=MODEL, body={"max_tokens": 10})
+        return await q.admit(_ctx(None), model=MODEL, max_tokens=10)
 
     assert asyncio.run(main()) is None
     assert q._store is None  # never opened
@@ -629,11 +629,11 @@ def test_rpm_refusal_openai_and_anthropic_shapes(tmp_path: Path) -> None:
     vkey = _key(rpm=60)  # burst 1
 
     async def main() -> tuple[Any, ProxyError, ProxyError]:
-        ok = await q.admit(_ctx(vkey), model=MODEL, body={"max_tokens": 10})
+        ok = await q.admit(_ctx(vkey), model=MODEL, max_tokens=10)
         errs = []
         for route in ("openai", "anthropic"):
             with pytest.raises(ProxyError) as info:
-                await q.admit(_ctx(vkey, route), model=MODEL, body={"max_tokens": 10})
+                await q.admit(_ctx(vkey, route), model=MODEL, max_tokens=10)
             errs.append(info.value)
         await q.close()
         return ok, errs[0], errs[1]
@@ -653,13 +653,13 @@ def test_rpm_refusal_openai_and_anthropic_shapes(tmp_path: Path) -> None:
 def test_budget_refusal_and_exact_settlement(tmp_path: Path) -> None:
     q = _quota(tmp_path)
     vkey = _key(budget_usd=0.01, budget_period="day")
-    body = {"max_tokens": 100}  # 100 prompt tokens (400 bytes / 4) + 100 output: ~ $0.005
+    max_tokens = 100  # 100 prompt tokens (400 bytes / 4) + 100 output: ~ $0.005
 
     async def main() -> tuple[int, ProxyError, int]:
-        t1 = await q.admit(_ctx(vkey), model=MODEL, body=body)
-        t2 = await q.admit(_ctx(vkey), model=MODEL, body=body)
+        t1 = await q.admit(_ctx(vkey), model=MODEL, max_tokens=max_tokens)
+        t2 = await q.admit(_ctx(vkey), model=MODEL, max_tokens=max_tokens)
         with pytest.raises(ProxyError) as info:
-            await q.admit(_ctx(vkey), model=MODEL, body=body)
+            await q.admit(_ctx(vkey), model=MODEL, max_tokens=max_tokens)
         rec = RequestRecord(request_id="r", route="/v1/chat/completions", model=MODEL)
         rec.input_tokens, rec.output_tokens = 90, 37
         assert t1 is not None and t2 is not None
@@ -668,7 +668,7 @@ def test_budget_refusal_and_exact_settlement(tmp_path: Path) -> None:
         q.settle(t2, RequestRecord(request_id="s", route="x", model=MODEL))  # failed: $0
         await q.drain()
         spent = await q.store.spent(vkey.name, period_bounds("day", time.time())[0])
-        again = await q.admit(_ctx(vkey), model=MODEL, body=body)
+        again = await q.admit(_ctx(vkey), model=MODEL, max_tokens=max_tokens)
         await q.close()
         return spent, info.value, int(again is not None)
 
@@ -700,7 +700,7 @@ def test_a_budget_period_ends_at_utc_midnight(
         periods = []
         for now in (midnight - 0.5, midnight - 0.001, midnight, midnight + 3600):
             clock[0] = now
-            ticket = await q.admit(_ctx(vkey), model=MODEL, body={"max_tokens": 10})
+            ticket = await q.admit(_ctx(vkey), model=MODEL, max_tokens=10)
             assert ticket is not None
             periods.append(ticket.period)
         await q.close()
@@ -750,7 +750,7 @@ def test_unpriced_model_with_a_budget_is_refused_clearly(tmp_path: Path) -> None
     q = _quota(tmp_path)
 
     async def main() -> None:
-        await q.admit(_ctx(_key(budget_usd=1.0)), model="claude-nonesuch", body={})
+        await q.admit(_ctx(_key(budget_usd=1.0)), model="claude-nonesuch", max_tokens=None)
 
     with pytest.raises(ProxyError) as info:
         asyncio.run(main())
@@ -781,7 +781,7 @@ def test_redis_down_policies(
 
     async def main() -> Any:
         try:
-            return await q.admit(_ctx(vkey), model=MODEL, body={"max_tokens": 5})
+            return await q.admit(_ctx(vkey), model=MODEL, max_tokens=5)
         finally:
             await q.close()
 
@@ -811,7 +811,7 @@ def test_an_unusable_data_folder_follows_the_failure_policy(tmp_path: Path) -> N
     q = Quota(Config(), None, lambda: blocker / "data")  # mkdir fails: the store cannot open
 
     async def main(vkey: VirtualKey) -> Any:
-        return await q.admit(_ctx(vkey), model=MODEL, body={"max_tokens": 5})
+        return await q.admit(_ctx(vkey), model=MODEL, max_tokens=5)
 
     assert asyncio.run(main(_key(rpm=10))) is None  # limits: open
     with pytest.raises(ProxyError) as info:

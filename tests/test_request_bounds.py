@@ -640,10 +640,11 @@ def test_an_unexpected_exception_is_a_json_500_and_recorded_as_such(
 
     secret = "sk-ant-api03-the-key-in-the-message"
 
-    async def boom(self: Exchange, body: Any) -> None:
+    async def boom(self: Exchange, *args: Any, **kwargs: Any) -> None:
         raise RuntimeError(f"something quoted a header: {secret}")
 
-    monkeypatch.setattr(Exchange, "compress", boom)
+    # a stage every request runs (the chat route's native request path skips compress)
+    monkeypatch.setattr(Exchange, "admit", boom)
     app = App(
         load(env={"FERRULE_DATA_DIR": str(tmp_path), "FERRULE_UPSTREAM_URL": "http://127.0.0.1:9"})
     )

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .routes.common import RequestContext
     from .services import Services
 
-__all__ = ["Exchange", "usage_from_counts"]
+__all__ = ["Exchange", "compression_mode", "usage_from_counts"]
 
 log = logging.getLogger("ferrule.exchange")
 
@@ -54,6 +54,14 @@ def usage_from_counts(counts: tuple[int, int, int, int, int, int]) -> Usage:
     uncached, created, read, output, w5m, w1h = counts
     # the cache writes split by TTL; what the split does not cover is a 5-minute write
     return Usage(uncached, max(w5m, created - w1h), w1h, read, output)
+
+
+def compression_mode(ctx: RequestContext, svc: Services) -> str | None:
+    """The compression mode the request's ``x-ferrule-compression`` header, else the config,
+    asks for; None when the header names no mode (a 400)."""
+    given = header(ctx.scope, b"x-ferrule-compression")
+    mode = given.decode("latin-1").strip().lower() if given else svc.cfg.compression
+    return mode if mode in MODES else None
 
 
 class Exchange:
@@ -100,12 +108,13 @@ class Exchange:
 
     # -- virtual key limits and budget (ferrule.quota) -----------------------------------------
 
-    async def admit(self, body: dict[str, Any], *, rpm_only: bool = False) -> None:
+    async def admit(self, max_tokens: Any, *, rpm_only: bool = False) -> None:
         """Reserve this request's share of its virtual key's limits and budget (a 429 when it
-        does not fit); settled in ``close``. Nothing without a virtual key."""
+        does not fit); settled in ``close``. Nothing without a virtual key. ``max_tokens``: the
+        translated request's."""
         if self.ctx.vkey is not None:
             self.quota = await self.svc.quota.admit(
-                self.ctx, model=self.record.model, body=body, rpm_only=rpm_only
+                self.ctx, model=self.record.model, max_tokens=max_tokens, rpm_only=rpm_only
             )
 
     @property
@@ -150,6 +159,15 @@ class Exchange:
             self.record.cache_status = "hit"
         return message
 
+    def decided(self, decision: Decision | None) -> None:
+        """The cache decision the native request path made (``decide_for``) when it was not to
+        use the cache: ``x-cache`` and the ledger say so, as ``lookup`` would."""
+        if decision is None or self.svc.store is None or self.record.tenant is None:
+            return
+        self.decision = decision
+        self.ctx.x_cache = decision.upstream_x_cache
+        self.record.cache_status = self.ctx.x_cache.lower()
+
     @property
     def storing(self) -> bool:
         """Whether a complete answer to this request should be stored."""
@@ -179,13 +197,9 @@ class Exchange:
 
     async def compress(self, body: dict[str, Any]) -> None:
         """Compress the translated request in place, in the mode the config or the request's
-        ``x-ferrule-compression`` header asks for (in a thread for a large request). The tokens
-        the rewrites removed are counted while the upstream works (in a thread when the
-        rewritten blocks are large: tiktoken releases the GIL), and read when the response
-        starts."""
-        given = header(self.ctx.scope, b"x-ferrule-compression")
-        mode = given.decode("latin-1").strip().lower() if given else self.svc.cfg.compression
-        if mode not in MODES:
+        ``x-ferrule-compression`` header asks for (in a thread for a large request)."""
+        mode = compression_mode(self.ctx, self.svc)
+        if mode is None:
             raise ProxyError(
                 400,
                 "x-ferrule-compression must be off, lossless or aggressive",
@@ -193,7 +207,13 @@ class Exchange:
             )
         if mode == "off":
             return
-        self.compression = result = await prepare(self.ctx.large, compress_request, body, mode)
+        self.compressed(await prepare(self.ctx.large, compress_request, body, mode))
+
+    def compressed(self, result: CompressionResult) -> None:
+        """What compression did (here, or in the native request path). The tokens the rewrites
+        removed are counted while the upstream works (in a thread when the rewritten blocks are
+        large: tiktoken releases the GIL), and read when the response starts."""
+        self.compression = result
         # Only the rewritten blocks are counted (the prompt's size comes from the upstream's
         # usage, exactly); nothing when nothing changed, which is most requests.
         if not result.changed:

@@ -19,7 +19,11 @@ Read top to bottom; each stage and where it lives:
 12. store         ``Exchange.store`` (response cache), ``Dialect.finished`` (thinking, Responses)
 13. account       ``Exchange.close``: quota settled, ledger row (ferrule.ledger), live feed
 
-Stages 1-3 are ``ferrule.app``'s; :func:`run` does the rest. A route is a *dialect* (a
+Stages 1-3 are ``ferrule.app``'s; :func:`run` does the rest. On the chat route, stages 4 and
+6-9 are usually one native call (``ChatRequests`` in ``ferrule.backend``, from
+``ChatDialect.prepare``): the client's bytes to the upstream bytes, translated, compressed and
+marked, when no stage needs the request as objects (``ChatDialect._native`` says when); the
+``Prepared`` then carries the payload and the facts, and :func:`_stages` is skipped. A route is a *dialect* (a
 ``Dialect`` in ``ferrule.routes``): how its request becomes an Anthropic request, and how
 Anthropic's answers, stream events and errors become its own. The pipeline never asks which
 route it runs.
@@ -41,7 +45,8 @@ import orjson
 
 from . import upstream_pool
 from .asgi import ClientGone, Send, header, send_bytes
-from .cache import MessageAccumulator, hit_usage, storable_json
+from .cache import Decision, MessageAccumulator, hit_usage, storable_json
+from .compression import CompressionResult
 from .errors import ProxyError
 from .exchange import Exchange, usage_from_counts
 from .largebody import prepare
@@ -78,6 +83,13 @@ class Prepared:
     anthropic_version: str | None = None  # the client's, on Anthropic routes
     keep_message: bool = False  # rebuild a streamed answer for the dialect's finished()
     state: Any = None  # the dialect's own facts (e.g. the chat translation)
+    # The native request path (``ChatRequests``): the dialect made the upstream bytes in one
+    # call (translated, compressed, with breakpoints). ``body`` is then empty: restore,
+    # compress, lookup and payload are done, and the facts they would have read are here.
+    payload: bytes | None = None
+    compression: CompressionResult | None = None
+    decision: Decision | None = None  # the cache decision (not to use it), when a store is on
+    max_tokens: Any = None  # the translated request's, for the quota (native path)
 
 
 class Relay(Protocol):
@@ -166,25 +178,20 @@ async def run(svc: Services, ctx: RequestContext, dialect: Dialect, body: Any, s
     with Exchange(svc, ctx, dialect.route, p.model, p.stream) as ex:
         # a virtual key's limits and budget (ferrule.quota): a 429 before any other work;
         # count_tokens costs nothing, so only its requests are counted
-        await ex.admit(p.body, rpm_only=dialect.route == "/v1/messages/count_tokens")
-        await dialect.restore(svc, ctx, ex, p)
-        if p.cacheable:
-            await ex.compress(p.body)
-            changed = ex.compression is not None and ex.compression.changed > 0
-            cached = await ex.lookup(p.body)
-            if cached is not None:
-                ex.set_usage(Usage.from_anthropic(hit_usage(cached)))
-                headers = await ex.compression_headers(ex.prompt_tokens())
-                ctx.extra_headers = [*ex.quota_headers, *headers]
-                out, ctype, headers = dialect.hit(p, cached, ctx)
-                ex.first_byte()
-                await send_bytes(send, 200, out, ctype, headers)
-                await dialect.finished(svc, ex, p, cached)
-                return
-            payload = await ex.payload(p.body, None if changed else p.faithful)
-        else:
+        max_tokens = p.max_tokens if p.payload is not None else p.body.get("max_tokens")
+        await ex.admit(max_tokens, rpm_only=dialect.route == "/v1/messages/count_tokens")
+        if p.payload is not None:
+            # stages 6-9 were the dialect's one native call
+            if p.compression is not None:
+                ex.compressed(p.compression)
+            ex.decided(p.decision)
             ctx.prepared()
-            payload = p.faithful if p.faithful is not None else orjson.dumps(p.body)
+            payload = p.payload
+        else:
+            staged = await _stages(svc, ctx, ex, dialect, p, send)
+            if staged is None:
+                return  # answered from the response cache
+            payload = staged
         version = p.anthropic_version or svc.cfg.anthropic_version
         # the operator's key goes upstream (operator mode, or keys mode: a virtual key)
         operator = ctx.operator or ctx.vkey is not None
@@ -215,6 +222,30 @@ async def run(svc: Services, ctx: RequestContext, dialect: Dialect, body: Any, s
                 await _json(svc, ctx, ex, dialect, p, resp, send)
         finally:
             await resp.aclose()
+
+
+async def _stages(
+    svc: Services, ctx: RequestContext, ex: Exchange, dialect: Dialect, p: Prepared, send: Send
+) -> bytes | None:
+    """Stages 6-9 one by one: restore, compress, cache lookup, breakpoints. The upstream bytes,
+    or None when a cached answer was sent."""
+    await dialect.restore(svc, ctx, ex, p)
+    if not p.cacheable:
+        ctx.prepared()
+        return p.faithful if p.faithful is not None else orjson.dumps(p.body)
+    await ex.compress(p.body)
+    changed = ex.compression is not None and ex.compression.changed > 0
+    cached = await ex.lookup(p.body)
+    if cached is not None:
+        ex.set_usage(Usage.from_anthropic(hit_usage(cached)))
+        headers = await ex.compression_headers(ex.prompt_tokens())
+        ctx.extra_headers = [*ex.quota_headers, *headers]
+        out, ctype, headers = dialect.hit(p, cached, ctx)
+        ex.first_byte()
+        await send_bytes(send, 200, out, ctype, headers)
+        await dialect.finished(svc, ex, p, cached)
+        return None
+    return await ex.payload(p.body, None if changed else p.faithful)
 
 
 async def _json(

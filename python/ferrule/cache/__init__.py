@@ -20,7 +20,7 @@ from .answers import (
     storable_json,
 )
 from .keys import cache_key
-from .policy import Decision, XCache, decide
+from .policy import Decision, XCache, decide, decide_for
 from .stores import (
     MemoryStore,
     ResponseStore,
@@ -40,6 +40,7 @@ __all__ = [
     "XCache",
     "cache_key",
     "decide",
+    "decide_for",
     "default_store_kind",
     "hit_usage",
     "load_message",

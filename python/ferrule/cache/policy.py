@@ -95,6 +95,17 @@ def decide(
     default_on_deterministic: bool = True,
 ) -> Decision:
     """Apply the rules of the module docstring to ASGI request headers and a translated body."""
+    return decide_for(headers, _thinking_on(body), is_deterministic(body), default_on_deterministic)
+
+
+def decide_for(
+    headers: Iterable[tuple[bytes, bytes]],
+    thinking: bool,
+    deterministic: bool,
+    default_on_deterministic: bool = True,
+) -> Decision:
+    """:func:`decide` from what it reads of the body: whether the request thinks and whether
+    it is deterministic (the native request path has no body object to read them from)."""
     headers = list(headers)
     switch = _values(headers, HEADER)
     forced = switch[-1] if switch else None  # NOTE: when repeated, the last value counts
@@ -108,11 +119,11 @@ def decide(
         return Decision(False, False, "cache-control: no-store" + note)
     if forced == "on":
         why = "x-ferrule-cache: on"
-    elif _thinking_on(body):
+    elif thinking:
         return Decision(False, False, "extended thinking (opt in with x-ferrule-cache: on)" + note)
     elif not default_on_deterministic:
         return Decision(False, False, "cache off by default" + note)
-    elif is_deterministic(body):
+    elif deterministic:
         why = "temperature 0"
     else:
         return Decision(False, False, "not deterministic (temperature is not 0)" + note)

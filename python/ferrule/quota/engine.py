@@ -212,11 +212,12 @@ class Quota:
         ctx: RequestContext,
         *,
         model: str,
-        body: dict[str, Any],
+        max_tokens: Any,
         rpm_only: bool = False,
     ) -> Ticket | None:
         """Reserve this request's share of its key's limits and budget; a ``ProxyError`` (429)
-        when it does not fit. None when the request has no virtual key or the key no limit."""
+        when it does not fit. None when the request has no virtual key or the key no limit.
+        ``max_tokens``: the translated request's (anything but a positive int counts 0)."""
         vkey: VirtualKey | None = getattr(ctx, "vkey", None)
         if vkey is None:
             return None
@@ -227,8 +228,7 @@ class Quota:
             return None
         rpm, tpm, parallel, budget_nano = plan.rpm, plan.tpm, plan.parallel, plan.budget_nano
         prompt = len(ctx.raw_body) // _BYTES_PER_TOKEN
-        max_out = body.get("max_tokens")
-        max_out = max_out if isinstance(max_out, int) and max_out > 0 else 0
+        max_out = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 0
         tokens = prompt + max_out
         reserve = 0
         period, period_end = "", None

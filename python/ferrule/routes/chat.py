@@ -10,15 +10,17 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from .. import backend
+from .. import _pure, backend
 from ..asgi import Send
-from ..cache import message_to_sse
+from ..cache import decide_for, message_to_sse
+from ..compression import CompressionResult
+from ..config import Config
 from ..errors import ProxyError, openai_error_body
-from ..exchange import Exchange
+from ..exchange import Exchange, compression_mode
 from ..models import capabilities, effort_rank
 from ..pipeline import KernelRelay, Prepared, run, state_of, translate
 from ..thinking import degrade
-from ..translate.request import Translated, to_anthropic
+from ..translate.request import Translated, model_facts, to_anthropic
 from ..translate.response import to_openai
 from ..upstream import UpstreamResponse
 from .common import SSE_HEADERS, RequestContext, held_secrets
@@ -36,10 +38,11 @@ def _error_event(message: str, etype: str) -> bytes:
 
 
 class _State:
-    __slots__ = ("created", "tr")
+    __slots__ = ("created", "tools", "tr")
 
-    def __init__(self, tr: Translated) -> None:
+    def __init__(self, tr: Translated, tools: bool) -> None:
         self.tr = tr
+        self.tools = tools  # the Anthropic request offers tools
         self.created = int(time.time())
 
 
@@ -50,18 +53,94 @@ def _state(p: Prepared) -> _State:
 class ChatDialect:
     route = "/v1/chat/completions"
 
+    def __init__(self) -> None:
+        self._requests: tuple[Config, _pure.ChatRequests] | None = None
+
     async def prepare(self, svc: Services, ctx: RequestContext, body: Any) -> Prepared:
+        native = self._native(svc, ctx, body)
+        if native is not None:
+            return native
         tr = await translate(svc, ctx, to_anthropic, body)
-        # A streamed answer is rebuilt when it may carry thinking blocks a later tool turn
-        # needs back.
-        keep = tr.thinking and svc.thinking is not None and "tools" in tr.body
+        tools = "tools" in tr.body
         return Prepared(
             body=tr.body,
             model=tr.body["model"],
             stream=tr.stream,
-            keep_message=keep,
-            state=_State(tr),
+            keep_message=self._keep(svc, tr.thinking, tools),
+            state=_State(tr, tools),
         )
+
+    @staticmethod
+    def _keep(svc: Services, thinking: bool, tools: bool) -> bool:
+        """A streamed answer is rebuilt when it may carry thinking blocks a later tool turn
+        needs back."""
+        return thinking and svc.thinking is not None and tools
+
+    def _native(self, svc: Services, ctx: RequestContext, body: Any) -> Prepared | None:
+        """The request path in one native call (``ChatRequests``: translated, compressed, with
+        breakpoints), when no later stage needs the request as objects: not a large body (the
+        stages slice those), no thinking to put back into a tool turn, no upstream key pool
+        (it picks a member by the prompt's prefix), no response cache to look in. None: the
+        stages run one by one."""
+        cfg = svc.cfg
+        if ctx.large or cfg.upstream_keys:
+            return None
+        mode = compression_mode(ctx, svc)
+        if mode is None:
+            return None  # the compress stage answers the 400
+        tenant = ctx.tenant_source()
+        if svc.thinking is not None and tenant and _tool_turns(body):
+            return None
+        got = self._chat_requests(cfg).prepare(ctx.raw_body, mode)
+        if got is None:
+            return None
+        payload, asked, model, stream, include_usage, thinking, max_tokens, tools = got[:8]
+        temperature, rewrites, blocks = got[8:]
+        decision = None
+        if svc.store is not None and tenant:
+            # ``cache.policy.is_deterministic`` of the request it made (no ``thinking`` in it)
+            deterministic = temperature is not None and temperature == 0
+            decision = decide_for(ctx.scope["headers"], False, deterministic)
+            if decision.uses_cache:
+                return None  # the lookup wants the request as objects
+        compression = None
+        if mode != "off":
+            compression = CompressionResult(
+                body=None, mode=mode, blocks=blocks, changed=len(rewrites), _rewrites=rewrites
+            )
+        tr = Translated(
+            body={},
+            model=asked,
+            stream=stream,
+            include_usage=include_usage,
+            json_tool=None,
+            thinking=thinking,
+        )
+        return Prepared(
+            body={},
+            model=model,
+            stream=stream,
+            keep_message=self._keep(svc, thinking, tools),
+            state=_State(tr, tools),
+            payload=payload,
+            compression=compression,
+            decision=decision,
+            max_tokens=max_tokens,
+        )
+
+    def _chat_requests(self, cfg: Config) -> _pure.ChatRequests:
+        made = self._requests
+        if made is None or made[0] is not cfg:
+            ttl = cfg.prompt_cache_ttl if cfg.prompt_cache else None
+            requests = backend.ChatRequests(
+                model_facts(cfg.model_aliases),
+                aliases=cfg.model_aliases,
+                version=cfg.anthropic_version,
+                strict=cfg.strict_params,
+                ttl=ttl,
+            )
+            made = self._requests = (cfg, requests)
+        return made[1]
 
     async def restore(self, svc: Services, ctx: RequestContext, ex: Exchange, p: Prepared) -> None:
         await _restore_thinking(svc, ctx, ex, _state(p).tr)
@@ -91,9 +170,9 @@ class ChatDialect:
     def translate_answer(
         self, svc: Services, ex: Exchange, p: Prepared, raw: bytes
     ) -> tuple[bytes, tuple[int, int, int, int, int, int]] | None:
-        if svc.thinking is not None and ex.record.tenant is not None and "tools" in p.body:
-            return None  # ``finished`` may keep this answer's thinking blocks: it needs them
         st = _state(p)
+        if svc.thinking is not None and ex.record.tenant is not None and st.tools:
+            return None  # ``finished`` may keep this answer's thinking blocks: it needs them
         return backend.answer_to_openai(raw, st.tr.model, st.created, st.tr.json_tool)
 
     def relay(self, svc: Services, ctx: RequestContext, p: Prepared) -> KernelRelay:
@@ -123,6 +202,18 @@ CHAT = ChatDialect()
 
 async def chat_completions(svc: Services, ctx: RequestContext, body: Any, send: Send) -> None:
     await run(svc, ctx, CHAT, body, send)
+
+
+def _tool_turns(body: Any) -> bool:
+    """Whether an OpenAI request has an assistant turn with tool calls (whose thinking blocks
+    ``_restore_thinking`` may put back)."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list):
+        return False
+    return any(
+        isinstance(m, dict) and m.get("role") == "assistant" and m.get("tool_calls")
+        for m in messages
+    )
 
 
 async def _restore_thinking(

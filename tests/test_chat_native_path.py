@@ -1,0 +1,145 @@
+"""The chat route's request path in one native call (``ChatRequests``, issue 12), in the app:
+which requests take it, and that what reaches the upstream is what the stages would have sent.
+
+The app runs in-process (so the path taken can be watched) in front of the simulated upstream,
+which records the bytes it was sent; the expected bytes are the Python stages run one by one
+(translation, compression, breakpoints)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import ModuleType
+from typing import Any
+
+import orjson
+import pytest
+
+from ferrule import backend
+from ferrule.app import App
+from ferrule.breakpoints import place_breakpoints_json
+from ferrule.compression import compress_request
+from ferrule.config import load
+from ferrule.routes.chat import ChatDialect
+from ferrule.translate.request import to_anthropic
+from servers import TEST_KEY, MockUpstream
+
+MODEL = "claude-sonnet-4-6"
+SYSTEM = "You are a careful assistant. " * 150  # over the model's minimum: breakpoints go in
+
+
+def _stages(body: dict[str, Any], mode: str = "lossless") -> bytes:
+    out = to_anthropic(body, aliases={}, version="2023-06-01").body
+    compress_request(out, mode)
+    return place_breakpoints_json(out, ttl="5m") or orjson.dumps(out)
+
+
+def _call(
+    app: App,
+    body: dict[str, Any],
+    headers: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
+) -> tuple[int, dict[str, Any]]:
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"authorization", b"Bearer " + TEST_KEY.encode()),
+            *headers,
+        ],
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def run() -> None:
+        gone = asyncio.Event()
+        messages = [{"type": "http.request", "body": orjson.dumps(body), "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        await app.services.upstream.aclose()
+
+    asyncio.run(run())
+    out = b"".join(m.get("body", b"") for m in sent[1:])
+    return sent[0]["status"], orjson.loads(out)
+
+
+@pytest.fixture
+def app(
+    mock: MockUpstream, tmp_path: Any, kernels: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> App:
+    """The app, with the request path of one backend (the test runs once per backend)."""
+    monkeypatch.setattr(backend, "ChatRequests", kernels.ChatRequests)
+    return App(load(env={"FERRULE_DATA_DIR": str(tmp_path), "FERRULE_UPSTREAM_URL": mock.url}))
+
+
+@pytest.fixture
+def taken(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each request took the native path."""
+    seen: list[bool] = []
+    original = ChatDialect._native
+
+    def watched(self: ChatDialect, *args: Any) -> Any:
+        got = original(self, *args)
+        seen.append(got is not None)
+        return got
+
+    monkeypatch.setattr(ChatDialect, "_native", watched)
+    return seen
+
+
+def _sent(mock: MockUpstream) -> bytes:
+    [request] = mock.requests()
+    raw: str = request["raw"]
+    return raw.encode()
+
+
+def test_a_plain_request_goes_native_and_sends_the_stages_bytes(
+    app: App, mock: MockUpstream, taken: list[bool]
+) -> None:
+    body = {
+        "model": MODEL,
+        "messages": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": "Say hello. \x1b[1mplease\x1b[0m"},
+        ],
+        "max_tokens": 64,
+        "user": "agent-3",
+    }
+    status, answer = _call(app, body)
+    assert status == 200 and answer["object"] == "chat.completion"
+    assert taken == [True]
+    sent = _sent(mock)
+    assert sent == _stages(body)
+    assert b"cache_control" in sent and b"\x1b" not in sent  # marked and compressed
+
+
+def test_what_the_path_declines_runs_the_stages(
+    app: App, mock: MockUpstream, taken: list[bool]
+) -> None:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Think first."}],
+        "reasoning_effort": "low",
+    }
+    status, _ = _call(app, body)
+    assert status == 200 and taken == [False]
+    assert _sent(mock) == _stages(body)
+
+
+def test_a_bad_compression_header_is_the_stages_400(
+    app: App, mock: MockUpstream, taken: list[bool]
+) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    status, answer = _call(app, body, [(b"x-ferrule-compression", b"maximum")])
+    assert status == 400 and answer["error"]["param"] == "x-ferrule-compression"
+    assert taken == [False] and mock.requests() == []
