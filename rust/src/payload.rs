@@ -220,36 +220,39 @@ pub fn parse_json(text: &str) -> Result<Json, Invalid> {
 fn int_negative_zeros(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     memchr::memmem::find(bytes, b"-0")?;
-    let mut fixed = bytes.to_vec();
-    let (mut in_string, mut escaped, mut changed) = (false, false, false);
-    for i in 0..bytes.len() {
-        let b = bytes[i];
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let mut fixed: Option<Vec<u8>> = None;
+    let mut i = 0;
+    // Outside strings, jump from quote to minus sign; inside, from quote to backslash (the
+    // byte after a backslash is skipped): a text-heavy document is crossed in long strides.
+    while let Some(off) = memchr::memchr2(b'"', b'-', &bytes[i..]) {
+        i += off;
+        if bytes[i] == b'"' {
+            i += 1;
+            loop {
+                match memchr::memchr2(b'"', b'\\', &bytes[i.min(bytes.len())..]) {
+                    None => return fixed.and_then(|f| String::from_utf8(f).ok()),
+                    Some(off) if bytes[i + off] == b'\\' => i += off + 2,
+                    Some(off) => {
+                        i += off + 1;
+                        break;
+                    }
+                }
             }
             continue;
         }
-        if b == b'"' {
-            in_string = true;
-        } else if b == b'-'
-            && bytes.get(i + 1) == Some(&b'0')
+        if bytes.get(i + 1) == Some(&b'0')
             && !matches!(bytes.get(i + 2), Some(b'0'..=b'9' | b'.' | b'e' | b'E'))
             && !matches!(
                 i.checked_sub(1).and_then(|j| bytes.get(j)),
                 Some(b'e' | b'E')
             )
         {
-            fixed[i] = b' ';
-            changed = true;
+            fixed.get_or_insert_with(|| bytes.to_vec())[i] = b' ';
         }
+        i += 1;
     }
     // Only ASCII bytes outside strings were changed: still UTF-8.
-    changed.then(|| String::from_utf8(fixed).ok()).flatten()
+    fixed.and_then(|f| String::from_utf8(f).ok())
 }
 
 impl<'de> Deserialize<'de> for Json {

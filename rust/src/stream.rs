@@ -500,24 +500,49 @@ const ESCAPE: [u8; 256] = {
     table
 };
 
+/// Whether any of the 8 bytes in `w` must be escaped (a control character, `"` or `\`): the
+/// classic word-at-a-time tests (`hasless`, `haszero`), exact for "is there one".
+#[inline]
+fn any_escape(w: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let control = w.wrapping_sub(LO * 0x20) & !w & HI;
+    let q = w ^ (LO * b'"' as u64);
+    let quote = q.wrapping_sub(LO) & !q & HI;
+    let b = w ^ (LO * b'\\' as u64);
+    let backslash = b.wrapping_sub(LO) & !b & HI;
+    (control | quote | backslash) != 0
+}
+
 pub(crate) fn push_json_str_body(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        // most text needs no escape: skip it 8 bytes at a time
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            if !any_escape(u64::from_le_bytes(word)) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
         let escape = ESCAPE[b as usize];
-        if escape == 0 {
-            continue;
+        if escape != 0 {
+            out.extend_from_slice(&bytes[start..i]);
+            if escape == b'u' {
+                let hex = [HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]];
+                out.extend_from_slice(b"\\u00");
+                out.extend_from_slice(&hex);
+            } else {
+                out.extend_from_slice(&[b'\\', escape]);
+            }
+            start = i + 1;
         }
-        out.extend_from_slice(&bytes[start..i]);
-        if escape == b'u' {
-            let hex = [HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]];
-            out.extend_from_slice(b"\\u00");
-            out.extend_from_slice(&hex);
-        } else {
-            out.extend_from_slice(&[b'\\', escape]);
-        }
-        start = i + 1;
+        i += 1;
     }
     out.extend_from_slice(&bytes[start..]);
 }
