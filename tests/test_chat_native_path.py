@@ -17,9 +17,13 @@ import pytest
 from ferrule import backend
 from ferrule.app import App
 from ferrule.breakpoints import place_breakpoints_json
+from ferrule.cache import MemoryStore
 from ferrule.compression import compress_request
 from ferrule.config import load
 from ferrule.routes.chat import ChatDialect
+from ferrule.seal import Sealer
+from ferrule.tenant import tenant_id
+from ferrule.thinking import ThinkingMemory
 from ferrule.translate.request import to_anthropic
 from servers import TEST_KEY, MockUpstream
 
@@ -67,6 +71,7 @@ def _call(
 
         await app(scope, receive, send)
         await app.services.upstream.aclose()
+        app.services._upstream = None  # each call has its own event loop: its own client
 
     asyncio.run(run())
     out = b"".join(m.get("body", b"") for m in sent[1:])
@@ -88,8 +93,8 @@ def taken(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     seen: list[bool] = []
     original = ChatDialect._native
 
-    def watched(self: ChatDialect, *args: Any) -> Any:
-        got = original(self, *args)
+    async def watched(self: ChatDialect, *args: Any) -> Any:
+        got = await original(self, *args)
         seen.append(got is not None)
         return got
 
@@ -143,3 +148,35 @@ def test_a_bad_compression_header_is_the_stages_400(
     status, answer = _call(app, body, [(b"x-ferrule-compression", b"maximum")])
     assert status == 400 and answer["error"]["param"] == "x-ferrule-compression"
     assert taken == [False] and mock.requests() == []
+
+
+def test_a_tool_turn_goes_native_unless_thinking_is_kept_for_it(
+    app: App, mock: MockUpstream, taken: list[bool]
+) -> None:
+    """With the thinking memory on, a tool turn takes the native path while nothing is kept for
+    its calls; once thinking is kept for them, the stages put it back."""
+    app.services.thinking = ThinkingMemory(MemoryStore(1 << 20), Sealer(["k"]), 3600)
+    call = {"id": "toolu_1", "type": "function", "function": {"name": "Read", "arguments": "{}"}}
+    body = {
+        "model": MODEL,
+        "messages": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": "Read it."},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "toolu_1", "content": "print('hi')"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "Read"}}],
+    }
+    assert _call(app, body)[0] == 200 and taken == [True]
+    assert _sent(mock) == _stages(body)
+
+    thought = {"type": "thinking", "thinking": "Read first.", "signature": "c2lnbmF0dXJl"}
+    answer = {"content": [thought, {"type": "tool_use", "id": "toolu_1", "name": "Read"}]}
+    asyncio.run(app.services.thinking.remember(tenant_id(TEST_KEY), answer))
+    mock.reset()
+    status, answer = _call(app, body)
+    assert taken == [True, False]
+    # the simulated upstream checks signatures as the API does: this made-up one is refused
+    assert status == 400 and "signature" in answer["error"]["message"]
+    [turn] = [m for m in orjson.loads(_sent(mock))["messages"] if m["role"] == "assistant"]
+    assert turn["content"][0] == thought

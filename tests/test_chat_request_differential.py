@@ -323,10 +323,12 @@ def test_an_agent_turn_takes_the_native_path(native: ModuleType, mode: str, ttl:
     got = ours.prepare(orjson.dumps(body), mode)
     assert got is not None
     assert got == twin.prepare(orjson.dumps(body), mode)
-    payload, asked, model, stream, _, _, max_tokens, tools, _, rewrites, blocks = got
+    payload, asked, model, stream, _, _, max_tokens, tools, _, rewrites, blocks, turns = got
     assert payload == _stages(body, mode, ttl)
     assert (asked, model, stream, tools) == ("claude-sonnet-4-6", "claude-sonnet-4-6", True, True)
     assert max_tokens > 0
+    # where thinking blocks would be looked for: every assistant turn's calls, the first four
+    assert turns == [[f"call_{i}"] for i in range(12)] + [[f"par_{k}" for k in range(4)]]
     sent = orjson.loads(payload)
     marked = [
         b

@@ -191,6 +191,7 @@ class ChatRequests:
             int | float | None,
             list[tuple[str, str]],
             int,
+            list[list[str]],
         ]
         | None
     ): ...

@@ -132,6 +132,12 @@ class ThinkingMemory:
             return 0
         return len(ids)
 
+    async def kept(self, tenant: str, turns: list[list[str]]) -> bool:
+        """Whether thinking blocks are kept for any of these assistant turns (each given by its
+        tool_use ids): whether :meth:`restore` would put some back. The same lookups."""
+        found = await asyncio.gather(*(self._lookup(tenant, ids) for ids in turns[-_MAX_LOOKUPS:]))
+        return any(blocks is not None for blocks in found)
+
     async def _lookup(self, tenant: str, ids: list[str]) -> list[Any] | None:
         for tool_id in ids[:4]:  # every id of the turn maps to the same blocks
             try:

@@ -120,6 +120,9 @@ pub struct Prepared {
     pub rewrites: Vec<(String, String)>,
     /// Blocks compression looked at.
     pub blocks: usize,
+    /// The tool_use ids (the first 4) of each assistant turn that has some: where
+    /// `ferrule.thinking` would look for thinking blocks to put back.
+    pub tool_turns: Vec<Vec<String>>,
 }
 
 /// One content block of a translated message.
@@ -450,6 +453,21 @@ where
         out.extend_from_slice(br#","stream":true"#);
     }
     out.push(b'}');
+    let tool_turns = turns
+        .iter()
+        .filter(|t| !t.user)
+        .map(|t| {
+            t.blocks
+                .iter()
+                .filter_map(|b| match b {
+                    Block::ToolUse { id, .. } => Some(id.clone()),
+                    _ => None,
+                })
+                .take(4)
+                .collect::<Vec<_>>()
+        })
+        .filter(|ids| !ids.is_empty())
+        .collect();
     Some(Prepared {
         payload: out,
         asked: asked.to_owned(),
@@ -462,6 +480,7 @@ where
         temperature,
         rewrites,
         blocks,
+        tool_turns,
     })
 }
 

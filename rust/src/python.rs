@@ -660,6 +660,7 @@ impl PyChatRequests {
             temperature,
             rewrites,
             p.blocks,
+            p.tool_turns,
         );
         Ok(Some(out.into_pyobject(py)?))
     }

@@ -17,8 +17,10 @@ answer or refuse exactly as before. It declines:
 - an unknown compression mode.
 
 The answer is ``(payload, asked model, model sent, stream, include_usage, thinking, max_tokens,
-offers tools, temperature sent or None, rewrites, blocks compressed)``: ``rewrites`` are the
-(original, compressed) texts of the blocks compression changed, ``blocks`` how many it read.
+offers tools, temperature sent or None, rewrites, blocks compressed, tool turns)``: ``rewrites``
+are the (original, compressed) texts of the blocks compression changed, ``blocks`` how many it
+read, ``tool turns`` the tool_use ids (the first four) of each assistant turn that has some,
+where ``ferrule.thinking`` would look for thinking blocks to put back.
 """
 
 from __future__ import annotations
@@ -54,7 +56,18 @@ top_p at any value, not the two together, forced tool_choice, minimum cacheable 
 ``translate.request.model_facts``."""
 
 Prepared = tuple[
-    bytes, str, str, bool, bool, bool, int, bool, "int | float | None", list[tuple[str, str]], int
+    bytes,
+    str,
+    str,
+    bool,
+    bool,
+    bool,
+    int,
+    bool,
+    "int | float | None",
+    list[tuple[str, str]],
+    int,
+    list[list[str]],
 ]
 
 
@@ -102,6 +115,12 @@ def _python_only(body: dict[str, Any]) -> bool:
             ):
                 return True
     return False
+
+
+def _tool_use_ids(turn: dict[str, Any]) -> list[str]:
+    if turn["role"] != "assistant":
+        return []
+    return [b["id"] for b in turn["content"] if b["type"] == "tool_use"]
 
 
 class ChatRequests:
@@ -170,4 +189,5 @@ class ChatRequests:
             out.get("temperature"),
             rewrites,
             blocks,
+            [ids[:4] for turn in out["messages"] if (ids := _tool_use_ids(turn))],
         )

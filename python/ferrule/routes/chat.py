@@ -19,6 +19,7 @@ from ..errors import ProxyError, openai_error_body
 from ..exchange import Exchange, compression_mode
 from ..models import capabilities, effort_rank
 from ..pipeline import KernelRelay, Prepared, run, state_of, translate
+from ..tenant import tenant_id
 from ..thinking import degrade
 from ..translate.request import Translated, model_facts, to_anthropic
 from ..translate.response import to_openai
@@ -57,7 +58,7 @@ class ChatDialect:
         self._requests: tuple[Config, _pure.ChatRequests] | None = None
 
     async def prepare(self, svc: Services, ctx: RequestContext, body: Any) -> Prepared:
-        native = self._native(svc, ctx, body)
+        native = await self._native(svc, ctx)
         if native is not None:
             return native
         tr = await translate(svc, ctx, to_anthropic, body)
@@ -76,26 +77,34 @@ class ChatDialect:
         needs back."""
         return thinking and svc.thinking is not None and tools
 
-    def _native(self, svc: Services, ctx: RequestContext, body: Any) -> Prepared | None:
+    async def _native(self, svc: Services, ctx: RequestContext) -> Prepared | None:
         """The request path in one native call (``ChatRequests``: translated, compressed, with
         breakpoints), when no later stage needs the request as objects: not a large body (the
-        stages slice those), no thinking to put back into a tool turn, no upstream key pool
-        (it picks a member by the prompt's prefix), no response cache to look in. None: the
-        stages run one by one."""
+        stages slice those), no thinking to put back into a tool turn (none kept for its tool
+        calls, and no tool loop to degrade for a model that thinks by default), no upstream key
+        pool (it picks a member by the prompt's prefix), no response cache to look in. None:
+        the stages run one by one."""
         cfg = svc.cfg
         if ctx.large or cfg.upstream_keys:
             return None
         mode = compression_mode(ctx, svc)
         if mode is None:
             return None  # the compress stage answers the 400
-        tenant = ctx.tenant_source()
-        if svc.thinking is not None and tenant and _tool_turns(body):
-            return None
         got = self._chat_requests(cfg).prepare(ctx.raw_body, mode)
         if got is None:
             return None
         payload, asked, model, stream, include_usage, thinking, max_tokens, tools = got[:8]
-        temperature, rewrites, blocks = got[8:]
+        temperature, rewrites, blocks, tool_turns = got[8:]
+        tenant = ctx.tenant_source()
+        # what _restore_thinking would do: nothing, unless thinking is kept for a tool turn, or
+        # the model thinks and an open tool loop lacks it (``thinking.degrade``)
+        if (
+            svc.thinking is not None
+            and tenant
+            and tool_turns
+            and (thinking or await svc.thinking.kept(tenant_id(tenant), tool_turns))
+        ):
+            return None
         decision = None
         if svc.store is not None and tenant:
             # ``cache.policy.is_deterministic`` of the request it made (no ``thinking`` in it)
@@ -202,18 +211,6 @@ CHAT = ChatDialect()
 
 async def chat_completions(svc: Services, ctx: RequestContext, body: Any, send: Send) -> None:
     await run(svc, ctx, CHAT, body, send)
-
-
-def _tool_turns(body: Any) -> bool:
-    """Whether an OpenAI request has an assistant turn with tool calls (whose thinking blocks
-    ``_restore_thinking`` may put back)."""
-    messages = body.get("messages") if isinstance(body, dict) else None
-    if not isinstance(messages, list):
-        return False
-    return any(
-        isinstance(m, dict) and m.get("role") == "assistant" and m.get("tool_calls")
-        for m in messages
-    )
 
 
 async def _restore_thinking(
