@@ -121,3 +121,48 @@ def test_responses_encode(benchmark: Any, kernels: ModuleType, name: str) -> Non
         mean = benchmark.stats.stats.mean
         benchmark.extra_info["MB/s"] = round(sum(map(len, pieces)) / mean / 1e6, 1)
         benchmark.extra_info["streams/s"] = round(1 / mean)
+
+
+def _chat_bodies() -> dict[str, bytes]:
+    """The load benchmark's 2 KB request and its ~100 KB coding-agent turn (tools, tool calls,
+    file views, shell output with ANSI colours)."""
+    from load import bodies  # benches/load: on the path as the other corpora are
+
+    return {"2k": bodies.small(False), "100k": bodies.large(False)}
+
+
+@pytest.mark.parametrize("size", ["2k", "100k"])
+def test_chat_request(benchmark: Any, kernels: ModuleType, size: str) -> None:
+    """The chat route's request path in one call: body bytes to upstream bytes (translated,
+    compressed losslessly, with breakpoints). The Python twin is the stages one by one."""
+    from ferrule.translate.request import model_facts
+
+    raw = _chat_bodies()[size]
+    requests = kernels.ChatRequests(
+        model_facts({}), aliases={}, version="2023-06-01", strict=False, ttl="5m"
+    )
+    assert requests.prepare(raw, "lossless") is not None
+    benchmark.group = f"chat request {size}"
+    benchmark(requests.prepare, raw, "lossless")
+    benchmark.extra_info["bytes"] = len(raw)
+
+
+@pytest.mark.parametrize("size", ["2k", "100k"])
+def test_chat_request_stages(benchmark: Any, size: str) -> None:
+    """What the request path costs without it: the Python stages one by one with the backend's
+    compression kernel (native when built), as the server ran them before."""
+    import orjson
+
+    from ferrule.breakpoints import place_breakpoints_json
+    from ferrule.compression import compress_request
+    from ferrule.translate.request import to_anthropic as chat_to_anthropic
+
+    raw = _chat_bodies()[size]
+
+    def run() -> bytes:
+        body = chat_to_anthropic(orjson.loads(raw), aliases={}, version="2023-06-01").body
+        compress_request(body, "lossless")
+        return place_breakpoints_json(body, ttl="5m") or orjson.dumps(body)
+
+    benchmark.group = f"chat request {size}"
+    benchmark(run)
