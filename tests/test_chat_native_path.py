@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from asgi_call import post
 from ferrule import backend
 from ferrule.app import App
 from ferrule.breakpoints import place_breakpoints_json
@@ -38,42 +39,15 @@ def _stages(body: dict[str, Any], mode: str = "lossless") -> bytes:
 
 
 def _call(
-    app: App,
-    body: dict[str, Any],
-    headers: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
+    app: App, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
 ) -> tuple[int, dict[str, Any]]:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/v1/chat/completions",
-        "query_string": b"",
-        "headers": [
-            (b"host", b"127.0.0.1"),
-            (b"content-type", b"application/json"),
-            (b"authorization", b"Bearer " + TEST_KEY.encode()),
-            *headers,
-        ],
-    }
-    sent: list[dict[str, Any]] = []
-
-    async def run() -> None:
-        gone = asyncio.Event()
-        messages = [{"type": "http.request", "body": orjson.dumps(body), "more_body": False}]
-
-        async def receive() -> dict[str, Any]:
-            if messages:
-                return messages.pop()
-            await gone.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await app(scope, receive, send)
+    async def run() -> list[dict[str, Any]]:
+        sent = await post(app, "/v1/chat/completions", body, TEST_KEY, headers)
         await app.services.upstream.aclose()
         app.services._upstream = None  # each call has its own event loop: its own client
+        return sent
 
-    asyncio.run(run())
+    sent = asyncio.run(run())
     out = b"".join(m.get("body", b"") for m in sent[1:])
     return sent[0]["status"], orjson.loads(out)
 

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
+from asgi_call import post
 from ferrule import breakpoints, jsonbody
 from ferrule.breakpoints import place_breakpoints, place_breakpoints_json
 
@@ -651,36 +652,8 @@ def test_an_unexpected_exception_is_a_json_500_and_recorded_as_such(
     rows: list[Any] = []
     monkeypatch.setattr(app.recorder, "record", rows.append)
     body = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": path,
-        "query_string": b"",
-        "headers": [
-            (b"host", b"127.0.0.1"),
-            (b"content-type", b"application/json"),
-            (b"authorization", b"Bearer " + secret.encode()),
-        ],
-    }
-    sent: list[dict[str, Any]] = []
-
-    async def run() -> None:
-        gone = asyncio.Event()
-        messages = [{"type": "http.request", "body": orjson.dumps(body), "more_body": False}]
-
-        async def receive() -> dict[str, Any]:
-            if messages:
-                return messages.pop()
-            await gone.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await app(scope, receive, send)
-
     with caplog.at_level(logging.ERROR, logger="ferrule"):
-        asyncio.run(run())
+        sent = asyncio.run(post(app, path, body, secret))
     assert sent[0]["status"] == 500
     answer = orjson.loads(sent[1]["body"])
     if path == "/v1/messages":
