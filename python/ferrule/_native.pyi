@@ -7,6 +7,7 @@ from typing import Any, final
 
 from typing_extensions import disjoint_base
 
+from ferrule._pure.chat_request import Facts, Prepared
 from ferrule.translate.responses_request import ResponsesTranslated
 from ferrule.translate.responses_response import Seals
 
@@ -169,32 +170,14 @@ class ChatRequests:
 
     def __new__(
         cls,
-        facts: Callable[[str], tuple[str, int, bool, bool, bool, bool, bool, bool, int]],
+        facts: Callable[[str], Facts],
         *,
         aliases: Mapping[str, str],
         version: str,
         strict: bool,
         ttl: str | None,
     ) -> ChatRequests: ...
-    def prepare(
-        self, raw: bytes, mode: str
-    ) -> (
-        tuple[
-            bytes,
-            str,
-            str,
-            bool,
-            bool,
-            bool,
-            int,
-            bool,
-            int | float | None,
-            list[tuple[str, str]],
-            int,
-            list[list[str]],
-        ]
-        | None
-    ): ...
+    def prepare(self, raw: bytes, mode: str) -> Prepared | None: ...
 
 def rate_headers(
     anthropic: bool,
