@@ -310,7 +310,11 @@ class App:
                 self.in_flight += 1
                 try:
                     await self._authorize(ctx)
-                    body = await ctx.read_json(receive, svc.large_bodies)
+                    # the chat route parses the body itself, only when its native request
+                    # path declines (routes.chat): the path reads the bytes
+                    body = await ctx.read_json(
+                        receive, svc.large_bodies, parse=route[1] is not chat_completions
+                    )
                     await self._until_disconnect(
                         route[1](svc, ctx, body, tracked_send), receive, ctx, answered
                     )

@@ -61,7 +61,7 @@ class ChatDialect:
         native = await self._native(svc, ctx)
         if native is not None:
             return native
-        tr = await translate(svc, ctx, to_anthropic, body)
+        tr = await translate(svc, ctx, to_anthropic, ctx.parsed(body))
         tools = "tools" in tr.body
         return Prepared(
             body=tr.body,

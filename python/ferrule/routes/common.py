@@ -73,6 +73,18 @@ _MAX_ERROR_BODY = 64 * 1024
 Route = Literal["openai", "anthropic"]
 
 
+class _Unparsed:
+    """The body of a request not parsed yet (``RequestContext.read_json(parse=False)``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNPARSED"
+
+
+UNPARSED: Any = _Unparsed()
+
+
 def parse_json(raw: bytes, what: str, *, status: int = 400) -> Any:
     try:
         return orjson.loads(raw)
@@ -195,10 +207,14 @@ class RequestContext:
             )
         return self.api_key
 
-    async def read_json(self, receive: Receive, large: LargeBodies | None = None) -> Any:
+    async def read_json(
+        self, receive: Receive, large: LargeBodies | None = None, *, parse: bool = True
+    ) -> Any:
         """The body, parsed. A large one (``large.threshold`` bytes or more) takes its share of
         the worker's budget first (before a byte of it is read, when its Content-Length gives
-        its size), and is parsed in a thread, in bounded steps."""
+        its size), and is parsed in a thread, in bounded steps. ``parse=False``: a body that is
+        not large is only read (``raw_body``) and :data:`UNPARSED` comes back; the route parses
+        it (``parsed``) if it needs the objects."""
         declared = _declared_length(self.scope)
         if large is not None and declared >= large.threshold:
             self.ticket = await large.enter(declared)
@@ -228,7 +244,13 @@ class RequestContext:
             body = await asyncio.to_thread(parse_large, raw)
             self.keep(body)
             return body
+        if not parse:
+            return UNPARSED
         return parse_json(raw, "the request body")
+
+    def parsed(self, body: Any) -> Any:
+        """``body`` from ``read_json``, parsed now if it was not then."""
+        return parse_json(self.raw_body, "the request body") if body is UNPARSED else body
 
     def keep(self, value: Any) -> None:
         """A large request's big object, emptied in a thread when the request is over."""
