@@ -135,11 +135,17 @@ def _chat_bodies() -> dict[str, bytes]:
 def test_chat_request(benchmark: Any, kernels: ModuleType, size: str) -> None:
     """The chat route's request path in one call: body bytes to upstream bytes (translated,
     compressed losslessly, with breakpoints). The Python twin is the stages one by one."""
+    from ferrule.compress_walk import FILE_TOOLS
     from ferrule.translate.request import model_facts
 
     raw = _chat_bodies()[size]
     requests = kernels.ChatRequests(
-        model_facts({}), aliases={}, version="2023-06-01", strict=False, ttl="5m"
+        model_facts({}),
+        aliases={},
+        version="2023-06-01",
+        strict=False,
+        ttl="5m",
+        file_tools=FILE_TOOLS,
     )
     assert requests.prepare(raw, "lossless") is not None
     benchmark.group = f"chat request {size}"

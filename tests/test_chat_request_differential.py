@@ -14,6 +14,8 @@ breakpoint TTL and API version.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -24,6 +26,7 @@ from hypothesis import strategies as st
 
 from ferrule import _pure
 from ferrule.breakpoints import place_breakpoints_json
+from ferrule.compress_walk import FILE_TOOLS
 from ferrule.compression import compress_request
 from ferrule.translate.request import model_facts, to_anthropic
 
@@ -251,7 +254,13 @@ OPTIONS = st.tuples(
 
 def _pair(native: ModuleType, ttl: str | None, version: str, strict: bool) -> tuple[Any, Any]:
     facts = model_facts(ALIASES)
-    kw: dict[str, Any] = {"aliases": ALIASES, "version": version, "strict": strict, "ttl": ttl}
+    kw: dict[str, Any] = {
+        "aliases": ALIASES,
+        "version": version,
+        "strict": strict,
+        "ttl": ttl,
+        "file_tools": FILE_TOOLS,
+    }
     return native.ChatRequests(facts, **kw), _pure.ChatRequests(facts, **kw)
 
 
@@ -362,3 +371,13 @@ def test_declines_go_the_stages_way(native: ModuleType) -> None:
         assert ours.prepare(orjson.dumps(base | extra), "lossless") is None, extra
     kept = ours.prepare(orjson.dumps(base | {"temperature": 0}), "lossless")
     assert kept is not None and kept[8] == 0
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["ferrule.compress_walk", "ferrule._pure", "ferrule._pure.chat_request", "ferrule.compression"],
+)
+def test_each_module_of_the_request_path_imports_first(module: str) -> None:
+    """No import circle: each imports in a fresh interpreter before anything else of Ferrule's
+    (``compress_walk`` once reached ``_pure`` through a kernel constant, and ``_pure`` back)."""
+    subprocess.run([sys.executable, "-c", f"import {module}"], check=True, timeout=60)

@@ -7,7 +7,7 @@ from typing import Any, final
 
 from typing_extensions import disjoint_base
 
-from ferrule._pure.chat_request import Facts, Prepared
+from ferrule._pure.chat_request import Facts, FileTools, Prepared
 from ferrule.translate.responses_request import ResponsesTranslated
 from ferrule.translate.responses_response import Seals
 
@@ -176,6 +176,7 @@ class ChatRequests:
         version: str,
         strict: bool,
         ttl: str | None,
+        file_tools: FileTools,
     ) -> ChatRequests: ...
     def prepare(self, raw: bytes, mode: str) -> Prepared | None: ...
 

@@ -1,9 +1,10 @@
 """The walk of prompt compression (``ferrule.compression`` documents the policy): which blocks
 of an Anthropic request are compressed, as which kind, under which name, in order.
 
-Apart from ``ferrule.compression`` so that it does not depend on ``ferrule.backend``: the
-pure-Python twin of the native request path (``ferrule._pure.chat_request``) walks with the
-pure kernel, and ``compression.compress_request`` with the backend's.
+Apart from ``ferrule.compression`` so that it depends on nothing of Ferrule's (not
+``ferrule.backend``, not ``ferrule._pure``): the pure-Python twin of the native request path
+(``ferrule._pure.chat_request``) walks with the pure kernel, and
+``compression.compress_request`` with the backend's.
 """
 
 from __future__ import annotations
@@ -13,9 +14,16 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from ._pure.compress import DEDUP_MIN_CHARS
-
-__all__ = ["FILE_COMMANDS", "FILE_TOOL_WORDS", "MODES", "tool_kind", "walk"]
+__all__ = [
+    "FILE_COMMANDS",
+    "FILE_PROGRAMS",
+    "FILE_TOOLS",
+    "FILE_TOOL_WORDS",
+    "GIT_FILE_COMMANDS",
+    "MODES",
+    "tool_kind",
+    "walk",
+]
 
 MODES = ("off", "lossless", "aggressive")
 
@@ -41,11 +49,18 @@ FILE_TOOL_WORDS = frozenset(
         "write",
     }
 )
-# Programs whose output in a shell tool is file contents.
+# Programs whose output in a shell tool is file contents, and git's subcommands that print them.
+FILE_PROGRAMS = (
+    "cat", "head", "tail", "nl", "bat", "less", "more", "sed", "awk", "grep", "egrep", "rg", "ag",
+    "diff",
+)  # fmt: skip
+GIT_FILE_COMMANDS = ("diff", "show", "blame")
 FILE_COMMANDS = re.compile(
-    r"(?:^|[\s;&|(`])(?:cat|head|tail|nl|bat|less|more|sed|awk|grep|egrep|rg|ag|diff"
-    r"|git\s+(?:diff|show|blame))(?=\s|$)"
+    rf"(?:^|[\s;&|(`])(?:{'|'.join(FILE_PROGRAMS)}|git\s+(?:{'|'.join(GIT_FILE_COMMANDS)}))(?=\s|$)"
 )
+FILE_TOOLS = (FILE_TOOL_WORDS, FILE_PROGRAMS, GIT_FILE_COMMANDS)
+"""What says a tool's results are file contents, in one tuple: the native request path is given
+it (``ChatRequests(file_tools=...)``), so these lists are written only here."""
 _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
 
 
@@ -82,13 +97,10 @@ def walk(
     def text(text: str, kind: str, i: int, j: int = 0, k: int = 0) -> str:
         nonlocal blocks
         blocks += 1
-        # The kernel reads ref only to remember a block for deduplication, which needs at least
-        # DEDUP_MIN_CHARS characters: shorter blocks skip building it.
-        ref = ""
-        if len(text) >= DEDUP_MIN_CHARS:
-            ref = f"message {i + 1}"
-            if j:
-                ref += f" block {j}" + (f" part {k}" if k else "")
+        # the name a later identical block's pointer gives (the kernel keeps it for long blocks)
+        ref = f"message {i + 1}"
+        if j:
+            ref += f" block {j}" + (f" part {k}" if k else "")
         out = compress(text, kind, ref)
         if out is not text and out != text:
             rewrites.append((text, out))

@@ -42,32 +42,15 @@ const PYTHON_ONLY: [&str; 5] = [
     "service_tier",
     "verbosity",
 ];
-/// `compression.FILE_TOOL_WORDS`.
-const FILE_TOOL_WORDS: [&str; 17] = [
-    "cat",
-    "create",
-    "diff",
-    "edit",
-    "editor",
-    "file",
-    "files",
-    "goto",
-    "grep",
-    "multiedit",
-    "notebook",
-    "open",
-    "patch",
-    "read",
-    "scroll",
-    "view",
-    "write",
-];
-/// The programs of `compression.FILE_COMMANDS` (and `git` followed by one of `GIT_COMMANDS`).
-const FILE_COMMANDS: [&str; 16] = [
-    "cat", "head", "tail", "nl", "bat", "less", "more", "sed", "awk", "grep", "egrep", "rg", "ag",
-    "diff", "git", "",
-];
-const GIT_COMMANDS: [&str; 3] = ["diff", "show", "blame"];
+/// What says a tool's results are file contents (`compress_walk.FILE_TOOLS`, given by the
+/// caller: the lists are written only there): words of a tool's name, programs a shell command
+/// runs, and git's subcommands that print files.
+#[derive(Debug, Clone, Default)]
+pub struct FileTools {
+    pub words: std::collections::HashSet<String>,
+    pub programs: Vec<String>,
+    pub git: Vec<String>,
+}
 
 /// What the model table says of a model (`ferrule.models`), from the caller's `facts`.
 #[derive(Debug, Clone)]
@@ -99,6 +82,7 @@ pub struct Options<'a> {
     pub ttl: Option<&'a str>,
     /// The Anthropic API version is 2023-06-01 (later versions take no sampling parameters).
     pub sampling: bool,
+    pub files: &'a FileTools,
 }
 
 /// The request, ready to go upstream.
@@ -174,6 +158,18 @@ impl Block {
             _ => true,
         }
     }
+}
+
+/// A JSON array of `items`, each written by `each` (given its index).
+fn push_list<T>(out: &mut Vec<u8>, items: &[T], mut each: impl FnMut(&mut Vec<u8>, usize, &T)) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        each(out, i, item);
+    }
+    out.push(b']');
 }
 
 /// Ends an object, with a breakpoint as its last key when `mark` is given.
@@ -354,7 +350,13 @@ where
     let mut rewrites = Vec::new();
     let mut blocks = 0;
     if !compressor.is_off() {
-        compress_turns(&mut compressor, &mut turns, &mut rewrites, &mut blocks);
+        compress_turns(
+            &mut compressor,
+            &mut turns,
+            opts.files,
+            &mut rewrites,
+            &mut blocks,
+        );
     }
 
     // the prompt's blocks in order (tools, system, messages), each with its JSON size
@@ -370,38 +372,27 @@ where
     push_json_str(&mut out, &facts.model);
     out.extend_from_slice(br#","max_tokens":"#);
     out.extend_from_slice(itoa::Buffer::new().format(max_tokens).as_bytes());
-    out.extend_from_slice(br#","messages":["#);
+    out.extend_from_slice(br#","messages":"#);
     let mut pos = tools_list.len() + system.len();
-    for (i, turn) in turns.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    push_list(&mut out, &turns, |out, _, turn| {
         out.extend_from_slice(if turn.user {
-            br#"{"role":"user","content":["#
+            br#"{"role":"user","content":"#
         } else {
-            br#"{"role":"assistant","content":["#
+            br#"{"role":"assistant","content":"#
         });
-        for (j, block) in turn.blocks.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            block.write(&mut out, mark_at(pos));
+        push_list(out, &turn.blocks, |out, _, block| {
+            block.write(out, mark_at(pos));
             pos += 1;
-        }
-        out.extend_from_slice(b"]}");
-    }
-    out.push(b']');
+        });
+        out.push(b'}');
+    });
     if !system.is_empty() {
-        out.extend_from_slice(br#","system":["#);
-        for (k, text) in system.iter().enumerate() {
-            if k > 0 {
-                out.push(b',');
-            }
+        out.extend_from_slice(br#","system":"#);
+        push_list(&mut out, &system, |out, k, text| {
             out.extend_from_slice(br#"{"type":"text","text":"#);
-            push_json_str(&mut out, text);
-            close(&mut out, mark_at(tools_list.len() + k));
-        }
-        out.push(b']');
+            push_json_str(out, text);
+            close(out, mark_at(tools_list.len() + k));
+        });
     }
     if let Some(t) = &temperature {
         out.extend_from_slice(br#","temperature":"#);
@@ -412,14 +403,8 @@ where
         p.write(&mut out);
     }
     if let Some(stop) = &stop {
-        out.extend_from_slice(br#","stop_sequences":["#);
-        for (i, s) in stop.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            push_json_str(&mut out, s);
-        }
-        out.push(b']');
+        out.extend_from_slice(br#","stop_sequences":"#);
+        push_list(&mut out, stop, |out, _, s| push_json_str(out, s));
     }
     if let Some(user) = metadata {
         out.extend_from_slice(br#","metadata":{"user_id":"#);
@@ -427,14 +412,10 @@ where
         out.push(b'}');
     }
     if !tools_list.is_empty() {
-        out.extend_from_slice(br#","tools":["#);
-        for (i, tool) in tools_list.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            tool.write(&mut out, mark_at(i));
-        }
-        out.push(b']');
+        out.extend_from_slice(br#","tools":"#);
+        push_list(&mut out, tools_list, |out, i, tool| {
+            tool.write(out, mark_at(i))
+        });
     }
     if let Some((choice, no_parallel)) = &choice {
         out.extend_from_slice(br#","tool_choice":{"type":""#);
@@ -908,6 +889,7 @@ fn history_tools(turns: &[Turn]) -> Vec<Tool> {
 fn compress_turns(
     compressor: &mut Compressor,
     turns: &mut [Turn],
+    files: &FileTools,
     rewrites: &mut Vec<(String, String)>,
     blocks: &mut usize,
 ) {
@@ -916,7 +898,7 @@ fn compress_turns(
         if !turn.user {
             for block in &turn.blocks {
                 if let Block::ToolUse { id, name, input } = block {
-                    let kind = tool_kind(name, input);
+                    let kind = tool_kind(name, input, files);
                     match kinds.iter_mut().find(|(k, _)| k == id) {
                         Some(entry) => entry.1 = kind,
                         None => kinds.push((id.clone(), kind)),
@@ -957,8 +939,8 @@ fn compress_turns(
 }
 
 /// `compression.tool_kind`: results of a tool that reads or edits files are file contents.
-fn tool_kind(name: &str, input: &Json) -> Kind {
-    if words(name).any(|w| FILE_TOOL_WORDS.contains(&w.to_ascii_lowercase().as_str())) {
+fn tool_kind(name: &str, input: &Json, files: &FileTools) -> Kind {
+    if words(name).any(|w| files.words.contains(&w.to_ascii_lowercase())) {
         return Kind::File;
     }
     let command = match input.get("command") {
@@ -978,7 +960,7 @@ fn tool_kind(name: &str, input: &Json) -> Kind {
         }
         _ => return Kind::ToolResult,
     };
-    if runs_file_command(command) {
+    if runs_file_command(command, files) {
         Kind::File
     } else {
         Kind::ToolResult
@@ -1024,7 +1006,7 @@ fn words(name: &str) -> impl Iterator<Item = &str> {
 
 /// `compression.FILE_COMMANDS.search(command)`: a file-printing program as a word of its own,
 /// after the start, whitespace or `;&|(\``, and before whitespace or the end.
-fn runs_file_command(command: &str) -> bool {
+fn runs_file_command(command: &str, files: &FileTools) -> bool {
     let ends_word = |rest: &str| rest.chars().next().map_or(true, py_space);
     for (start, _) in command.char_indices() {
         let after_boundary = command[..start]
@@ -1035,11 +1017,8 @@ fn runs_file_command(command: &str) -> bool {
             continue;
         }
         let rest = &command[start..];
-        for program in FILE_COMMANDS
-            .iter()
-            .filter(|p| !p.is_empty() && **p != "git")
-        {
-            if let Some(tail) = rest.strip_prefix(program) {
+        for program in &files.programs {
+            if let Some(tail) = rest.strip_prefix(program.as_str()) {
                 if ends_word(tail) {
                     return true;
                 }
@@ -1048,8 +1027,8 @@ fn runs_file_command(command: &str) -> bool {
         if let Some(tail) = rest.strip_prefix("git") {
             let args = tail.trim_start_matches(py_space);
             if args.len() < tail.len() {
-                for sub in GIT_COMMANDS {
-                    if let Some(after) = args.strip_prefix(sub) {
+                for sub in &files.git {
+                    if let Some(after) = args.strip_prefix(sub.as_str()) {
                         if ends_word(after) {
                             return true;
                         }
@@ -1196,11 +1175,25 @@ mod tests {
         })
     }
 
-    const OPTS: Options<'static> = Options {
-        mode: "lossless",
-        ttl: Some("5m"),
-        sampling: true,
-    };
+    fn files() -> FileTools {
+        let list = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        FileTools {
+            words: list(&["read", "edit", "notebook", "file"])
+                .into_iter()
+                .collect(),
+            programs: list(&["cat", "head", "grep", "egrep"]),
+            git: list(&["diff", "show"]),
+        }
+    }
+
+    fn opts(files: &FileTools) -> Options<'_> {
+        Options {
+            mode: "lossless",
+            ttl: Some("5m"),
+            sampling: true,
+            files,
+        }
+    }
 
     #[test]
     fn words_split_like_the_regex() {
@@ -1211,18 +1204,24 @@ mod tests {
 
     #[test]
     fn file_commands() {
-        assert!(runs_file_command("cat x"));
-        assert!(runs_file_command("ls; head -n 3 f"));
-        assert!(runs_file_command("git  diff"));
-        assert!(!runs_file_command("catalog x"));
-        assert!(!runs_file_command("git diffs"));
-        assert!(runs_file_command("(grep"));
+        let f = files();
+        assert!(runs_file_command("cat x", &f));
+        assert!(runs_file_command("ls; head -n 3 f", &f));
+        assert!(runs_file_command("git  diff", &f));
+        assert!(!runs_file_command("catalog x", &f));
+        assert!(!runs_file_command("git diffs", &f));
+        assert!(runs_file_command("(grep", &f));
+        assert!(runs_file_command("x|egrep y", &f));
+        assert!(!runs_file_command("tail x", &f)); // not in this list
+        let read = Json::Obj(vec![]);
+        assert_eq!(tool_kind("NotebookEdit", &read, &f), Kind::File);
+        assert_eq!(tool_kind("bash", &read, &f), Kind::ToolResult);
     }
 
     #[test]
     fn a_plain_request() {
         let raw = r#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hello there"}],"user":"u1"}"#;
-        let Some(p) = prepare(raw, facts, OPTS) else {
+        let Some(p) = prepare(raw, facts, opts(&files())) else {
             panic!("declined");
         };
         assert_eq!(
@@ -1235,8 +1234,8 @@ mod tests {
     fn declines_what_python_translates() {
         let raw =
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"reasoning_effort":"low"}"#;
-        assert!(prepare(raw, facts, OPTS).is_none());
+        assert!(prepare(raw, facts, opts(&files())).is_none());
         let raw = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":"https://x"}]}]}"#;
-        assert!(prepare(raw, facts, OPTS).is_none());
+        assert!(prepare(raw, facts, opts(&files())).is_none());
     }
 }

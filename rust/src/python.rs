@@ -560,19 +560,21 @@ struct PyChatRequests {
     facts: Py<PyAny>,
     ttl: Option<String>,
     sampling: bool,
+    files: chat_request::FileTools,
     memo: std::collections::HashMap<String, chat_request::ModelFacts>,
 }
 
 #[pymethods]
 impl PyChatRequests {
     #[new]
-    #[pyo3(signature = (facts, *, aliases, version, strict, ttl))]
+    #[pyo3(signature = (facts, *, aliases, version, strict, ttl, file_tools))]
     fn new(
         facts: Py<PyAny>,
         aliases: Bound<'_, PyAny>,
         version: &str,
         strict: bool,
         ttl: Option<String>,
+        file_tools: (std::collections::HashSet<String>, Vec<String>, Vec<String>),
     ) -> Self {
         // `facts` resolves aliases itself, and a request with a warning (what `strict` turns
         // into an error) is never prepared here: both are the twin's.
@@ -581,6 +583,11 @@ impl PyChatRequests {
             facts,
             ttl,
             sampling: version == "2023-06-01",
+            files: chat_request::FileTools {
+                words: file_tools.0,
+                programs: file_tools.1,
+                git: file_tools.2,
+            },
             memo: std::collections::HashMap::new(),
         }
     }
@@ -630,6 +637,7 @@ impl PyChatRequests {
             mode,
             ttl: self.ttl.as_deref(),
             sampling: self.sampling,
+            files: &self.files,
         };
         let prepared = chat_request::prepare(text, lookup, opts);
         if let Some(err) = failed {

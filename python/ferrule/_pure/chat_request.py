@@ -31,12 +31,12 @@ from typing import Any
 import orjson
 
 from ..breakpoints import place_breakpoints_json
-from ..compress_walk import MODES, walk
+from ..compress_walk import FILE_TOOLS, MODES, walk
 from ..errors import ProxyError
 from ..translate.request import to_anthropic
 from .compress import Compressor
 
-__all__ = ["MAX_NESTING", "ChatRequests", "Facts", "Prepared"]
+__all__ = ["MAX_NESTING", "ChatRequests", "Facts", "FileTools", "Prepared"]
 
 MAX_NESTING = 100
 """Deeper tool inputs and schemas go the stages' way (their limit, ``jsonbody.MAX_DEPTH``, is
@@ -54,6 +54,9 @@ Facts = tuple[str, int, bool, bool, bool, bool, bool, bool, int]
 """(model sent, default max_tokens, thinks by default, strict tools, temperature at any value,
 top_p at any value, not the two together, forced tool_choice, minimum cacheable tokens):
 ``translate.request.model_facts``."""
+
+FileTools = tuple[frozenset[str], tuple[str, ...], tuple[str, ...]]
+"""``compress_walk.FILE_TOOLS``: file-tool name words, file-printing programs, git subcommands."""
 
 Prepared = tuple[
     bytes,
@@ -126,7 +129,9 @@ def _tool_use_ids(turn: dict[str, Any]) -> list[str]:
 class ChatRequests:
     """One worker's request path for the chat route. ``facts(model asked)`` gives what the model
     table says (:data:`Facts`); ``aliases``, ``version`` and ``strict`` are the config's;
-    ``ttl`` the breakpoints' (None: Ferrule places none)."""
+    ``ttl`` the breakpoints' (None: Ferrule places none); ``file_tools`` is
+    ``compress_walk.FILE_TOOLS`` (what the native side knows of file tools; the walk here reads
+    it there)."""
 
     __slots__ = ("_aliases", "_facts", "_strict", "_ttl", "_version")
 
@@ -138,12 +143,15 @@ class ChatRequests:
         version: str,
         strict: bool,
         ttl: str | None,
+        file_tools: FileTools,
     ) -> None:
         self._facts = facts
         self._aliases = aliases
         self._version = version
         self._strict = strict
         self._ttl = ttl
+        if file_tools != FILE_TOOLS:
+            raise ValueError("the pure walk knows only compress_walk.FILE_TOOLS")
 
     def prepare(self, raw: bytes, mode: str) -> Prepared | None:
         """The request ready to go upstream, or None: the stages must prepare it."""

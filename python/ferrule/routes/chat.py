@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _pure, backend
 from ..asgi import Send
 from ..cache import decide_for, message_to_sse
+from ..compress_walk import FILE_TOOLS
 from ..compression import CompressionResult
 from ..config import Config
 from ..errors import ProxyError, openai_error_body
@@ -147,6 +148,7 @@ class ChatDialect:
                 version=cfg.anthropic_version,
                 strict=cfg.strict_params,
                 ttl=ttl,
+                file_tools=FILE_TOOLS,
             )
             made = self._requests = (cfg, requests)
         return made[1]
