@@ -520,7 +520,7 @@ def test_client_gone_gives_a_busy_worker_the_turns_to_see_it() -> None:
     """The pipeline asks ``await ctx.client_gone()`` just before the upstream call. A request
     that waited over BUSY_S yields the two loop turns a disconnect the server has already
     reported needs to reach the watcher; a fresh one costs nothing (no turn)."""
-    from ferrule.app import _wait_disconnect
+    from ferrule.app import _disconnected
     from ferrule.routes.common import BUSY_S, RequestContext
 
     scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
@@ -532,13 +532,14 @@ def test_client_gone_gives_a_busy_worker_the_turns_to_see_it() -> None:
             ctx = RequestContext(scope, "openai", 1 << 20, 5.0)
             ctx.arrived -= waited
             pending: asyncio.Future[dict[str, Any]] = loop.create_future()
-            watcher = asyncio.ensure_future(_wait_disconnect(lambda p=pending: p, ctx.gone))  # type: ignore[misc]
-            await asyncio.sleep(0)  # the watcher waits on the server
+            # the app's watch: a done-callback on the server's future (as Granian's)
+            pending.add_done_callback(
+                lambda w, gone=ctx.gone: gone.__setitem__(0, _disconnected(w))
+            )
             seen.append(await ctx.client_gone())  # nothing reported
             # the server reports the close (its callback is queued, the watcher not yet run)
             loop.call_soon(pending.set_result, {"type": "http.disconnect"})
             seen.append(await ctx.client_gone())
-            await watcher
         return seen
 
     # fresh: not seen yet (no turn taken); after BUSY_S: seen before the upstream call

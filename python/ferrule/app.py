@@ -396,32 +396,46 @@ class App:
         """Run ``work``; if the client disconnects first, cancel it (which closes the upstream
         response, and with it the upstream connection).
 
-        The work runs in this task, not a task of its own: the watcher cancels this task when the
-        client goes (one task and no ``asyncio.wait`` a request: ~17 us less on the loop).
+        The work runs in this task, not a task of its own, and the watch is the server's own
+        future for the next message when it gives one (Granian does): no task is made, run or
+        cancelled per request, and the disconnect reaches this task one loop turn sooner.
 
         NOTE: Granian reports ``http.disconnect`` as soon as a response is complete, even on a
         keep-alive connection; once the last byte went out, the work (storing the answer,
         accounting) is finished, not cancelled."""
-        # The watcher runs first: a client that is already gone (Granian still hands over its
-        # body) must not cause an upstream request at all.
-        watcher = asyncio.ensure_future(_wait_disconnect(receive, ctx.gone))
-        await asyncio.sleep(0)
-        if watcher.done():
-            work.close()
-            log.info("request %s: client gone before the upstream call", ctx.request_id)
-            return
+        gone = ctx.gone  # only this list is shared with the callback, never the context
         me = asyncio.current_task()
         # [the work is over, this task was cancelled because the client went]
         state = [False, False]
 
-        def on_gone(w: asyncio.Future[None]) -> None:
+        def on_message(w: asyncio.Future[Any]) -> None:
             # runs on the loop, so only while this task waits inside the work
-            if state[0] or w.cancelled() or answered[0] or me is None:
+            if not _disconnected(w):
+                return  # cancelled: the work is over
+            gone[0] = True  # the pipeline reads it before the upstream call
+            if state[0] or answered[0] or me is None:
                 return
             state[1] = True
             me.cancel()
 
-        watcher.add_done_callback(on_gone)
+        # After the body, the only message ASGI has is ``http.disconnect``. Granian's
+        # ``receive()`` returns a future (``asyncio.isfuture``), watched as it is: no task is
+        # made, run and cancelled per request. Another server's coroutine becomes a task, which
+        # starts to wait before the work does.
+        waiting = receive()
+        watcher = waiting if asyncio.isfuture(waiting) else asyncio.ensure_future(waiting)
+        if watcher is not waiting:
+            await asyncio.sleep(0)
+        if watcher.done():
+            # A client that is already gone (Granian still hands over its body) must not
+            # cause an upstream request at all.
+            if _disconnected(watcher):
+                gone[0] = True
+                work.close()
+                log.info("request %s: client gone before the upstream call", ctx.request_id)
+                return
+        else:
+            watcher.add_done_callback(on_message)  # Granian's future keeps one callback
         try:
             await work
         except asyncio.CancelledError:
@@ -532,15 +546,13 @@ def _unexpected(ctx: RequestContext, exc: Exception) -> ProxyError:
     )
 
 
-async def _wait_disconnect(receive: Receive, gone: list[bool]) -> None:
-    """Until the server reports the client gone; then ``gone[0]`` is set (``ctx.gone``: the
-    pipeline reads it before the upstream call). Only that list is shared: the request's
-    context never sits in this coroutine's frame."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            gone[0] = True
-            return
+def _disconnected(message: asyncio.Future[Any]) -> bool:
+    """Whether ``message``, the server's next message once done, says the client has gone
+    (not when it was cancelled or failed)."""
+    try:
+        return bool(message.result()["type"] == "http.disconnect")
+    except (asyncio.CancelledError, Exception):
+        return False
 
 
 def _iso(ts: int) -> str:
