@@ -148,3 +148,27 @@ def test_off_writes_nothing_and_json_keeps_every_field(reset_access: None) -> No
     accesslog.log_batch([(rec(), None)])
     (line,) = [orjson.loads(x) for x in buf.getvalue().splitlines()]
     assert {"ts", "request_id", "tenant", *accesslog.FIELDS} <= set(line)
+
+
+def test_compact_record_is_the_compact_line_of_the_record() -> None:
+    """The writer thread's direct formatting equals ``compact_line(line(...))`` for records of
+    every shape: cache reads and writes, hits, failures, retries, unpriced and priced."""
+    import itertools
+
+    from ferrule.ledger.recorder import account
+
+    shapes = itertools.product(
+        ({}, {"cache_read_tokens": 0}, {"cache_write_5m_tokens": 9, "cache_write_1h_tokens": 2_000_000}),
+        ({}, {"cache_status": "hit"}, {"status": 502, "outcome": "upstream_error", "error_type": "overloaded_error"},
+         {"status": 499, "outcome": "client_cancelled"}, {"outcome": "truncated", "attempts": 3}),
+        ({}, {"model": ""}, {"model": "claude-opus-4-1", "latency_ms": 0.4, "ts": 1764237600.9996}),
+    )  # fmt: skip
+    seen = 0
+    for a, b, c in shapes:
+        record = rec(**a, **b, **c)
+        for acct in (None, account(record)):
+            assert accesslog.compact_record(record, acct) == accesslog.compact_line(
+                accesslog.line(record, acct)
+            ), (a, b, c, acct)
+            seen += 1
+    assert seen == 90

@@ -218,3 +218,62 @@ def test_usage_from_anthropic() -> None:
     assert Usage.from_anthropic(start, delta) == Usage(10, 0, 0, 900, 77)
     # junk is zero, never an exception
     assert Usage.from_anthropic(None, {"input_tokens": "x", "output_tokens": True}) == Usage()
+
+
+def _decimal_account(price: pricing.Price, usage: Usage, removed: int) -> tuple[float, ...]:
+    """The ledger's figures computed the slow way, in Decimal (how they were computed before
+    the integer rates): the reference the integer arithmetic must equal to the bit."""
+    from decimal import Decimal
+
+    million = Decimal(1_000_000)
+    r_in, r_w5, r_w1, r_read, r_out = price.rates(usage)
+    parts = (
+        usage.input_tokens * r_in,
+        usage.cache_write_5m_tokens * r_w5,
+        usage.cache_write_1h_tokens * r_w1,
+        usage.cache_read_tokens * r_read,
+        usage.output_tokens * r_out,
+    )
+    premium = usage.cache_write_5m_tokens * (r_w5 - r_in) + usage.cache_write_1h_tokens * (
+        r_w1 - r_in
+    )
+    return (
+        *(float(p / million) for p in parts),
+        float(sum(parts, Decimal(0)) / million),
+        float(usage.cache_read_tokens * (r_in - r_read) / million),
+        float(premium / million),
+        float(removed * r_in / million),
+    )
+
+
+def test_integer_rates_equal_decimal_arithmetic_to_the_bit() -> None:
+    """Every price of the packaged table (both tiers), random and edge token counts: the
+    integer arithmetic gives the same floats as Decimal's."""
+    import random
+
+    rnd = random.Random(12)
+    table = pricing.default_table()
+    prices = [table.lookup(m, e.since) for m in table.models for e in table._by_model[m]]
+    assert len(prices) >= 5 and any(p and p.long_context for p in prices)
+    edges = [0, 1, 3, 7, 999_999, 1_000_000, 200_001, 10**9 + 7]
+    checked = 0
+    for price in prices:
+        assert price is not None
+        alone = pricing.PriceTable([price])
+        for _ in range(300):
+            usage = Usage(*(rnd.choice(edges) if rnd.random() < 0.3 else rnd.randrange(0, 400_000)
+                            for _ in range(5)))  # fmt: skip
+            removed = rnd.randrange(0, 50_000)
+            acct = pricing.account(
+                price.model, usage, compression_removed_tokens=removed, table=alone
+            )
+            assert acct.cost is not None
+            got = (
+                acct.cost.input_usd, acct.cost.cache_write_5m_usd, acct.cost.cache_write_1h_usd,
+                acct.cost.cache_read_usd, acct.cost.output_usd, acct.cost.total_usd,
+                acct.savings.caching_usd, acct.savings.cache_write_premium_usd,
+                acct.savings.compression_usd,
+            )  # fmt: skip
+            assert got == _decimal_account(price, usage, removed), (price.model, usage)
+            checked += 1
+    assert checked >= 1500

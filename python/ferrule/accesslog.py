@@ -46,6 +46,7 @@ __all__ = [
     "CompactFormatter",
     "JsonFormatter",
     "compact_line",
+    "compact_record",
     "configure",
     "line",
     "log_batch",
@@ -121,12 +122,12 @@ def log_batch(items: Iterable[tuple[RequestRecord, pricing.Accounting | None]]) 
         failed = record.status >= 500 or record.outcome in _FAILED
         if not failed and not info:
             continue
+        if compact:  # straight from the record: the line's few fields, no dict of them all
+            out.append(compact_record(record, acct))
+            continue
         fields = {**head, "level": "warning"} if failed else dict(head)
         fields.update(line(record, acct))
-        if compact:
-            out.append(compact_line(fields))
-        else:
-            out.append(orjson.dumps(fields, option=orjson.OPT_NON_STR_KEYS).decode())
+        out.append(orjson.dumps(fields, option=orjson.OPT_NON_STR_KEYS).decode())
     if not out:
         return
     out.append("")
@@ -224,6 +225,37 @@ def compact_line(fields: dict[str, Any]) -> str:
     if (fields.get("attempts") or 1) > 1:
         parts.append(f"attempts={fields['attempts']}")
     parts.append(str(fields.get("request_id", "")))
+    return " ".join(parts)
+
+
+def compact_record(record: RequestRecord, acct: pricing.Accounting | None) -> str:
+    """``compact_line(line(record, acct))``, built from the record directly (the ledger
+    writer's thread formats every request this way; the tests hold the two equal)."""
+    parts = [
+        _iso(record.ts)[11:19] + "Z",
+        str(record.status),
+        record.route,
+        record.model or "-",
+        f"in={_count(record.input_tokens)}",
+    ]
+    if record.cache_read_tokens:
+        parts.append(f"cached={_count(record.cache_read_tokens)}")
+    if record.cache_write_5m_tokens + record.cache_write_1h_tokens:
+        parts.append(
+            f"cache-write={_count(record.cache_write_5m_tokens + record.cache_write_1h_tokens)}"
+        )
+    parts.append(f"out={_count(record.output_tokens)}")
+    cost = None if acct is None or acct.cost is None else acct.cost.total_usd
+    parts.append("$?" if cost is None else f"${cost:.4f}")
+    parts.append(f"{record.latency_ms or 0:.0f}ms")
+    if record.cache_status == "hit":
+        parts.append("cache-hit")
+    outcome = record.outcome
+    if outcome and outcome != "complete":
+        parts.append(outcome + (f":{record.error_type}" if record.error_type else ""))
+    if (record.attempts or 1) > 1:
+        parts.append(f"attempts={record.attempts}")
+    parts.append(record.request_id)
     return " ".join(parts)
 
 

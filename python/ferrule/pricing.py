@@ -27,7 +27,7 @@ import datetime as dt
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
 from importlib import resources
@@ -56,8 +56,6 @@ __all__ = [
     "savings",
 ]
 
-_MILLION = Decimal(1_000_000)
-_ZERO = Decimal(0)
 # A trailing release date (-20251001) or -latest: Anthropic's dated ids and aliases of one model.
 _SUFFIX = re.compile(r"-(?:\d{8}|latest)$")
 _BUCKETS = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
@@ -142,6 +140,40 @@ class Price:
     cache_read: Decimal
     output: Decimal
     long_context: LongContextPrice | None = None
+    # The rates of each tier as integers over one denominator (``_scaled``), for the ledger's
+    # arithmetic: exact, and several times cheaper than Decimal's.
+    _exact: tuple[_Scaled, _Scaled | None] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tier = self.long_context
+        exact = (
+            _scaled(
+                self.input, self.cache_write_5m, self.cache_write_1h, self.cache_read, self.output
+            ),
+            None
+            if tier is None
+            else _scaled(
+                tier.input, tier.cache_write_5m, tier.cache_write_1h, tier.cache_read, tier.output
+            ),
+        )
+        object.__setattr__(self, "_exact", exact)
+
+    def scaled_rates(self, usage: UsageLike) -> _Scaled:
+        """``rates(usage)`` as (denominator, five numerators): rate = numerator / denominator
+        USD per token, exactly."""
+        low, high = self._exact
+        if high is not None:
+            tier = self.long_context
+            assert tier is not None
+            prompt = (
+                usage.input_tokens
+                + usage.cache_write_5m_tokens
+                + usage.cache_write_1h_tokens
+                + usage.cache_read_tokens
+            )
+            if prompt > tier.above_input_tokens:
+                return high
+        return low
 
     def rates(self, usage: UsageLike) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal]:
         """The five rates (input, 5m write, 1h write, read, output) that bill ``usage``."""
@@ -161,6 +193,17 @@ class Price:
                 tier.output,
             )
         return (self.input, self.cache_write_5m, self.cache_write_1h, self.cache_read, self.output)
+
+
+_Scaled = tuple[int, int, int, int, int, int]
+
+
+def _scaled(*rates: Decimal) -> _Scaled:
+    """USD-per-million-token ``rates`` as (denominator, numerators), each rate equal to
+    numerator / denominator USD per token. A product of integers divided once by an integer is
+    correctly rounded (as ``float(Decimal)`` is), so the figures equal Decimal's to the bit."""
+    places = max(0, *(-int(r.as_tuple().exponent) for r in rates))
+    return (10**places * 1_000_000, *(int(r.scaleb(places)) for r in rates))
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,21 +413,14 @@ def price_for(
     return (table or default_table()).lookup(model, _date(when))
 
 
-def _usd(d: Decimal) -> float:
-    return float(d / _MILLION)
-
-
 def _cost(price: Price, usage: UsageLike) -> Cost:
-    r_in, r_w5, r_w1, r_read, r_out = price.rates(usage)
-    parts = (
-        usage.input_tokens * r_in,
-        usage.cache_write_5m_tokens * r_w5,
-        usage.cache_write_1h_tokens * r_w1,
-        usage.cache_read_tokens * r_read,
-        usage.output_tokens * r_out,
-    )
-    i, w5, w1, r, o = (_usd(p) for p in parts)
-    return Cost(i, w5, w1, r, o, total_usd=_usd(sum(parts, _ZERO)))
+    den, n_in, n_w5, n_w1, n_read, n_out = price.scaled_rates(usage)
+    i = usage.input_tokens * n_in
+    w5 = usage.cache_write_5m_tokens * n_w5
+    w1 = usage.cache_write_1h_tokens * n_w1
+    r = usage.cache_read_tokens * n_read
+    o = usage.output_tokens * n_out
+    return Cost(i / den, w5 / den, w1 / den, r / den, o / den, (i + w5 + w1 + r + o) / den)
 
 
 def cost(
@@ -459,19 +495,19 @@ def account(
             None,
             Savings(caching_tokens=usage.cache_read_tokens, compression_tokens=removed),
         )
-    r_in, r_w5, r_w1, r_read, _ = price.rates(usage)
-    premium = usage.cache_write_5m_tokens * (r_w5 - r_in) + usage.cache_write_1h_tokens * (
-        r_w1 - r_in
+    den, n_in, n_w5, n_w1, n_read, _ = price.scaled_rates(usage)
+    premium = usage.cache_write_5m_tokens * (n_w5 - n_in) + usage.cache_write_1h_tokens * (
+        n_w1 - n_in
     )
     return Accounting(
         price,
         _cost(price, usage),
         Savings(
             caching_tokens=usage.cache_read_tokens,
-            caching_usd=_usd(usage.cache_read_tokens * (r_in - r_read)),
-            cache_write_premium_usd=_usd(premium),
+            caching_usd=usage.cache_read_tokens * (n_in - n_read) / den,
+            cache_write_premium_usd=premium / den,
             compression_tokens=removed,
-            compression_usd=_usd(removed * r_in),
+            compression_usd=removed * n_in / den,
             response_cache_usd=0.0,
         ),
     )
