@@ -198,7 +198,8 @@ async def run(svc: Services, ctx: RequestContext, dialect: Dialect, body: Any, s
         pool = upstream_pool.of(svc) if operator else None
         if await ctx.client_gone():
             # The client closed while the request waited its turn: the upstream never gets it
-            # (the native engine sends at once, before the watcher's cancellation could land).
+            # (the native engine sends within this loop turn, before the watcher's cancellation
+            # could land).
             raise ClientGone
         # ctx.attempts is kept by send (right even when every attempt failed)
         if pool is not None:  # [[upstream_keys]]: a member chosen by prompt-prefix affinity

@@ -160,6 +160,7 @@ class NativeUpstream:
         self._engine: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next = 0
+        self._kick_due = False  # a ``_kick`` is scheduled on the loop
         self._heads: dict[int, asyncio.Future[Any]] = {}
         self._readies: dict[int, asyncio.Future[None]] = {}
         self._closed = False
@@ -241,6 +242,11 @@ class NativeUpstream:
         got: tuple[bytes, int, str | None] = engine.take(rid)
         return got
 
+    def _kick(self) -> None:
+        self._kick_due = False
+        if self._engine is not None:
+            self._engine.kick()
+
     def cancel(self, rid: int) -> None:
         if self._engine is not None:
             self._engine.cancel(rid)
@@ -270,6 +276,9 @@ class NativeUpstream:
         except OSError:  # closed meanwhile (shutdown)
             raise ProxyError(503, "Ferrule is shutting down", type="overloaded_error") from None
         self._heads[rid] = fut
+        if not self._kick_due:  # the engine gets this turn's requests in one wake-up
+            self._kick_due = True
+            loop.call_soon(self._kick)
         try:
             got = await fut
         except asyncio.CancelledError:

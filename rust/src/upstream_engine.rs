@@ -5,8 +5,9 @@
 //! interface (issue 12)".
 //!
 //! The bridge, and why it is shaped this way:
-//! * `send(id, path, body, headers)` queues a request to the tokio thread. The body is shared,
-//!   not copied (it stays a Python `bytes`, released when the request is done).
+//! * `send(id, path, body, headers)` queues a request; `kick()` hands every queued one to the
+//!   tokio thread in one wake-up (the event loop kicks once per turn in which it sent). The body
+//!   is shared, not copied (it stays a Python `bytes`, released when the request is done).
 //! * The tokio side pushes completions into a mutex-guarded queue and writes an eventfd only when
 //!   the queue turns non-empty. The event loop watches the fd and `drain()`s every completion at
 //!   once, so one wake-up serves many requests. Calling `loop.call_soon_threadsafe` from tokio
@@ -78,6 +79,8 @@ enum Cmd {
         first_byte: Option<Duration>,
     },
     Cancel(u64),
+    /// The commands queued since the last `kick`, in order: one wake-up of the tokio thread.
+    Batch(Vec<Cmd>),
 }
 
 enum Ev {
@@ -405,8 +408,14 @@ fn run(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
             // Every request queued from now on fails with the reason (never a hang).
             let reason = format!("the upstream engine could not start: {e}");
             while let Some(cmd) = rx.blocking_recv() {
-                if let Cmd::Send { id, .. } = cmd {
-                    ctx.shared.failed(id, "connection", reason.clone());
+                let cmds = match cmd {
+                    Cmd::Batch(cmds) => cmds,
+                    cmd => vec![cmd],
+                };
+                for cmd in cmds {
+                    if let Cmd::Send { id, .. } = cmd {
+                        ctx.shared.failed(id, "connection", reason.clone());
+                    }
                 }
             }
             return;
@@ -415,32 +424,41 @@ fn run(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     rt.block_on(async move {
         let tasks: Arc<Mutex<HashMap<u64, AbortHandle>>> = Arc::default();
         while let Some(cmd) = rx.recv().await {
-            match cmd {
-                Cmd::Send {
-                    id,
-                    uri,
-                    body,
-                    headers,
-                    first_byte,
-                } => {
-                    let (c, t) = (ctx.clone(), tasks.clone());
-                    let handle = tokio::spawn(async move {
-                        exchange(c, id, uri, body, headers, first_byte).await;
-                        lock(&t).remove(&id);
-                    });
-                    // The task has not run yet (one thread: it runs when this loop awaits), so
-                    // its own removal above comes after this insert.
-                    lock(&tasks).insert(id, handle.abort_handle());
-                }
-                Cmd::Cancel(id) => {
-                    if let Some(h) = lock(&tasks).remove(&id) {
-                        h.abort(); // drops the connection: the upstream sees the caller go
-                    }
-                    lock(&ctx.shared.inner).streams.remove(&id);
-                }
-            }
+            handle(&ctx, &tasks, cmd);
         }
     });
+}
+
+fn handle(ctx: &Arc<Ctx>, tasks: &Arc<Mutex<HashMap<u64, AbortHandle>>>, cmd: Cmd) {
+    match cmd {
+        Cmd::Send {
+            id,
+            uri,
+            body,
+            headers,
+            first_byte,
+        } => {
+            let (c, t) = (ctx.clone(), tasks.clone());
+            let handle = tokio::spawn(async move {
+                exchange(c, id, uri, body, headers, first_byte).await;
+                lock(&t).remove(&id);
+            });
+            // The task has not run yet (one thread: it runs when this loop awaits), so its own
+            // removal above comes after this insert.
+            lock(tasks).insert(id, handle.abort_handle());
+        }
+        Cmd::Cancel(id) => {
+            if let Some(h) = lock(tasks).remove(&id) {
+                h.abort(); // drops the connection: the upstream sees the caller go
+            }
+            lock(&ctx.shared.inner).streams.remove(&id);
+        }
+        Cmd::Batch(cmds) => {
+            for cmd in cmds {
+                handle(ctx, tasks, cmd);
+            }
+        }
+    }
 }
 
 /// One engine per worker process: its own tokio thread, connection pool and TLS configuration.
@@ -448,6 +466,10 @@ fn run(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
 pub struct PyUpstreamEngine {
     base: String,
     tx: Mutex<Option<mpsc::UnboundedSender<Cmd>>>,
+    /// Sends queued until the next `kick`: under load the event loop starts many requests per
+    /// turn, and each message to the tokio thread would wake it (a futex call and, on a busy
+    /// core, a switch to that thread and back) while this thread holds the GIL.
+    queued: Mutex<Vec<Cmd>>,
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
     pool_size: usize,
@@ -542,6 +564,7 @@ impl PyUpstreamEngine {
         Ok(Self {
             base,
             tx: Mutex::new(Some(tx)),
+            queued: Mutex::default(),
             shared,
             permits,
             pool_size: pool_size.max(1),
@@ -592,17 +615,30 @@ impl PyUpstreamEngine {
             headers: map,
             first_byte,
         };
-        match &*lock(&self.tx) {
-            Some(tx) if tx.send(cmd).is_ok() => Ok(()),
-            _ => Err(PyOSError::new_err("the upstream engine is closed")),
+        if lock(&self.tx).is_none() {
+            return Err(PyOSError::new_err("the upstream engine is closed"));
+        }
+        lock(&self.queued).push(cmd);
+        Ok(())
+    }
+
+    /// Hand the requests `send` queued to the tokio thread, in one wake-up. The event loop
+    /// calls it once per turn in which it sent any (`loop.call_soon`).
+    fn kick(&self) {
+        let cmds = std::mem::take(&mut *lock(&self.queued));
+        if cmds.is_empty() {
+            return;
+        }
+        if let Some(tx) = &*lock(&self.tx) {
+            let _ = tx.send(Cmd::Batch(cmds));
         }
     }
 
     /// Stop a request (the caller went away): its connection is closed, its buffer dropped.
+    /// Sent at once, after whatever is queued (a queued send of the same request included).
     fn cancel(&self, id: u64) {
-        if let Some(tx) = &*lock(&self.tx) {
-            let _ = tx.send(Cmd::Cancel(id));
-        }
+        lock(&self.queued).push(Cmd::Cancel(id));
+        self.kick();
     }
 
     /// A stream's bytes since the last take, how it stands (0 open, 1 ended, 2 timed out,
@@ -686,5 +722,6 @@ impl PyUpstreamEngine {
     /// Stop the tokio thread; requests still running are dropped (their connections closed).
     fn close(&self) {
         lock(&self.tx).take();
+        lock(&self.queued).clear();
     }
 }

@@ -156,8 +156,8 @@ class RequestContext:
         """Whether the client has left, asked just before the upstream call. A request that
         waited over ``BUSY_S`` sits in a busy worker, where a disconnect the server has seen
         takes a loop turn or two to reach the watcher: it yields those turns first (the native
-        engine sends at once, so the watcher's cancellation would come after the upstream
-        already has the request)."""
+        engine sends within the same loop turn, so the watcher's cancellation would come after
+        the upstream already has the request)."""
         if not self.gone[0] and time.monotonic() - self.arrived > BUSY_S:
             await asyncio.sleep(0)  # the server's callback: the watcher is woken
             await asyncio.sleep(0)  # the watcher runs
