@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from . import __version__, accesslog, backend, jsonbody
+from . import __version__, accesslog, backend, jsonbody, threads
 from .asgi import ClientGone, Message, Receive, Scope, Send, header, send_bytes
 from .cache import ResponseStore, default_store_kind, open_store
 from .cache.sealed import SealedStore
@@ -122,6 +122,7 @@ class App:
             in_flight=lambda: self.in_flight,
         )
         self.in_flight = 0  # proxied requests being served by this worker
+        self._helpers_batched = False  # ferrule.threads.batch_helpers ran
         self.admission = Admission(cfg)  # Host, Origin and content type of proxied requests
         self.draining = False
         metrics = Metrics(tenant_label=cfg.metrics_tenant_label, key_label=cfg.metrics_key_label)
@@ -273,6 +274,9 @@ class App:
             log.warning("response store unavailable (%s): /v1/responses is off", exc)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._helpers_batched:  # Granian's threads exist once requests come
+            self._helpers_batched = True
+            threads.batch_helpers()
         path: str = scope["path"]
         method: str = scope["method"]
         route = _POST_ROUTES.get(path)
@@ -292,6 +296,8 @@ class App:
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 answered[0] = True
+                # alone in the worker: Granian writes the response before the accounting runs
+                threads.hand_over(self.in_flight > (1 if route is not None else 0))
 
         try:
             if route is not None:

@@ -27,7 +27,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
-from . import backend
+from . import backend, threads
 from .config import Config, ConfigError
 from .errors import ProxyError
 from .upstream import (
@@ -196,6 +196,7 @@ class NativeUpstream:
         loop = self._loop = asyncio.get_running_loop()
         loop.add_reader(engine.fileno(), self._drain)
         self._engine = engine
+        threads.batch_helpers()  # the engine's thread too yields to the loop
         return engine
 
     @property
