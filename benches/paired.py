@@ -25,13 +25,12 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from benches.load import bodies, targets
-from benches.load.run import LOADGEN, build_loadgen, wait_ready
-from benches.quota_cpu import POINTS, _argv, _together
-from benches.upstream_clients.run import Proc, free_port
+from benches.load import targets
+from benches.load.run import build_loadgen
+from benches.quota_cpu import POINTS, _argv, _together, start_pair, start_upstream
+from benches.upstream_clients.run import Proc
 
 POINTS.setdefault("ns-100k-c32", ("ns-100k", 32, False))
 
@@ -60,15 +59,7 @@ def main() -> None:
     build_loadgen()
     tmp = Path(tempfile.mkdtemp(prefix="ferrule-paired-"))
     a_path = _checkout(args.base, Path(args.base_so), tmp)
-    files = bodies.write_all(tmp / "bodies")
-    up_port = free_port()
-    up = Proc(
-        "upstream",
-        ["taskset", "-c", "1", str(LOADGEN), "upstream", "--port", str(up_port),
-         "--payloads", str(files["payloads"])],
-        targets._base_env(), targets.REPO, tmp / "upstream.log",
-    )  # fmt: skip
-    time.sleep(0.5)
+    files, up_port, up = start_upstream(tmp)
     a = targets.ferrule(tmp, up_port, "rust", name="A")
     a.env["PYTHONPATH"] = str(a_path)  # before the editable install's path
     b = targets.ferrule(tmp, up_port, "rust", name="B")
@@ -77,12 +68,7 @@ def main() -> None:
     procs: list[Proc] = []
     print(f"A = {args.base} ({a_path}), B = the working tree {' '.join(args.b_env)}", flush=True)
     try:
-        for t in pair:
-            proc = t.start(tmp, "0")
-            procs.append(proc)
-            wait_ready(t, proc, files["ns-2k"].read_bytes())
-        for t, proc in zip(pair, procs, strict=True):
-            _together([_argv(t, proc, up, files, "ns-2k-c32", args.warmup)], args.warmup)
+        start_pair(pair, procs, tmp, up, files, args.warmup)
         for point in args.points.split(","):
             ratios: list[float] = []
             cpu: tuple[list[float], list[float]] = ([], [])

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from benches.load import bodies, targets
@@ -58,6 +59,43 @@ def _argv(
         "--id-base", str(id_base), "--timeout", "30", "--grace", "20",
     ]  # fmt: skip
     return [*argv, "--stream"] if stream else argv
+
+
+def start_upstream(tmp: Path) -> tuple[dict[str, Path], int, Proc]:
+    """The bodies written under ``tmp``, and the fake upstream on core 1, answering."""
+    files = bodies.write_all(tmp / "bodies")
+    up_port = free_port()
+    up = Proc(
+        "upstream",
+        ["taskset", "-c", "1", str(LOADGEN), "upstream", "--port", str(up_port),
+         "--payloads", str(files["payloads"])],
+        targets._base_env(), targets.REPO, tmp / "upstream.log",
+    )  # fmt: skip
+    end = time.monotonic() + 10
+    while True:
+        try:
+            http_json(up_port, "GET", "/__stats")
+            break
+        except OSError:
+            if time.monotonic() > end:
+                raise SystemExit("the fake upstream did not start") from None
+            time.sleep(0.05)
+    return files, up_port, up
+
+
+def start_pair(
+    pair: Sequence[targets.Target], procs: list[Proc], tmp: Path, up: Proc,
+    files: dict[str, Path], warmup: float,
+) -> None:  # fmt: skip
+    """Start each server on core 0 (appended to ``procs`` at once, for the caller to stop),
+    wait until it answers, then load each alone for ``warmup`` seconds: a fresh worker's CPU
+    per request falls for its first ~20 s of load."""
+    for t in pair:
+        proc = t.start(tmp, "0")
+        procs.append(proc)
+        wait_ready(t, proc, files["ns-2k"].read_bytes())
+    for t, proc in zip(pair, procs, strict=True):
+        _together([_argv(t, proc, up, files, "ns-2k-c32", warmup)], warmup)
 
 
 def _together(argvs: list[list[str]], seconds: float) -> list[float]:
@@ -91,23 +129,7 @@ def main() -> None:
     args = ap.parse_args()
     build_loadgen()
     tmp = Path(tempfile.mkdtemp(prefix="ferrule-quota-cpu-"))
-    files = bodies.write_all(tmp / "bodies")
-    up_port = free_port()
-    up = Proc(
-        "upstream",
-        ["taskset", "-c", "1", str(LOADGEN), "upstream", "--port", str(up_port),
-         "--payloads", str(files["payloads"])],
-        targets._base_env(), targets.REPO, tmp / "upstream.log",
-    )  # fmt: skip
-    end = time.monotonic() + 10
-    while True:
-        try:
-            http_json(up_port, "GET", "/__stats")
-            break
-        except OSError:
-            if time.monotonic() > end:
-                raise SystemExit("the fake upstream did not start") from None
-            time.sleep(0.05)
+    files, up_port, up = start_upstream(tmp)
     if args.engines:
         pair = [
             targets.ferrule(tmp, up_port, "rust", name="ferrule-aiohttp-engine"),
@@ -124,13 +146,7 @@ def main() -> None:
         labels = ("passthrough", "keys")
     procs: list[Proc] = []
     try:
-        for t in pair:
-            proc = t.start(tmp, "0")
-            procs.append(proc)
-            wait_ready(t, proc, files["ns-2k"].read_bytes())
-        for t, proc in zip(pair, procs, strict=True):
-            # warm up: a fresh worker's CPU per request falls for its first ~20 s of load
-            _together([_argv(t, proc, up, files, "ns-2k-c32", args.warmup)], args.warmup)
+        start_pair(pair, procs, tmp, up, files, args.warmup)
         for point in args.points.split(","):
             ratios: list[float] = []
             cpu: dict[str, list[float]] = {t.name: [] for t in pair}
