@@ -20,6 +20,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux sc
 def test_helpers_are_set_to_batch_and_the_caller_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(threads, "_batched", set())
     monkeypatch.setattr(threads, "_on", [False])
+    monkeypatch.setattr(threads, "_enabled", [False])
     started, stop = threading.Event(), threading.Event()
     tid: list[int] = []
 
@@ -33,6 +34,9 @@ def test_helpers_are_set_to_batch_and_the_caller_is_not(monkeypatch: pytest.Monk
     try:
         started.wait(10)
         assert os.sched_getscheduler(tid[0]) == os.SCHED_OTHER
+        assert threads.batch_helpers() == 0  # not a worker of ferrule serve: nothing changes
+        assert os.sched_getscheduler(tid[0]) == os.SCHED_OTHER
+        threads.enable()
         assert threads.batch_helpers() >= 1
         assert os.sched_getscheduler(tid[0]) == os.SCHED_BATCH
         assert os.sched_getscheduler(threading.get_native_id()) == os.SCHED_OTHER  # the loop's

@@ -570,4 +570,5 @@ def create_app() -> App:
     cfg = from_environment()
     logging.basicConfig(level=cfg.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     accesslog.configure(cfg.log_level, mode=cfg.access_log)
+    threads.enable()  # a Granian worker: its helper threads yield to the loop
     return App(cfg)

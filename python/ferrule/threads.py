@@ -25,21 +25,30 @@ import logging
 import os
 import threading
 
-__all__ = ["batch_helpers", "hand_over"]
+__all__ = ["batch_helpers", "enable", "hand_over"]
 
 log = logging.getLogger("ferrule.threads")
 
+_enabled = [False]  # ``enable`` was called: this process is a worker of ``ferrule serve``
 _batched: set[int] = set()  # native thread ids set to SCHED_BATCH by this process
 _on = [False]  # some thread was set: ``hand_over`` yields
+
+
+def enable() -> None:
+    """Make ``batch_helpers`` act in this process. Called by ``app.create_app``, the factory
+    Granian's workers run: an app embedded in another program (or a test) leaves that
+    program's threads as they are."""
+    _enabled[0] = True
 
 
 def batch_helpers() -> int:
     """Set every thread of this process but the calling one (the event loop's) to
     ``SCHED_BATCH``; threads already set are skipped. The number set now; 0 where the platform
     has no such policy. Called on the first request (Granian starts its threads after the
-    lifespan) and once the upstream engine has started its own."""
+    lifespan) and once the upstream engine has started its own; nothing unless ``enable``
+    was called."""
     policy = getattr(os, "SCHED_BATCH", None)
-    if policy is None:
+    if policy is None or not _enabled[0]:
         return 0
     me = threading.get_native_id()
     try:
