@@ -32,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
+from ..sqlite_busy import use_wal
+
 __all__ = [
     "DEFAULT_SQLITE_NAME",
     "STORE_KINDS",
@@ -212,7 +214,7 @@ class SqliteStore(ResponseStore):
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            use_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable enough for a cache
             conn.executescript(_SCHEMA)
         except BaseException:

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from ..sqlite_busy import use_wal
 from .model import BUDGET_PERIODS, VirtualKey
 
 __all__ = [
@@ -188,7 +189,7 @@ class SQLiteKeyStore:
             os.fspath(path), timeout=timeout, isolation_level=None, check_same_thread=False
         )
         try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            use_wal(self._conn)
             self._migrate()
         except BaseException:
             self._conn.close()

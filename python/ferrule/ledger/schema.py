@@ -10,6 +10,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+from ..sqlite_busy import use_wal
+
 __all__ = [
     "COLUMNS",
     "LEDGER_FILE",
@@ -117,7 +119,7 @@ def open_db(path: str | os.PathLike[str], *, timeout: float = BUSY_TIMEOUT_S) ->
     # isolation_level=None: no implicit transactions; the writer opens its own BEGIN.
     conn = sqlite3.connect(os.fspath(path), timeout=timeout, isolation_level=None)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
+        use_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         _migrate(conn)
     except BaseException:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .. import pricing
+from ..sqlite_busy import is_busy
 from .record import RequestRecord
 from .recorder import account
 from .schema import BUSY_TIMEOUT_S, COLUMNS, open_db
@@ -104,19 +105,6 @@ def row(record: RequestRecord, acct: pricing.Accounting | None = None) -> tuple[
         record.key_name,
         record.upstream_key,
     )
-
-
-_BUSY_CODES: Final = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (primary codes; extended ones share them)
-
-
-def is_busy(exc: sqlite3.Error) -> bool:
-    """True when ``exc`` says another connection holds the lock (retry), not that the disk is
-    broken. ``sqlite_errorcode`` is Python 3.11+; 3.10 only has the message."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int):
-        return code & 0xFF in _BUSY_CODES
-    text = str(exc)
-    return "database is locked" in text or "database table is locked" in text
 
 
 class LedgerWriter:

@@ -4,7 +4,7 @@ is one atomic step: a ``BEGIN IMMEDIATE`` transaction here, one Lua script there
 
 SQLite: the connection never waits inside SQLite (``timeout=0``): a database another process
 holds returns SQLITE_BUSY at once and the step is retried after an ``asyncio.sleep``, so a busy
-file never blocks the event loop (see ``ledger.writer.is_busy``). One transaction is a few
+file never blocks the event loop (see ``sqlite_busy.is_busy``). One transaction is a few
 statements on a handful of rows, run on the loop thread (a thread hop costs more than it does).
 
 Leases: an admitted request that a parallel limit or a budget watches holds a lease (its
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..ledger.writer import is_busy
+from ..sqlite_busy import is_busy, use_wal
 from .allowance import LIFE_S, RENEW_AHEAD, Allowance, Grant, size_grant
 from .limiter import Bucket, Gcra, gcra, refund
 
@@ -531,7 +531,7 @@ class SQLiteQuotaStore:
         if self._conn is None:
             conn = sqlite3.connect(self.path, timeout=0, isolation_level=None)
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
+                use_wal(conn, deadline_s=0)  # on the loop: a busy file is retried later
                 conn.execute("PRAGMA synchronous=NORMAL")
                 for statement in _SCHEMA:
                     conn.execute(statement)
