@@ -205,7 +205,10 @@ def test_v1_compact_gives_one_item_that_opens_to_the_summary(
     first = orjson_text(sent["body"]["messages"][0]["content"])
     assert "Summary of the earlier conversation" in first
     # another caller, or one changed byte: a clear 400
-    forged = {**item, "encrypted_content": item["encrypted_content"][:-2] + "AA"}
+    token = item["encrypted_content"]
+    middle = len(token) // 2  # a middle base64 character carries six whole bits: always a change
+    changed = token[:middle] + ("A" if token[middle] != "A" else "B") + token[middle + 1 :]
+    forged = {**item, "encrypted_content": changed}
     for key, bad in ((KEY + "-other", item), (KEY, forged)):
         r = _post(proxy, "/responses", {"model": MODEL, "input": [bad], "store": False}, key)
         assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"

@@ -1128,8 +1128,11 @@ def test_compaction_answer_is_one_item_that_comes_back_as_the_summary() -> None:
         tr({"input": [item, user("continue")]}, tenant="tenant-b")
     assert foreign.value.param == "input[0]"
     rs = answer(message([THOUGHT]), tr({"input": "hi"}))["output"][0]["encrypted_content"]
-    for token in (item["encrypted_content"][:-2] + "xx", rs):
-        err = bad({"input": [user("a"), {**item, "encrypted_content": token}]})
+    token = item["encrypted_content"]
+    middle = len(token) // 2  # a middle base64 character carries six whole bits: always a change
+    changed = token[:middle] + ("A" if token[middle] != "A" else "B") + token[middle + 1 :]
+    for forged in (changed, rs):
+        err = bad({"input": [user("a"), {**item, "encrypted_content": forged}]})
         assert err.param == "input[1]"
 
 
