@@ -568,3 +568,111 @@ def test_a_request_whose_client_left_is_accounted_as_cancelled() -> None:
     ex.calls = []
     ex.__exit__(ClientGone, ClientGone(), None)
     assert ex.calls == ["cancelled", "closed"]
+
+
+# -- pump: each piece to a step, from the engine's wake-up ---------------------------------------
+
+
+def _paced_stream(pieces: list[bytes], gap: float, *, end: bool = True) -> Handler:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(SSE_HEAD)
+        for p in pieces:
+            writer.write(chunk(p))
+            await writer.drain()
+            await asyncio.sleep(gap)
+        if end:
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+        else:
+            writer.transport.abort()  # a reset, mid-body
+
+    return handler
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_pump_gives_every_piece_in_order_and_awaits_what_a_step_hands_back(engine: str) -> None:
+    pieces = [f"data: {n}\n\n".encode() for n in range(30)]
+
+    async def scenario(url: str) -> tuple[bytes, int, int]:
+        up = make(engine, url)
+        got: list[bytes] = []
+        waits = [0, 0]  # steps that handed back an awaitable; asks with no bytes after one
+
+        async def later() -> None:
+            await asyncio.sleep(0.03)  # a send that has to wait: more pieces arrive meanwhile
+
+        def step(piece: bytes) -> Awaitable[None] | None:
+            if not piece:
+                waits[1] += 1
+                return None
+            got.append(piece)
+            if len(got) % 7 == 0:
+                waits[0] += 1
+                return later()
+            return None
+
+        try:
+            resp = await up.send("/v1/messages", b"{}", HEADERS)
+            await resp.pump(step)
+            await resp.aclose()
+            return b"".join(got), waits[0], waits[1]
+        finally:
+            await up.aclose()
+
+    body, handed, asked = run(scenario, _paced_stream(pieces, 0.005))
+    assert body == b"".join(pieces)
+    assert handed >= 1 and asked == handed
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_pump_stops_when_the_step_says_so_and_closing_drops_the_rest(engine: str) -> None:
+    pieces = [f"data: {n}\n\n".encode() for n in range(20)]
+
+    async def scenario(url: str) -> int:
+        up = make(engine, url)
+        got: list[bytes] = []
+
+        def step(piece: bytes) -> bool | None:
+            got.append(piece)
+            return True if len(got) == 3 else None
+
+        try:
+            resp = await up.send("/v1/messages", b"{}", HEADERS)
+            await resp.pump(step)  # type: ignore[arg-type]  # True, or None
+            await resp.aclose()
+            return len(got)
+        finally:
+            await up.aclose()
+
+    assert run(scenario, _paced_stream(pieces, 0.01)) == 3
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("wait_on_last", [False, True])
+def test_pump_raises_when_the_upstream_breaks_mid_stream(engine: str, wait_on_last: bool) -> None:
+    """Also when the piece before the break was handed back to be awaited."""
+    pieces = [b"data: 1\n\n", b"data: 2\n\n"]
+
+    async def scenario(url: str) -> list[bytes]:
+        up = make(engine, url)
+        got: list[bytes] = []
+
+        def step(piece: bytes) -> Awaitable[None] | None:
+            if piece:
+                got.append(piece)
+            return asyncio.sleep(0.05) if wait_on_last and piece else None
+
+        try:
+            resp = await up.send("/v1/messages", b"{}", HEADERS)
+            with pytest.raises(UpstreamError):
+                await resp.pump(step)
+            await resp.aclose()
+            return got
+        finally:
+            await up.aclose()
+
+    got = b"".join(run(scenario, _paced_stream(pieces, 0.02, end=False)))
+    # the native engine keeps what it read before the reset; aiohttp may drop its buffer
+    assert got == b"".join(pieces) if engine == "native" else b"".join(pieces).startswith(got)

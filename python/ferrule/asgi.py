@@ -3,7 +3,8 @@ plain responses. Kept framework-free: the proxy's hot path is a handful of await
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+import asyncio
+from collections.abc import Awaitable, Callable, Generator, Iterable, MutableMapping
 from typing import Any
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "Send",
     "header",
     "read_body",
+    "run_now",
     "send_bytes",
 ]
 
@@ -88,3 +90,41 @@ async def send_bytes(
         }
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def run_now(aw: Awaitable[None]) -> Awaitable[None] | None:
+    """Run ``aw`` (a ``send``) as far as it goes without waiting: None when it finished, else
+    the rest of it, to be awaited in the request's task. Granian's ``send`` of a body does its
+    work when called and waits only when the connection's channel is full; this lets a stream's
+    events go out from a callback, without a task switch per event (``upstream_native``)."""
+    it = aw.__await__()
+    try:
+        waiting = it.send(None)
+    except StopIteration:
+        return None
+    return _rest(it, waiting)
+
+
+async def _rest(it: Generator[Any, None, Any], waiting: Any) -> None:
+    """Resume a half-run awaitable as its task would: each time what it waits for is done."""
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            if waiting is None:  # a bare yield: asyncio's "let the others run"
+                await asyncio.sleep(0)
+            else:
+                woken = loop.create_future()
+
+                def wake(_: Any, woken: asyncio.Future[None] = woken) -> None:
+                    if not woken.done():
+                        woken.set_result(None)
+
+                waiting.add_done_callback(wake)
+                await woken
+            try:
+                waiting = it.send(None)
+            except StopIteration:
+                return
+    except BaseException:
+        it.close()
+        raise

@@ -37,14 +37,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import orjson
 
 from . import upstream_pool
-from .asgi import ClientGone, Send, header, send_bytes
+from .asgi import ClientGone, Send, header, run_now, send_bytes
 from .cache import Decision, MessageAccumulator, hit_usage, storable_json
 from .compression import CompressionResult
 from .errors import ProxyError
@@ -328,27 +328,42 @@ async def _stream(
     deadline_s = svc.cfg.stream_deadline
     deadline = time.monotonic() + deadline_s
     tail: bytes | None = None
-    try:
-        async for chunk in resp.aiter_raw():
+    halt = False  # the relay is done, or the stream ran past its deadline: read no more
+
+    async def begin(out: bytes) -> None:
+        err = relay.early_error()
+        if err is not None:
+            raise err
+        await start()
+        await send({"type": "http.response.body", "body": out, "more_body": True})
+
+    def step(chunk: bytes) -> Literal[True] | Awaitable[None] | None:
+        # Called for each piece of the upstream body, once the response is started from the
+        # engine's wake-up itself (upstream_native): a send that cannot finish at once is
+        # handed back to be awaited in this task.
+        nonlocal tail, halt
+        then: Awaitable[None] | None = None
+        if chunk:
             if accumulator is not None and not relay.complete:
                 accumulator.feed(chunk)
             out = relay.feed(chunk)
-            if out:
-                if not started:
-                    err = relay.early_error()
-                    if err is not None:
-                        raise err
-                    await start()
-                await send({"type": "http.response.body", "body": out, "more_body": True})
             if relay.stop:
-                break
-            if time.monotonic() > deadline:
+                halt = True
+            elif time.monotonic() > deadline:
                 ctx.outcome = "error"
                 tail = relay.fail(
                     f"the stream ran past Ferrule's stream deadline ({deadline_s:.0f} s)",
                     "timeout_error",
                 )
-                break
+                halt = True
+            if out:
+                if not started:
+                    return begin(out)  # the step is asked again (no bytes) after it
+                then = run_now(send({"type": "http.response.body", "body": out, "more_body": True}))
+        return True if halt and then is None else then
+
+    try:
+        await resp.pump(step)
     except asyncio.CancelledError:
         # the client went away: what the stream had reported so far, as an estimate
         ex.set_usage(usage_from_counts(relay.usage), estimated=True)

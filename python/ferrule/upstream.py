@@ -20,8 +20,8 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -31,6 +31,7 @@ from .config import Config
 from .errors import ProxyError
 
 __all__ = [
+    "Step",
     "Upstream",
     "UpstreamClient",
     "UpstreamError",
@@ -38,6 +39,7 @@ __all__ = [
     "UpstreamTimeout",
     "describe_cause",
     "describe_failure",
+    "pump_chunks",
 ]
 
 log = logging.getLogger("ferrule.upstream")
@@ -64,6 +66,24 @@ class UpstreamTimeout(UpstreamError):
     """The upstream went silent for longer than the idle (read) timeout."""
 
 
+# What a stream's relay does with each piece of the body (``UpstreamResponse.pump``): True to
+# stop reading, an awaitable to await before the next piece (a send that has to wait), or None.
+# After an awaitable the step is called once with no bytes, to ask whether to stop.
+Step = Callable[[bytes], "Literal[True] | Awaitable[None] | None"]
+
+
+async def pump_chunks(chunks: AsyncIterator[bytes], step: Step) -> None:
+    """``UpstreamResponse.pump`` over ``aiter_raw``: each piece to ``step`` in the task."""
+    async for chunk in chunks:
+        then = step(chunk)
+        if then is True:
+            return
+        if then is not None:
+            await then
+            if step(b"") is True:
+                return
+
+
 class UpstreamResponse(Protocol):
     """A started upstream response: status and headers read, body not yet (both engines)."""
 
@@ -78,6 +98,11 @@ class UpstreamResponse(Protocol):
     def raw_headers(self) -> tuple[tuple[bytes, bytes], ...]: ...
     def aiter_raw(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive; ``UpstreamTimeout`` or ``UpstreamError`` if it breaks."""
+        ...
+
+    async def pump(self, step: Step) -> None:
+        """Give each piece of the body to ``step`` (see ``Step``) until it ends or ``step``
+        says stop; raises what ``aiter_raw`` raises."""
         ...
 
     async def aread(self) -> bytes: ...
@@ -142,6 +167,9 @@ class AiohttpResponse:
             if not chunk:
                 return
             yield chunk
+
+    async def pump(self, step: Step) -> None:
+        await pump_chunks(self.aiter_raw(), step)
 
     async def aread(self) -> bytes:
         parts = [chunk async for chunk in self.aiter_raw()]

@@ -24,19 +24,21 @@ slot (``pool_timeout``), connect (``connect_timeout``), the head, every read (``
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from typing import Any
 
 from . import backend, threads
 from .config import Config, ConfigError
 from .errors import ProxyError
 from .upstream import (
+    Step,
     Upstream,
     UpstreamClient,
     UpstreamError,
     UpstreamTimeout,
     describe_cause,
     log_failure,
+    pump_chunks,
     upstream_host,
 )
 
@@ -90,7 +92,18 @@ class _Headers(Mapping[str, str]):
 class NativeResponse:
     """``UpstreamResponse`` of the native engine."""
 
-    __slots__ = ("_body", "_id", "_open", "_pairs", "_up", "status_code")
+    __slots__ = (
+        "_announced",
+        "_body",
+        "_failure",
+        "_id",
+        "_open",
+        "_pairs",
+        "_pump",
+        "_up",
+        "_waiter",
+        "status_code",
+    )
 
     def __init__(
         self,
@@ -106,6 +119,16 @@ class NativeResponse:
         self._pairs = pairs
         self._body = body  # the whole body, or None: to be taken from the engine
         self._open = body is None  # the engine still holds (part of) the body
+        # The engine announces a stream (READY) once after each take that found it open. The
+        # announcement wakes ``_waiter``; one that comes while nobody waits is remembered here,
+        # so after a take that got bytes the stream waits at once instead of taking again.
+        self._waiter: asyncio.Future[None] | None = None
+        self._announced = False
+        self._pump: tuple[Step, asyncio.Future[Awaitable[None] | None]] | None = None
+        self._failure: UpstreamError | None = None  # how a pumped stream broke, when its
+        # last piece still had to be awaited
+        if body is None:
+            up._streams[rid] = self
 
     @property
     def raw_headers(self) -> tuple[tuple[bytes, bytes], ...]:
@@ -125,9 +148,14 @@ class NativeResponse:
             return
         up, rid = self._up, self._id
         while self._open:
-            data, state, reason = up.take(rid)
+            engine = up._engine
+            if engine is None:
+                raise UpstreamError("the upstream client was closed")
+            self._announced = False  # the take below gets what was announced
+            data, state, reason = engine.take(rid)
             if state != OPEN:
                 self._open = False
+                up._streams.pop(rid, None)
             if data:
                 yield data
             if state == DONE:
@@ -136,8 +164,77 @@ class NativeResponse:
                 raise UpstreamTimeout("no bytes from the upstream within the idle timeout")
             if state == BROKEN:
                 raise UpstreamError(reason or "the upstream connection broke")
-            if not data:
-                await up.ready(rid)
+            if not self._announced:  # else more came while the bytes above were relayed
+                loop = up._loop
+                assert loop is not None
+                waiter = self._waiter = loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
+
+    async def pump(self, step: Step) -> None:
+        """Give each piece of the body to ``step`` as it arrives, until the body ends or ``step``
+        says stop (True); what ``step`` returns to await (a send that must wait) is awaited
+        before the next piece. The pieces of an open stream are given from the engine's wake-up
+        itself (``_pumped``, in ``NativeUpstream._drain``): no task switch per piece. Raises
+        what ``aiter_raw`` raises."""
+        if not self._open or self._body is not None:
+            await pump_chunks(self.aiter_raw(), step)
+            return
+        loop = self._up._loop
+        assert loop is not None
+        while self._open:
+            done: asyncio.Future[Awaitable[None] | None] = loop.create_future()
+            self._pump = (step, done)
+            self._pumped()  # what came already
+            try:
+                then = await done
+            finally:
+                self._pump = None
+            if then is None:
+                return
+            await then
+            if self._failure is not None:
+                raise self._failure
+            if step(b"") is True:
+                return
+
+    def _pumped(self) -> None:
+        """Take what the engine holds and give it to the pump's step; settle the pump's future
+        when it has to stop (None), to await something (that), or failed."""
+        pump = self._pump
+        if pump is None:
+            self._announced = True
+            return
+        step, done = pump
+        if done.done():
+            return
+        up, rid = self._up, self._id
+        try:
+            engine = up._engine
+            if engine is None:
+                raise UpstreamError("the upstream client was closed")
+            self._announced = False
+            data, state, reason = engine.take(rid)
+            if state != OPEN:
+                self._open = False
+                up._streams.pop(rid, None)
+            then = step(data) if data else None
+            if state == TIMED_OUT:
+                self._failure = UpstreamTimeout(
+                    "no bytes from the upstream within the idle timeout"
+                )
+            elif state == BROKEN:
+                self._failure = UpstreamError(reason or "the upstream connection broke")
+            if then is True or (then is None and state == DONE):
+                done.set_result(None)
+            elif then is not None:
+                done.set_result(then)  # and the failure after it
+            elif self._failure is not None:
+                raise self._failure
+        except Exception as exc:  # to the request's task; never into the other streams' drain
+            done.set_exception(exc)
 
     async def aread(self) -> bytes:
         parts = [chunk async for chunk in self.aiter_raw()]
@@ -146,6 +243,7 @@ class NativeResponse:
     async def aclose(self) -> None:
         if self._open:
             self._open = False
+            self._up._streams.pop(self._id, None)
             self._up.cancel(self._id)
 
 
@@ -162,7 +260,7 @@ class NativeUpstream:
         self._next = 0
         self._kick_due = False  # a ``_kick`` is scheduled on the loop
         self._heads: dict[int, asyncio.Future[Any]] = {}
-        self._readies: dict[int, asyncio.Future[None]] = {}
+        self._streams: dict[int, NativeResponse] = {}  # open streams, by request id
         self._closed = False
         self._logged: dict[str, float] = {}  # cause code -> when it was last logged
 
@@ -206,12 +304,17 @@ class NativeUpstream:
         return 0 if engine is None else int(engine.in_use)
 
     def _drain(self) -> None:
-        heads, readies = self._heads, self._readies
+        heads, streams = self._heads, self._streams
         for rid, kind, status, a, b in self._engine.drain():
             if kind == READY:
-                waiter = readies.get(rid)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
+                stream = streams.get(rid)
+                if stream is not None:
+                    waiter = stream._waiter
+                    if waiter is not None:
+                        if not waiter.done():
+                            waiter.set_result(None)
+                    else:
+                        stream._pumped()  # or remembers the announcement
                 continue
             fut = heads.pop(rid, None)
             if fut is None or fut.done():
@@ -222,26 +325,6 @@ class NativeUpstream:
                 fut.set_result(NativeResponse(self, rid, status, a, b))
             else:
                 fut.set_result((a, b))  # FAILED: (cause, reason)
-
-    async def ready(self, rid: int) -> None:
-        """Until the engine has more of stream ``rid`` (or it ended)."""
-        if self._closed:
-            raise UpstreamError("the upstream client was closed")
-        loop = self._loop
-        assert loop is not None
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._readies[rid] = waiter
-        try:
-            await waiter
-        finally:
-            self._readies.pop(rid, None)
-
-    def take(self, rid: int) -> tuple[bytes, int, str | None]:
-        engine = self._engine
-        if engine is None:
-            raise UpstreamError("the upstream client was closed")
-        got: tuple[bytes, int, str | None] = engine.take(rid)
-        return got
 
     def _kick(self) -> None:
         self._kick_due = False
@@ -284,6 +367,7 @@ class NativeUpstream:
             got = await fut
         except asyncio.CancelledError:
             self._heads.pop(rid, None)
+            self._streams.pop(rid, None)  # its head may have come in the same turn
             engine.cancel(rid)
             raise
         if isinstance(got, NativeResponse):
@@ -310,6 +394,8 @@ class NativeUpstream:
             if not fut.done():
                 fut.set_result(("connection", "Ferrule is shutting down"))
         self._heads.clear()
-        for waiter in self._readies.values():
-            if not waiter.done():
-                waiter.set_result(None)
+        for stream in list(self._streams.values()):
+            waiter = stream._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)  # its next take finds the engine gone
+            stream._pumped()  # the same, for a pumped one
