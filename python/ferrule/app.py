@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from . import __version__, accesslog, backend, jsonbody, threads
-from .asgi import ClientGone, Message, Receive, Scope, Send, header, send_bytes
+from .asgi import ClientGone, Message, Receive, Scope, Send, body_now, header, send_bytes
 from .cache import ResponseStore, default_store_kind, open_store
 from .cache.sealed import SealedStore
 from .cache.stores import DEFAULT_SQLITE_NAME
@@ -286,6 +286,7 @@ class App:
         ctx = RequestContext(
             scope, route[0] if route else family, cfg.max_body_bytes, cfg.body_timeout
         )
+        ctx.body_now = body_now(send)
         started = False
         answered = [False]  # the last byte of the response went out
 

@@ -4,16 +4,18 @@ plain responses. Kept framework-free: the proxy's hot path is a handful of await
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Generator, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
 __all__ = [
+    "BodyNow",
     "BodyTooLarge",
     "ClientGone",
     "Message",
     "Receive",
     "Scope",
     "Send",
+    "body_now",
     "header",
     "read_body",
     "run_now",
@@ -25,6 +27,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
+# Sends a middle piece of a started response's body (more to come) as far as it goes at once;
+# returns the rest to await, or None (``body_now``).
+BodyNow = Callable[[bytes], Awaitable[None] | None]
 
 
 class BodyTooLarge(Exception):
@@ -92,6 +97,16 @@ async def send_bytes(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+def body_now(send: Send) -> BodyNow:
+    """``BodyNow`` over ``send``. The app gives the relay one over the server's own ``send``:
+    a middle piece needs none of the app's bookkeeping of the start and the end."""
+
+    def now(body: bytes) -> Awaitable[None] | None:
+        return run_now(send({"type": "http.response.body", "body": body, "more_body": True}))
+
+    return now
+
+
 def run_now(aw: Awaitable[None]) -> Awaitable[None] | None:
     """Run ``aw`` (a ``send``) as far as it goes without waiting: None when it finished, else
     the rest of it, to be awaited in the request's task. Granian's ``send`` of a body does its
@@ -99,13 +114,13 @@ def run_now(aw: Awaitable[None]) -> Awaitable[None] | None:
     events go out from a callback, without a task switch per event (``upstream_native``)."""
     it = aw.__await__()
     try:
-        waiting = it.send(None)
+        waiting = next(it)  # Granian's awaitables are iterators without send()
     except StopIteration:
         return None
     return _rest(it, waiting)
 
 
-async def _rest(it: Generator[Any, None, Any], waiting: Any) -> None:
+async def _rest(it: Iterator[Any], waiting: Any) -> None:
     """Resume a half-run awaitable as its task would: each time what it waits for is done."""
     loop = asyncio.get_running_loop()
     try:
@@ -122,9 +137,11 @@ async def _rest(it: Generator[Any, None, Any], waiting: Any) -> None:
                 waiting.add_done_callback(wake)
                 await woken
             try:
-                waiting = it.send(None)
+                waiting = next(it)
             except StopIteration:
                 return
     except BaseException:
-        it.close()
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
         raise

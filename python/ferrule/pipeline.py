@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 import orjson
 
 from . import upstream_pool
-from .asgi import ClientGone, Send, header, run_now, send_bytes
+from .asgi import ClientGone, Send, body_now, header, send_bytes
 from .cache import Decision, MessageAccumulator, hit_usage, storable_json
 from .compression import CompressionResult
 from .errors import ProxyError
@@ -329,6 +329,7 @@ async def _stream(
     deadline = time.monotonic() + deadline_s
     tail: bytes | None = None
     halt = False  # the relay is done, or the stream ran past its deadline: read no more
+    now = ctx.body_now or body_now(send)
 
     async def begin(out: bytes) -> None:
         err = relay.early_error()
@@ -359,7 +360,7 @@ async def _stream(
             if out:
                 if not started:
                     return begin(out)  # the step is asked again (no bytes) after it
-                then = run_now(send({"type": "http.response.body", "body": out, "more_body": True}))
+                then = now(out)
         return True if halt and then is None else then
 
     try:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from ..asgi import BodyTooLarge, Receive, Scope, header, read_body
+from ..asgi import BodyNow, BodyTooLarge, Receive, Scope, header, read_body
 from ..errors import ProxyError
 from ..largebody import LargeBodies, Ticket, parse_large
 from ..upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
@@ -109,6 +109,7 @@ class RequestContext:
         "api_key",
         "arrived",
         "attempts",
+        "body_now",
         "body_timeout",
         "extra_headers",
         "gone",
@@ -151,6 +152,9 @@ class RequestContext:
         # [True] once the server reported the client gone (App._until_disconnect's watcher)
         self.gone = [False]
         self.arrived = time.monotonic()
+        # how a stream's relay sends a middle piece of the body (App._http: the server's own
+        # send, past the app's bookkeeping); None: through the route's send
+        self.body_now: BodyNow | None = None
 
     async def client_gone(self) -> bool:
         """Whether the client has left, asked just before the upstream call. A request that
