@@ -12,8 +12,10 @@ The bridge: the engine writes an eventfd when completions are waiting; the event
 - ``send`` waits for the head. A body that is not an event stream comes whole with it (read on
   the tokio side), so a non-streamed request costs one wake-up.
 - A stream's bytes wait in the engine, in a buffer of at most ``STREAM_BUFFER`` bytes, until the
-  response's ``aiter_raw`` takes them: everything read since the last take comes as one piece,
-  and a client that reads slowly stops the engine reading the upstream (no unbounded memory).
+  response's ``aiter_raw`` or ``pump`` takes them: everything read since the last take comes as
+  one piece, and a client that reads slowly stops the engine reading the upstream (no unbounded
+  memory). ``pump`` (the pipeline's relay) takes and relays a piece from the wake-up itself
+  (``_drain``): no task switch per piece; only a send that has to wait goes back to the task.
 - ``aclose`` on a response not read to the end cancels the request: the engine drops the
   connection, which is what tells the upstream the caller went away.
 
