@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from benches.load import bodies, targets
-from benches.load.run import LOADGEN, build_loadgen, full_points, wait_ready
+from benches.load.run import LOADGEN, build_loadgen, full_points, point_flags, wait_ready
 from benches.quota_cpu import _argv, _together, start_upstream
 
 Ticks = dict[tuple[int, str, str], int]
@@ -76,13 +76,8 @@ def main() -> None:
             "--cpu-pids", ",".join(map(str, pids)),
             "--upstream-pids", ",".join(map(str, up.tree())),
             "--timeout", "30", "--grace", "20",
+            *point_flags(point),
         ]  # fmt: skip
-        if point.stream:
-            argv.append("--stream")
-        if point.paced:
-            argv += ["--paced-tokens", str(bodies.PACED_TOKENS)]
-        if point.ramp is not None:
-            argv += ["--ramp", str(point.ramp)]
         gen = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         time.sleep(point.warmup + args.seconds / 2 - args.window / 2)
         before, started = thread_ticks(pids), time.monotonic()

@@ -179,6 +179,18 @@ def http_json(
         conn.close()
 
 
+def point_flags(point: Point) -> list[str]:
+    """The load generator's options for what ``point`` sends: streams, pacing, ramp, abandon."""
+    flags = ["--stream"] if point.stream else []
+    if point.paced:
+        flags += ["--paced-tokens", str(bodies.PACED_TOKENS)]
+    if point.ramp is not None:
+        flags += ["--ramp", str(point.ramp)]
+    if point.abandon_ms:
+        flags += ["--abandon-ms", str(point.abandon_ms)]
+    return flags
+
+
 def wait_ready(t: targets.Target, proc: Proc, probe: bytes) -> None:
     end = time.monotonic() + t.ready_timeout
     last: Exception | None = None
@@ -312,14 +324,7 @@ class Bench:
             "--timeout", "30", "--grace", "20",
         ]  # fmt: skip
         self.id_base += 10_000_000
-        if point.stream:
-            argv.append("--stream")
-        if point.paced:
-            argv += ["--paced-tokens", str(bodies.PACED_TOKENS)]
-        if point.ramp is not None:
-            argv += ["--ramp", str(point.ramp)]
-        if point.abandon_ms:
-            argv += ["--abandon-ms", str(point.abandon_ms)]
+        argv += point_flags(point)
         if gone_out is not None:
             argv += ["--gone-out", str(gone_out)]
         if sys.stderr.isatty():
